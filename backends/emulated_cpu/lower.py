@@ -1,0 +1,87 @@
+"""Lowering a captured step (torch ExportedProgram) to a TVM shared library for the host CPU."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import tvm
+from tvm import relax
+from tvm.relax.frontend import detach_params
+from tvm.relax.frontend.torch import from_exported_program
+
+from backends.emulated_cpu.pipeline import build_pipeline
+from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The LLVM target of the host CPU; `num_cores` bounds TVM's parallel loops."""
+
+    num_cores: int = 1
+
+    def tvm_target(self) -> tvm.target.Target:
+        cpu = tvm.target.codegen.llvm_get_system_cpu()
+        return tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": self.num_cores})
+
+
+def _convert_all_reduce(node, importer):
+    x = importer.env[node.args[0]]
+    call = relax.call_dps_packed(ALL_REDUCE_PACKED_FUNC, [x], out_ty=x.ty)
+    return importer.block_builder.emit(call)
+
+
+# The stock importer makes every mm/bmm/linear output float32, so a float16 graph would silently
+# compute in float32 with a weight copy per call: keep the operands' dtype instead.
+def _dtype(expr) -> str:
+    return str(expr.ty.dtype)
+
+
+def _convert_matmul(node, importer):
+    a, b = importer.env[node.args[0]], importer.env[node.args[1]]
+    return importer.block_builder.emit(relax.op.matmul(a, b, out_dtype=_dtype(a)))
+
+
+def _convert_addmm(node, importer):
+    if node.kwargs.get("alpha", 1) != 1 or node.kwargs.get("beta", 1) != 1:
+        raise NotImplementedError("addmm with alpha/beta is not lowered by tyllm")
+    bias, a, b = (importer.env[arg] for arg in node.args[:3])
+    product = importer.block_builder.emit(relax.op.matmul(a, b, out_dtype=_dtype(a)))
+    return importer.block_builder.emit(relax.op.add(bias, product))
+
+
+def _convert_linear(node, importer):
+    x, weight, *rest = (importer.env.get(a, a) if a is not None else None for a in node.args)
+    bias = rest[0] if rest else None
+    return importer.block_builder.emit(relax.op.linear(x, weight, bias, _dtype(x)))
+
+
+CUSTOM_CONVERT_MAP = {
+    "all_reduce.default": _convert_all_reduce,
+    "mm.default": _convert_matmul,
+    "bmm.default": _convert_matmul,
+    "matmul.default": _convert_matmul,
+    "addmm.default": _convert_addmm,
+    "linear.default": _convert_linear,
+}
+
+
+def import_program(program: torch.export.ExportedProgram) -> tuple[tvm.IRModule, list[str]]:
+    """Relax module whose `main` takes the user inputs, then the parameters in the returned
+    order (module parameter names, as in `named_parameters()`)."""
+    mod = from_exported_program(program, keep_params_as_input=True, run_ep_decomposition=False,
+                                custom_convert_map=CUSTOM_CONVERT_MAP)
+    mod, _ = detach_params(mod)  # the values are saved by the caller, by name
+    by_arg = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs}
+    num_input = int(mod["main"].attrs["num_input"])
+    names = [by_arg[v.name] for v in mod["main"].params[num_input:]]
+    return mod, names
+
+
+def lower_to_library(program: torch.export.ExportedProgram, out: Path,
+                     target: TargetSpec) -> list[str]:
+    """Compiles `program` into the shared library `out`; returns the parameter binding order."""
+    mod, param_names = import_program(program)
+    tvm_target = target.tvm_target()
+    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=build_pipeline(tvm_target))
+    executable.export_library(str(out))
+    return param_names

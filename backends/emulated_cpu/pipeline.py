@@ -1,0 +1,37 @@
+"""The Relax pass pipeline for the emulated CPU backend, as readable stages (TVM cpu_generic style).
+
+Stage 1 dispatches library ops, stage 2 legalizes and fuses, stage 3 schedules the fused
+kernels for the CPU (dlight CPU rules: GEMV for decode matmuls, Reduction for norms/softmax),
+stage 4 lowers dataflow and stage 5 plans memory and finalizes for the VM.
+"""
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.s_tir import dlight as dl
+
+from backends.emulated_cpu.schedules import cpu_rules
+
+
+def legalize_passes(target: tvm.target.Target) -> list:
+    return [relax.transform.FuseTransposeMatmul(), *cpu_generic.legalize_passes(target)]
+
+
+def schedule_passes(target: tvm.target.Target) -> list:
+    return [dl.ApplyDefaultSchedule(*cpu_rules())]
+
+
+def build_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    @tvm.transform.module_pass(opt_level=0, name="TyllmEmulatedCpuPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            seq = tvm.transform.Sequential(
+                cpu_generic.library_dispatch_passes(target)
+                + legalize_passes(target)
+                + schedule_passes(target)
+                + cpu_generic.dataflow_lower_passes(target)
+                + cpu_generic.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return _pipeline

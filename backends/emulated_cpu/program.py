@@ -1,0 +1,36 @@
+"""A compiled die graph loaded for execution: TVM VM over the `.so`, parameters bound by name."""
+
+from pathlib import Path
+
+import torch
+import tvm
+from tvm import relax
+
+ALIGNMENT = 64  # bytes; TVM refuses less aligned buffers
+
+
+def aligned(t: torch.Tensor) -> torch.Tensor:
+    t = t.contiguous()
+    return t if t.data_ptr() % ALIGNMENT == 0 else t.clone()
+
+
+def to_tvm(t: torch.Tensor):
+    return tvm.runtime.from_dlpack(aligned(t))
+
+
+def to_torch(x) -> torch.Tensor:
+    return torch.from_dlpack(x)
+
+
+class DieProgram:
+    """One graph of one die. Inputs and outputs are torch tensors, shared with TVM zero-copy."""
+
+    def __init__(self, library: Path, params: list[torch.Tensor]):
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
+        self._main = self._vm["main"]
+        self._torch_params = [aligned(p) for p in params]  # TVM views this memory: keep it
+        self._params = [to_tvm(p) for p in self._torch_params]
+
+    def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        out = self._main(*[to_tvm(t) for t in inputs], *self._params)
+        return [to_torch(o) for o in out]

@@ -1,0 +1,221 @@
+"""Hand-written dlight schedule rules for the host CPU: the decode and prefill matmuls.
+
+The stock `dlight.cpu.GEMV` vectorises 128 output rows with strided weight loads, which LLVM
+compiles very slowly. These rules keep every vector access contiguous instead:
+
+- `InnerReductionMatmul`: out[.., m, n] = sum_k a[.., m, k] * b[.., n, k] (x @ W^T, q @ k^T).
+  The contiguous K loop is split by the vector width and rfactor-ed into vector FMAs.
+- `OuterReductionMatmul`: out[.., m, n] = sum_k a[.., m, k] * b[.., k, n] (probs @ v).
+  K runs outside the innermost output axis n, which is vectorised.
+
+Both keep a tile of accumulators in registers, run the tiles in parallel and accept one
+injective epilogue (bias add, silu * mul, residual add) fused after the matmul. A PrimFunc they
+do not recognise is left alone (the rule returns None), so correctness never depends on them.
+"""
+
+from math import prod
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
+from tvm.s_tir.dlight.base import ScheduleRule, try_inline_contiguous_spatial
+from tvm.s_tir.schedule import ScheduleError
+from tvm.target import Target
+
+VECTOR_WIDTHS = (16, 8, 4)  # fp32 lanes: one 512-bit vector first (LLVM splits it if narrower)
+M_TILE = 4  # activation (or query) rows per register tile
+N_TILE = 4  # weight (or key) rows per register tile when M > 1; decode streams one row
+MAX_ACC = 15  # accumulator vectors per tile: TVM stack-allocates only "global" buffers < 1 KiB
+
+
+def _static(extent) -> int | None:
+    return int(extent) if isinstance(extent, tirx.IntImm | int) else None
+
+
+def _tile(extent: int, cap: int) -> int:
+    """The largest divisor of `extent` that is at most `cap` (tiles never need a tail)."""
+    return max(d for d in range(1, min(extent, cap) + 1) if extent % d == 0)
+
+
+def _vector_width(extent: int) -> int | None:
+    return next((w for w in VECTOR_WIDTHS if extent % w == 0), None)
+
+
+def _matmul_with_epilogue(sch: s_tir.Schedule) -> tuple[SBlockInfo, SBlockInfo | None] | None:
+    """The static-shape S..SR block `out += a * b` and its optional injective epilogue."""
+    infos = try_inline_contiguous_spatial(sch, normalize_prim_func(sch))
+    if not infos or len(infos) > 2 or not infos[0].dom_kind().endswith("SR"):
+        return None
+    main, epilogue = infos[0], (infos[1] if len(infos) == 2 else None)
+    if main.dom_kind().count("R") != 1 or (epilogue and not epilogue.is_injective()):
+        return None
+    if any(_static(d) is None for d in main.dom()):
+        return None
+    block = sch.get(main.block_rv)
+    body = block.body
+    if len(block.reads) != 2 or len(block.writes) != 1 or not isinstance(body, tirx.BufferStore):
+        return None
+    if not isinstance(body.value, tirx.Add) or not isinstance(body.value.b, tirx.Mul):
+        return None
+    return main, epilogue
+
+
+def _index_vars(region) -> list:
+    """The block variables indexing each dimension of a buffer region (None if not a plain var)."""
+    return [r.min if isinstance(r.min, tirx.Var) and _static(r.extent) == 1 else None
+            for r in region.region]
+
+
+def _roles(sch: s_tir.Schedule, main: SBlockInfo, k_last_in_b: bool) -> tuple | None:
+    """Splits the leading spatial iters into batch (indexing both operands) and m (indexing a
+    only); the last spatial iter n must index b only. K must be the last index of a, and the
+    last (`k_last_in_b`) or second-to-last index of b."""
+    ivars = [iv.var for iv in sch.get(main.block_rv).iter_vars]
+    k, n = ivars[-1], ivars[-2]
+    reads = [_index_vars(r) for r in sch.get(main.block_rv).reads]
+    with_n = [i for i, r in enumerate(reads) if n in r]
+    if len(with_n) != 1:
+        return None
+    b, a = reads[with_n[0]], reads[1 - with_n[0]]
+    if a[-1:] != [k] or b[-2:] != ([n, k] if k_last_in_b else [k, n]):
+        return None
+    lead = range(len(ivars) - 2)
+    batch = [i for i in lead if ivars[i] in a and ivars[i] in b]
+    m = [i for i in lead if ivars[i] in a and ivars[i] not in b]
+    if batch + m != list(lead):  # batch axes first, then m axes: the usual matmul layout
+        return None
+    return batch, m
+
+
+def _split_m(sch: s_tir.Schedule, loops: list, m: list, extents: list) -> tuple[list, list, int]:
+    """Fuses the m loops and splits them into ([outer], [tile of at most M_TILE rows], tile)."""
+    if not m:
+        return [], [], 1
+    fused = sch.fuse(*[loops[i] for i in m]) if len(m) > 1 else loops[m[0]]
+    tile = _tile(prod(extents[i] for i in m), M_TILE)
+    mo, mi = sch.split(fused, factors=[None, tile])
+    return [mo], [mi], tile
+
+
+def _unroll(sch: s_tir.Schedule, loops: list) -> None:
+    for loop in loops:
+        if (_static(sch.get(loop).extent) or 0) > 1:
+            sch.unroll(loop)
+
+
+def _vectorize_innermost(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+    inner = sch.get_loops(block)[-1]
+    extent = _static(sch.get(inner).extent) or 0
+    width = _vector_width(extent)
+    if width and extent > width:
+        sch.vectorize(sch.split(inner, factors=[None, width])[1])
+    elif 1 < extent <= VECTOR_WIDTHS[0]:
+        sch.vectorize(inner)
+
+
+def _epilogue_at(sch: s_tir.Schedule, epilogue: SBlockInfo | None, loop) -> None:
+    """Moves the fused epilogue under the parallel tile loop and vectorises it."""
+    if epilogue is not None:
+        sch.reverse_compute_at(epilogue.block_rv, loop, preserve_unit_loops=True)
+        _vectorize_innermost(sch, epilogue.block_rv)
+
+
+class _MatmulRule(ScheduleRule):
+    """Matches the matmul (with `K_LAST_IN_B` telling which kind) and hands it to `schedule`;
+    a schedule primitive that refuses the PrimFunc leaves it unscheduled."""
+
+    K_LAST_IN_B: bool
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        found = _matmul_with_epilogue(sch)
+        roles = found and _roles(sch, found[0], self.K_LAST_IN_B)
+        if not roles:
+            return None
+        extents = [_static(d) for d in found[0].dom()]
+        try:
+            return self.schedule(sch, *found, extents, *roles)
+        except ScheduleError:
+            return None
+
+    def schedule(self, sch, main, epilogue, extents, batch, m) -> s_tir.Schedule | None:
+        raise NotImplementedError
+
+
+class InnerReductionMatmul(_MatmulRule):
+    """x @ W^T and q @ k^T: K is contiguous in both operands. K splits into vector-wide chunks
+    that rfactor turns into vector FMAs on partial sums; an (M_TILE x N_TILE) tile of partial
+    sums stays in registers (a small stack buffer under unrolled loops), tiles run in
+    parallel. Decode (M = 1) streams one weight row at a time: purely sequential reads."""
+
+    K_LAST_IN_B = True
+
+    def schedule(self, sch, main, epilogue, extents, batch, m) -> s_tir.Schedule | None:
+        width = _vector_width(extents[-1])
+        if width is None:
+            return None
+        loops = sch.get_loops(main.block_rv)
+        mo, mi, m_tile = _split_m(sch, loops, m, extents)
+        n_tile = _tile(extents[-2], min(N_TILE, MAX_ACC // m_tile) if m_tile > 1 else 1)
+        no, ni = sch.split(loops[-2], factors=[None, n_tile])
+        ko, ki = sch.split(loops[-1], factors=[None, width])
+        sch.reorder(*[loops[i] for i in batch], no, *mo, ko, *mi, ni, ki)
+        sch.fuse(*[loops[i] for i in batch], no, *mo)
+        out_dims = len(sch.get(main.block_rv).writes[0].region)
+        rf = sch.rfactor(ki, factor_axis=out_dims)  # partial sums [..., n, width], contiguous
+        outer, ko, *tile, ki = sch.get_loops(rf)
+        sch.parallel(outer)
+        sch.vectorize(ki)
+        _unroll(sch, tile)
+        sch.reverse_compute_at(main.block_rv, outer, preserve_unit_loops=True)
+        self._sum_partials(sch, main.block_rv)
+        _epilogue_at(sch, epilogue, outer)
+        init = sch.decompose_reduction(rf, ko)
+        sch.vectorize(sch.get_loops(init)[-1])
+        return sch
+
+    @staticmethod
+    def _sum_partials(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+        """The write-back block sums each output's `width` partial sums: put that reduction
+        innermost and unroll everything, so the partial sums never leave registers."""
+        loops = sch.get_loops(block)[1:]
+        spatial = [iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(block).iter_vars]
+        if len(spatial) != len(loops):
+            return
+        order = sorted(range(len(loops)), key=lambda i: not spatial[i])  # stable: spatial first
+        sch.reorder(*[loops[i] for i in order])
+        _unroll(sch, loops)
+
+
+class OuterReductionMatmul(_MatmulRule):
+    """probs @ v: K indexes the rows of b, so K runs outside the innermost output axis n, which
+    is vectorised (contiguous in b and out); an (M_TILE x vector) tile of sums stays in
+    registers; (batch, m tile, n chunk) tiles run in parallel."""
+
+    K_LAST_IN_B = False
+
+    def schedule(self, sch, main, epilogue, extents, batch, m) -> s_tir.Schedule | None:
+        width = _vector_width(extents[-2])
+        if width is None:
+            return None
+        loops = sch.get_loops(main.block_rv)
+        no, ni = sch.split(loops[-2], factors=[None, width])
+        mo, mi, _ = _split_m(sch, loops, m, extents)
+        sch.reorder(*[loops[i] for i in batch], *mo, no, loops[-1], *mi, ni)
+        outer = sch.fuse(*[loops[i] for i in batch], *mo, no)
+        sch.parallel(outer)
+        sch.vectorize(ni)
+        _unroll(sch, mi)
+        acc = sch.cache_write(main.block_rv, 0, "global")  # compacts to the tile, on the stack
+        sch.reverse_compute_at(acc, outer, preserve_unit_loops=True)
+        _vectorize_innermost(sch, acc)
+        _epilogue_at(sch, epilogue, outer)
+        init = sch.decompose_reduction(main.block_rv, loops[-1])
+        sch.vectorize(sch.get_loops(init)[-1])
+        return sch
+
+
+def cpu_rules() -> list[ScheduleRule]:
+    """The rules for `dlight.ApplyDefaultSchedule`, tried in this order."""
+    return [InnerReductionMatmul(), OuterReductionMatmul()]

@@ -1,0 +1,55 @@
+"""Small randomly initialised checkpoints of the real transformers classes, saved as HF folders."""
+
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
+
+ARCHS = {
+    "llama": (LlamaConfig, LlamaForCausalLM),
+    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+}
+
+BASE = dict(vocab_size=250, hidden_size=48, intermediate_size=90, num_hidden_layers=2,
+            num_attention_heads=6, num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
+            initializer_range=0.05, tie_word_embeddings=False, eos_token_id=None, bos_token_id=None)
+
+
+def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
+    vocab = {f"w{i}": i for i in range(vocab_size)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="w0"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="w0")
+
+
+def make_checkpoint(folder: Path, arch: str, seed: int = 0, **overrides) -> Path:
+    config_cls, model_cls = ARCHS[arch]
+    config = config_cls(**(BASE | overrides))
+    torch.manual_seed(seed)
+    model = model_cls(config).eval()
+    model.save_pretrained(folder)
+    word_tokenizer(config.vocab_size).save_pretrained(folder)
+    return folder
+
+
+def hf_greedy(folder: Path, input_ids: list[int], max_new_tokens: int, dtype=torch.float32):
+    model = load_hf(folder, dtype)
+    out = model.generate(torch.tensor([input_ids]), max_new_tokens=max_new_tokens,
+                         do_sample=False, min_new_tokens=0)
+    return out[0, len(input_ids):].tolist()
+
+
+def load_hf(folder: Path, dtype=torch.float32):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=dtype).eval()

@@ -1,0 +1,133 @@
+"""The artifact tree: layout, schemas, manifest, load-time checks, atomic compile."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+import tyllm.compiler
+from tyllm import runtime
+from tyllm.build_util import build_and_compile_llm
+from tyllm.errors import ArtifactError
+
+SCHEMAS = Path(__file__).parent.parent / "artifacts_schema"
+
+
+@pytest.fixture(scope="module")
+def tree(checkpoint_factory, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tree") / "2die"
+    return Path(build_and_compile_llm(checkpoint_factory("qwen3"), out, max_kv_cache_size=32,
+                                      seq_len_list=[1, 4], dev_count=2, progress=False,
+                                      embedding_as_input=True))
+
+
+def test_seed_layout(tree):
+    batch = tree / "batch_1"
+    for d in range(2):
+        assert (batch / f"common_die{d}.params").is_file()
+        assert (batch / f"seqlen_1/llm_decode_die{d}.so").is_file()
+        assert (batch / f"seqlen_4/llm_prefill_die{d}.so").is_file()
+        for m in (1, 4):
+            assert (batch / f"constant_die{d}_{m}.params").is_file()
+            assert (batch / f"seqlen_{m}/llm_die{d}.params").is_file()
+            assert (batch / f"llm_die{d}_{m}.onnx").is_file()
+    for name in ("config.json", "buffer_config.json", "tokenizer.json", "embedding.params",
+                 "manifest.json", "empty.bin"):
+        assert (tree / name).is_file(), name
+
+
+def test_weights_are_stored_once_per_die(tree):
+    from safetensors import safe_open
+
+    with safe_open(tree / "batch_1/common_die0.params", "pt") as f:
+        weights = set(f.keys())
+    assert "layers.0.mlp.up_proj.weight" in weights
+    for m in (1, 4):
+        for name in (f"constant_die0_{m}.params", f"seqlen_{m}/llm_die0.params"):
+            with safe_open(tree / "batch_1" / name, "pt") as f:
+                assert not weights & set(f.keys())
+
+
+@pytest.mark.parametrize("name", ["config", "buffer_config", "manifest", "compile_report"])
+def test_json_documents_match_their_schemas(tree, name):
+    schema = json.loads((SCHEMAS / f"{name}.schema.json").read_text())
+    jsonschema.validate(json.loads((tree / f"{name}.json").read_text()), schema)
+
+
+def test_manifest_records_versions_and_every_file(tree):
+    manifest = json.loads((tree / "manifest.json").read_text())
+    assert {"tyllm", "torch", "apache-tvm"} <= set(manifest["producer"])
+    on_disk = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_file()}
+    assert set(manifest["files"]) == on_disk - {"manifest.json"}
+
+
+def test_buffer_config_describes_graphs_and_kv(tree):
+    buffers = json.loads((tree / "buffer_config.json").read_text())
+    graph = next(g for g in buffers["graphs"] if g["die"] == 1 and g["seq_len"] == 4)
+    assert [t["name"] for t in graph["inputs"]] == ["inputs_embeds", "start_pos", "last_index",
+                                                   "k_cache", "v_cache"]
+    assert graph["inputs"][0]["shape"] == [4, 48]
+    kv = buffers["kv_cache"][1]["k_cache"]
+    assert kv["shape"] == [2, 1, 32, 8]  # layers, this die's KV heads, max_kv, head_dim
+
+
+def test_tree_for_other_die_count_is_refused(tree):
+    with pytest.raises(ArtifactError, match="compiled for 2 dies but 3 were requested"):
+        runtime.load(tree, dies=3)
+
+
+def corrupt_copy(tree: Path, tmp_path: Path, name: str, how) -> Path:
+    import shutil
+
+    copy = tmp_path / "2die"
+    shutil.copytree(tree, copy)
+    how(copy / name)
+    return copy
+
+
+@pytest.mark.parametrize("name", ["batch_1/common_die1.params",
+                                  "batch_1/seqlen_1/llm_decode_die0.so"])
+def test_truncated_files_are_caught_by_sha256(tree, tmp_path, name):
+    def truncate(path):
+        path.write_bytes(path.read_bytes()[:-100])
+
+    with pytest.raises(ArtifactError, match="does not match its sha256"):
+        runtime.load(corrupt_copy(tree, tmp_path, name, truncate))
+
+
+def test_failed_compile_leaves_no_tree_and_rerun_works(checkpoint_factory, tmp_path,
+                                                       monkeypatch):
+    out = tmp_path / "1die"
+    ckpt = checkpoint_factory("qwen3")
+    real = tyllm.compiler.lower_to_library
+    calls = []
+
+    def fail_on_second_graph(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("interrupted")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tyllm.compiler, "lower_to_library", fail_on_second_graph)
+    kwargs = dict(max_kv_cache_size=32, seq_len_list=[1, 4], progress=False, export_onnx=False)
+    with pytest.raises(KeyboardInterrupt):
+        build_and_compile_llm(ckpt, out, **kwargs)
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(tyllm.compiler, "lower_to_library", real)
+    build_and_compile_llm(ckpt, out, **kwargs)
+    assert (out / "manifest.json").is_file()
+    build_and_compile_llm(ckpt, out, **kwargs)  # recompiling over a tree replaces it
+    with runtime.load(out) as session:
+        assert len(session.generate([1, 2, 3], max_new_tokens=3)) == 3
+
+
+def test_prompt_longer_than_kv_cache_is_refused(tree):
+    from tyllm.errors import TyllmError
+
+    with runtime.load(tree) as session:
+        with pytest.raises(TyllmError, match="KV cache holds 32"):
+            session.generate(list(range(40)), max_new_tokens=1)
+        with pytest.raises(TyllmError, match="ask for at most 3 new tokens"):
+            session.generate(list(range(30)), max_new_tokens=10)

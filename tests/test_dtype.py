@@ -1,0 +1,30 @@
+"""Logit accuracy of compiled trees against HF float32 (fp32 exact, fp16 within tolerance)."""
+
+import pytest
+import torch
+
+from models import load_hf
+from tyllm import runtime
+from tyllm.build_util import build_and_compile_llm
+
+pytestmark = pytest.mark.slow
+
+FP16_TOLERANCE = 1e-2  # max |logit - HF fp32 logit| / max(1, max |HF fp32 logit|); see docs
+PROMPT = [3, 17, 92, 45, 7, 200, 11, 64, 5, 150, 33]
+
+
+@pytest.mark.parametrize(("dtype", "tolerance"), [("float32", 1e-4),
+                                                  ("float16", FP16_TOLERANCE)])
+def test_last_token_logits_match_hf_fp32(dtype, tolerance, checkpoint_factory, tmp_path):
+    ckpt = checkpoint_factory("qwen3")
+    tree = build_and_compile_llm(ckpt, tmp_path / "2die", max_kv_cache_size=32,
+                                 seq_len_list=[1, 8], dev_count=2, dtype=dtype,
+                                 export_onnx=False, progress=False)
+    with torch.no_grad():
+        reference = load_hf(ckpt)(torch.tensor([PROMPT])).logits[0, -1]
+    with runtime.load(tree) as session:
+        logits = session.prefill(PROMPT).float()
+    error = (logits - reference).abs().max().item() / max(1.0, reference.abs().max().item())
+    print(f"{dtype}: relative max |logit error| vs HF fp32 = {error:.2e}")
+    assert error <= tolerance
+    assert torch.argmax(logits) == torch.argmax(reference)

@@ -1,0 +1,1 @@
+"""The artifact tree: layout, parameter files, JSON documents and the manifest."""

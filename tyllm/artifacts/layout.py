@@ -1,0 +1,51 @@
+"""Paths of the artifact tree (seed-compatible layout), relative to the `<N>die` folder.
+
+  batch_1/common_die{d}.params          die d's weights, shared by every seq_len graph
+  batch_1/constant_die{d}_{M}.params    constants of die d's seq_len-M graph (rope tables)
+  batch_1/llm_die{d}_{M}.onnx           ONNX twin of that graph (weights point into common_*)
+  batch_1/seqlen_{M}/llm_{prefill|decode}_die{d}.so   the compiled graph (decode when M == 1)
+  batch_1/seqlen_{M}/llm_die{d}.params  graph-local constants (causal mask of M rows)
+  config.json buffer_config.json tokenizer.json manifest.json compile_report.json
+  embedding.params (embedding_as_input) empty.bin
+"""
+
+from pathlib import Path
+
+BATCH = "batch_1"
+CONFIG = "config.json"
+BUFFER_CONFIG = "buffer_config.json"
+TOKENIZER = "tokenizer.json"
+MANIFEST = "manifest.json"
+REPORT = "compile_report.json"
+EMBEDDING = "embedding.params"
+EMPTY = "empty.bin"
+
+
+def graph_kind(seq_len: int) -> str:
+    return "decode" if seq_len == 1 else "prefill"
+
+
+def weights_file(die: int) -> str:
+    return f"{BATCH}/common_die{die}.params"
+
+
+def constants_file(die: int, seq_len: int) -> str:
+    return f"{BATCH}/constant_die{die}_{seq_len}.params"
+
+
+def onnx_file(die: int, seq_len: int) -> str:
+    return f"{BATCH}/llm_die{die}_{seq_len}.onnx"
+
+
+def library_file(die: int, seq_len: int) -> str:
+    return f"{BATCH}/seqlen_{seq_len}/llm_{graph_kind(seq_len)}_die{die}.so"
+
+
+def graph_params_file(die: int, seq_len: int) -> str:
+    return f"{BATCH}/seqlen_{seq_len}/llm_die{die}.params"
+
+
+def ensure_parent(root: Path, relative: str) -> Path:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path

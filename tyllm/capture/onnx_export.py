@@ -1,0 +1,82 @@
+"""ONNX twin of a captured step, for inspection and the onnxruntime cross-check (`tyllm verify`).
+
+`tyllm::all_reduce` becomes a `tyllm.AllReduce` node, defined in the model as a local function
+with the one-die (identity) meaning, so onnxruntime runs a die graph on its own. Weights are not
+copied: initializers point into the die's `common_die{d}.params` (safetensors) by byte offset.
+"""
+
+import json
+import struct
+from pathlib import Path
+
+import onnx
+import torch
+from onnx import helper
+from onnxscript import opset18 as op
+
+from tyllm.capture.export import OUTPUT_NAMES
+
+DOMAIN = "tyllm"
+ALL_REDUCE_TARGET = "torch.ops.tyllm.all_reduce"
+
+
+def _all_reduce_as_identity(x):
+    return op.Identity(x)
+
+
+def _all_reduce_function() -> onnx.FunctionProto:
+    return helper.make_function(DOMAIN, "AllReduce", ["x"], ["y"],
+                                [helper.make_node("Identity", ["x"], ["y"])],
+                                [helper.make_opsetid("", 18)])
+
+
+def mark_all_reduce(model: onnx.ModelProto) -> int:
+    """Turns the exporter's stand-in nodes for the collective into `tyllm.AllReduce`."""
+    count = 0
+    for node in model.graph.node:
+        fx = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.fx_node"), "")
+        if ALL_REDUCE_TARGET in fx:
+            node.op_type, node.domain = "AllReduce", DOMAIN
+            count += 1
+    model.functions.append(_all_reduce_function())
+    model.opset_import.append(helper.make_opsetid(DOMAIN, 1))
+    return count
+
+
+def safetensors_offsets(path: Path) -> dict[str, tuple[int, int, list[int]]]:
+    """name -> (absolute byte offset, byte length, shape) of each tensor in a safetensors file."""
+    with open(path, "rb") as f:
+        (header_len,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(header_len))
+    header.pop("__metadata__", None)
+    base = 8 + header_len
+    return {name: (base + e["data_offsets"][0], e["data_offsets"][1] - e["data_offsets"][0],
+                   e["shape"]) for name, e in header.items()}
+
+
+def link_external_weights(model: onnx.ModelProto, weights: Path) -> int:
+    """Points initializers at their bytes in `weights` (a file in the ONNX file's folder)."""
+    offsets, linked = safetensors_offsets(weights), 0
+    for init in model.graph.initializer:
+        entry = offsets.get(init.name)
+        if entry is None or list(entry[2]) != list(init.dims):
+            continue
+        init.ClearField("raw_data")
+        init.data_location = onnx.TensorProto.EXTERNAL
+        del init.external_data[:]
+        for key, value in (("location", weights.name), ("offset", entry[0]), ("length", entry[1])):
+            init.external_data.add(key=key, value=str(value))
+        linked += 1
+    return linked
+
+
+def export_onnx(program: torch.export.ExportedProgram, input_names: list[str], path: Path,
+                weights: Path) -> None:
+    onnx_program = torch.onnx.export(
+        program, (), dynamo=True, input_names=input_names, output_names=list(OUTPUT_NAMES),
+        custom_translation_table={torch.ops.tyllm.all_reduce.default: _all_reduce_as_identity},
+        optimize=False, verify=False, report=False)
+    model = onnx_program.model_proto
+    mark_all_reduce(model)
+    link_external_weights(model, weights)
+    onnx.save(model, str(path))

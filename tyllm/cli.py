@@ -1,0 +1,110 @@
+"""The `tyllm` command line: parses arguments and calls the library, nothing else."""
+
+import argparse
+import sys
+
+from tyllm.errors import TyllmError
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ints") from e
+
+
+def add_compile(sub) -> None:
+    p = sub.add_parser("compile", help="compile a HF checkpoint into a per-die artifact tree")
+    p.add_argument("model", help="HF checkpoint folder (config.json, safetensors, tokenizer)")
+    p.add_argument("out", help="artifact folder to write, e.g. Qwen3-1.7B-AOT/4die")
+    p.add_argument("--dies", type=int, default=1, help="number of dies (tensor parallel)")
+    p.add_argument("--seq-lens", type=_int_list, default=[1, 8], help="graph lengths, e.g. 1,8")
+    p.add_argument("--max-kv", type=int, default=4096, help="KV cache size in tokens")
+    p.add_argument("--embedding-as-input", action="store_true",
+                   help="graphs take embeddings; the runtime does the lookup")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
+    p.add_argument("--threads", type=int, default=0, help="cores per compiled graph (0: all)")
+    p.add_argument("--no-onnx", action="store_true", help="skip the ONNX twin of each graph")
+    p.add_argument("--quiet", action="store_true", help="no per-graph progress lines")
+
+
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="generate greedily from a compiled tree on emulated dies")
+    p.add_argument("artifacts", help="the <N>die folder written by `tyllm compile`")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--workers", default="threads", choices=["threads", "processes"])
+    p.add_argument("--dies", type=int, default=None, help="expected die count (checked)")
+    p.add_argument("--raw", action="store_true", help="do not apply the chat template")
+
+
+def add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check hashes and each graph against onnxruntime")
+    p.add_argument("artifacts", help="the <N>die folder written by `tyllm compile`")
+
+
+def add_prepare(sub) -> None:
+    p = sub.add_parser("prepare-smollm2",
+                       help="convert the packaged SmolLM2-135M-Instruct GGUF to a HF folder")
+    p.add_argument("--out", default=None, help="destination (default: ~/.cache/tyllm/...)")
+
+
+def run_compile(args) -> None:
+    from tyllm.build_util import build_and_compile_llm
+
+    path = build_and_compile_llm(
+        args.model, args.out, max_kv_cache_size=args.max_kv, seq_len_list=args.seq_lens,
+        dev_count=args.dies, embedding_as_input=args.embedding_as_input, dtype=args.dtype,
+        num_threads=args.threads, export_onnx=not args.no_onnx, progress=not args.quiet)
+    print(path)
+
+
+def run_run(args) -> None:
+    from tyllm import runtime
+    from tyllm.text import decode, encode_prompt
+
+    with runtime.load(args.artifacts, workers=args.workers, dies=args.dies) as session:
+        ids = encode_prompt(session.tree.root, args.prompt, chat=not args.raw)
+        print(decode(session.tree.root, session.generate(ids, args.max_new_tokens)))
+
+
+def run_verify(args) -> int:
+    from tyllm.verify import verify_tree
+
+    checks = verify_tree(args.artifacts)
+    for c in checks:
+        print(f"die {c.die} seqlen {c.seq_len}: max |TVM - onnxruntime| = {c.max_abs_diff:.3g} "
+              f"(relative {c.relative_diff:.3g}) {'ok' if c.ok else 'MISMATCH'}")
+    print(f"all files match the manifest; {sum(c.ok for c in checks)}/{len(checks)} graphs agree")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def run_prepare(args) -> None:
+    from tyllm.smollm2 import prepare_smollm2
+
+    print(prepare_smollm2(args.out))
+
+
+COMMANDS = {"compile": run_compile, "run": run_run, "verify": run_verify,
+            "prepare-smollm2": run_prepare}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tyllm", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (add_compile, add_run, add_verify, add_prepare):
+        add(sub)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args) or 0
+    except TyllmError as e:
+        print(f"tyllm: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

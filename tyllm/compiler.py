@@ -1,0 +1,186 @@
+"""The compile recipe: checkpoint -> per-die, per-seq_len TVM libraries in the artifact tree."""
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from torch._subclasses.fake_tensor import FakeTensorMode
+
+from backends.emulated_cpu import TargetSpec, lower_to_library
+from tyllm.artifacts import layout
+from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
+from tyllm.artifacts.manifest import write_manifest
+from tyllm.artifacts.params import save_params
+from tyllm.capture.export import OUTPUT_NAMES, describe, export_step
+from tyllm.capture.onnx_export import export_onnx
+from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
+from tyllm.errors import TyllmError
+from tyllm.models.loading import GRAPH_CONSTANTS, SHARED_CONSTANTS, build_die_step
+from tyllm.models.registry import arch_for_config
+from tyllm.report import CompileReport
+from tyllm.request import CompileRequest, validate
+from tyllm.shard.plan import DiePlan, plan_dies
+
+TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                    "generation_config.json")
+
+
+class Checkpoint:
+    """The parts of a HF folder the compiler reads."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.config = load_config(path)
+        self.arch = arch_for_config(self.config)
+        self.dims = self.arch.dims_from_config(self.config)
+        self.tokenizer = tokenizer_file(path)
+
+
+def graph_entry(plan: DiePlan, seq_len: int, inputs, outputs, order, onnx: bool) -> dict:
+    d = plan.die
+    return {"die": d, "seq_len": seq_len, "kind": layout.graph_kind(seq_len),
+            "library": layout.library_file(d, seq_len), "weights": layout.weights_file(d),
+            "constants": layout.constants_file(d, seq_len),
+            "graph_params": layout.graph_params_file(d, seq_len),
+            "onnx": layout.onnx_file(d, seq_len) if onnx else None,
+            "inputs": [t.as_json() for t in describe(inputs)],
+            "outputs": [t.as_json() for t in describe(dict(zip(OUTPUT_NAMES, outputs,
+                                                                  strict=True)))],
+            "param_order": order}
+
+
+def _fake_outputs(step, inputs) -> list[torch.Tensor]:
+    """Output shapes and dtypes, traced without computing."""
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+        return list(step(*inputs.values()))
+
+
+def save_graph_params(root: Path, plan: DiePlan, seq_len: int, params: dict) -> None:
+    save_params(layout.ensure_parent(root, layout.constants_file(plan.die, seq_len)),
+                {n: params[n] for n in SHARED_CONSTANTS})
+    save_params(layout.ensure_parent(root, layout.graph_params_file(plan.die, seq_len)),
+                {n: params[n] for n in GRAPH_CONSTANTS})
+
+
+def compile_graph(step, plan, seq_len, request, root, target, report) -> dict:
+    with report.graph(plan.die, seq_len, layout.graph_kind(seq_len)) as t:
+        with report.timed(t, "export"):
+            program, inputs = export_step(step, seq_len)
+            save_graph_params(root, plan, seq_len, dict(step.named_parameters()))
+        if request.export_onnx:
+            with report.timed(t, "onnx"):
+                export_onnx(program, list(inputs), root / layout.onnx_file(plan.die, seq_len),
+                            root / layout.weights_file(plan.die))
+        with report.timed(t, "tvm"):
+            library = layout.ensure_parent(root, layout.library_file(plan.die, seq_len))
+            order = lower_to_library(program, library, target)
+        outputs = _fake_outputs(step, inputs)
+    return graph_entry(plan, seq_len, inputs, outputs, order, request.export_onnx)
+
+
+def compile_die(ckpt, plan, request, root, target, report) -> list[dict]:
+    with TensorReader(ckpt.path) as reader:
+        step = build_die_step(ckpt.arch, ckpt.config, plan, reader,
+                              max_kv=request.max_kv_cache_size,
+                              embedding_as_input=request.embedding_as_input,
+                              dtype=request.torch_dtype)
+    params = dict(step.named_parameters())
+    table = ckpt.arch.weight_table(ckpt.dims, request.embedding_as_input)
+    save_params(layout.ensure_parent(root, layout.weights_file(plan.die)),
+                {n: params[n] for n in table})
+    return [compile_graph(step, plan, m, request, root, target, report)
+            for m in sorted(request.seq_len_list)]
+
+
+def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: TargetSpec) -> dict:
+    dims = ckpt.dims
+    return {
+        "format_version": FORMAT_VERSION, "kind": "llm", "architecture": ckpt.arch.name,
+        "model_type": getattr(ckpt.config, "model_type", ckpt.arch.name),
+        "dies": request.dev_count, "seq_len_list": sorted(request.seq_len_list),
+        "max_kv_cache_size": request.max_kv_cache_size, "dtype": request.dtype,
+        "embedding_as_input": request.embedding_as_input, "vocab_size": dims.vocab_size,
+        "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
+        "eos_token_ids": eos_token_ids(ckpt.path, ckpt.config),
+        "die_plans": [plan_json(p) for p in plans],
+        "target": {"kind": "llvm", "num_cores": target.num_cores},
+        "hf_config": ckpt.config.to_dict(),
+    }
+
+
+def kv_cache_entries(graphs: list[dict]) -> list[dict]:
+    first = {}
+    for g in graphs:
+        first.setdefault(g["die"], g)
+    return [{"die": d, **{t["name"]: {"shape": t["shape"], "dtype": t["dtype"]}
+                          for t in g["inputs"] if t["name"] in ("k_cache", "v_cache")}}
+            for d, g in sorted(first.items())]
+
+
+def copy_tokenizer(ckpt: Checkpoint, root: Path) -> None:
+    shutil.copyfile(ckpt.tokenizer, root / layout.TOKENIZER)
+    for name in TOKENIZER_EXTRAS:
+        if (ckpt.path / name).is_file():
+            shutil.copyfile(ckpt.path / name, root / name)
+
+
+def save_embedding(ckpt: Checkpoint, root: Path, dtype: torch.dtype) -> None:
+    with TensorReader(ckpt.path) as reader:
+        table = reader.read("model.embed_tokens.weight").to(dtype)
+    save_params(root / layout.EMBEDDING, {"embed_tokens": table})
+
+
+def sizes_per_die(root: Path, dies: int) -> dict[int, int]:
+    return {d: sum(p.stat().st_size for p in root.rglob(f"*die{d}*") if p.is_file())
+            for d in range(dies)}
+
+
+def write_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) -> None:
+    # Step 1. Plan the dies and pick the target.
+    plans = plan_dies(ckpt.dims, request.dev_count)
+    target = TargetSpec(num_cores=request.num_threads or os.cpu_count() or 1)
+    # Step 2. Capture, export and lower every (die, seq_len) graph.
+    graphs = [g for plan in plans for g in compile_die(ckpt, plan, request, root, target, report)]
+    # Step 3. Documents, tokenizer, embedding table.
+    write_json(root / layout.CONFIG, tree_config(ckpt, request, plans, target))
+    write_json(root / layout.BUFFER_CONFIG, {"format_version": FORMAT_VERSION, "graphs": graphs,
+                                             "kv_cache": kv_cache_entries(graphs)})
+    copy_tokenizer(ckpt, root)
+    if request.embedding_as_input:
+        save_embedding(ckpt, root, request.torch_dtype)
+    (root / layout.EMPTY).write_bytes(b"")
+    summary = report.summary(sizes_per_die(root, request.dev_count))
+    write_json(root / layout.REPORT, summary)
+    report.log(f"compiled {len(graphs)} graphs in {summary['compile_seconds']} s, peak RSS "
+               f"{summary['peak_rss_mb']} MB, bytes per die {summary['bytes_per_die']}")
+    # Step 4. The manifest goes last: a tree without one is never taken as complete.
+    write_manifest(root)
+
+
+def prepare_destination(dest: Path) -> None:
+    if dest.exists() and any(dest.iterdir()) and not (dest / layout.MANIFEST).is_file():
+        raise TyllmError(f"{dest} exists, is not empty and is not a tyllm artifact tree: "
+                         f"choose another artifacts_path or empty it; tyllm will not overwrite it.")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+
+
+def compile_llm(request: CompileRequest) -> Path:
+    """Compiles into a staging folder beside the destination, then moves it into place."""
+    validate(request)
+    ckpt = Checkpoint(request.model_path)
+    plan_dies(ckpt.dims, request.dev_count)  # refuse impossible die counts before any work
+    dest = request.artifacts_path
+    prepare_destination(dest)
+    staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress)
+        write_tree(ckpt, request, staging, report)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest

@@ -1,0 +1,1 @@
+"""Model architectures: per-arch folders, the registry (registry.py), the per-die decoder step."""

@@ -1,0 +1,171 @@
+"""One die's static-shape step of a Llama-family decoder (Llama, Qwen2, Qwen3).
+
+A step takes M new tokens at positions start_pos .. start_pos+M-1 on top of a KV history held by
+the host, and returns the logits of the last valid row and the M new K/V rows of every layer.
+Shapes (per die):  tokens [M] int64 (or embeds [M, H]), start_pos [1] int64, last_index [1] int64,
+k_cache / v_cache [L, KVl, S, D]  ->  logits [1, Vl], new_k / new_v [L, KVl, M, D].
+Rows past the valid ones are padding: they attend causally like the others, but nothing reads them.
+"""
+
+import torch
+from torch import nn
+
+from tyllm.capture.ops import all_reduce
+from tyllm.models.dims import DecoderDims
+from tyllm.shard.plan import DiePlan
+
+
+def frozen(*shape, dtype) -> nn.Parameter:
+    return nn.Parameter(torch.empty(*shape, dtype=dtype), requires_grad=False)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, size: int, eps: float, dtype):
+        super().__init__()
+        self.weight = frozen(size, dtype=dtype)
+        self.eps = eps
+
+    def forward(self, x):
+        x32 = x.to(torch.float32)
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * x32.to(x.dtype)
+
+
+class Linear(nn.Module):
+    def __init__(self, out_features: int, in_features: int, bias: bool, dtype):
+        super().__init__()
+        self.weight = frozen(out_features, in_features, dtype=dtype)
+        self.bias = frozen(out_features, dtype=dtype) if bias else None
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+def causal_mask(seq_len: int) -> nn.Parameter:
+    return nn.Parameter(torch.ones(seq_len, seq_len).tril().bool(), requires_grad=False)
+
+
+def rotate_half(x):
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x, cos, sin):
+    # x: [heads, M, D]; cos/sin: [M, D]
+    return x * cos + rotate_half(x) * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype):
+        super().__init__()
+        d, h, kv = dims.head_dim, len(plan.q_heads), len(plan.kv_heads)
+        self.heads, self.kv_heads, self.head_dim = h, kv, d
+        self.group = plan.kv_group(dims.group_size)
+        self.register_buffer("kv_index", torch.tensor(plan.kv_index(dims.group_size)),
+                             persistent=False)
+        self.q_proj = Linear(h * d, dims.hidden_size, dims.qkv_bias, dtype)
+        self.k_proj = Linear(kv * d, dims.hidden_size, dims.qkv_bias, dtype)
+        self.v_proj = Linear(kv * d, dims.hidden_size, dims.qkv_bias, dtype)
+        self.o_proj = Linear(dims.hidden_size, h * d, False, dtype)
+        self.o_bias = frozen(dims.hidden_size, dtype=dtype) if dims.o_bias else None
+        self.q_norm = RMSNorm(d, dims.rms_norm_eps, dtype) if dims.qk_norm else None
+        self.k_norm = RMSNorm(d, dims.rms_norm_eps, dtype) if dims.qk_norm else None
+
+    def project(self, x, proj, norm, heads):
+        # x: [M, H] -> [heads, M, D]
+        y = proj(x).view(x.shape[0], heads, self.head_dim)
+        if norm is not None:
+            y = norm(y)
+        return y.transpose(0, 1)
+
+    def group_kv(self, t):
+        # [KVl, T, D] -> one KV head per query group: [G, T, D]
+        return t if self.group is not None else torch.index_select(t, 0, self.kv_index)
+
+    def forward(self, x, cos, sin, k_hist, v_hist, hist_mask, causal_mask):
+        m = x.shape[0]
+        q = apply_rope(self.project(x, self.q_proj, self.q_norm, self.heads), cos, sin)
+        k = apply_rope(self.project(x, self.k_proj, self.k_norm, self.kv_heads), cos, sin)
+        v = self.project(x, self.v_proj, None, self.kv_heads)
+        g = self.group or 1
+        kg, vg = self.group_kv(k), self.group_kv(v)
+        kh, vh = self.group_kv(k_hist), self.group_kv(v_hist)
+        qg = q.reshape(kg.shape[0], g * m, self.head_dim)  # [G, g*M, D]
+        scale = self.head_dim**-0.5
+        s_hist = torch.bmm(qg, kh.transpose(1, 2)).view(-1, g, m, kh.shape[1]) * scale
+        s_new = torch.bmm(qg, kg.transpose(1, 2)).view(-1, g, m, m) * scale
+        neg = torch.finfo(s_hist.dtype).min
+        s_hist = torch.where(hist_mask, s_hist, neg)
+        s_new = torch.where(causal_mask, s_new, neg)
+        p = torch.softmax(torch.cat([s_hist, s_new], -1), -1, dtype=torch.float32).to(q.dtype)
+        p_hist = p[..., : kh.shape[1]].reshape(-1, g * m, kh.shape[1])
+        p_new = p[..., kh.shape[1]:].reshape(-1, g * m, m)
+        out = torch.bmm(p_hist, vh) + torch.bmm(p_new, vg)  # [G, g*M, D]
+        out = out.reshape(self.heads, m, self.head_dim).transpose(0, 1).reshape(m, -1)
+        y = all_reduce(self.o_proj(out))
+        return (y if self.o_bias is None else y + self.o_bias), k, v
+
+
+class MLP(nn.Module):
+    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype):
+        super().__init__()
+        f, hs = len(plan.ffn), dims.hidden_size
+        self.gate_proj = Linear(f, hs, dims.mlp_bias, dtype)
+        self.up_proj = Linear(f, hs, dims.mlp_bias, dtype)
+        self.down_proj = Linear(hs, f, False, dtype)
+        self.down_bias = frozen(hs, dtype=dtype) if dims.mlp_bias else None
+
+    def forward(self, x):
+        y = all_reduce(self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x)))
+        return y if self.down_bias is None else y + self.down_bias
+
+
+class Layer(nn.Module):
+    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype):
+        super().__init__()
+        self.input_layernorm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
+        self.self_attn = Attention(dims, plan, dtype)
+        self.post_attention_layernorm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
+        self.mlp = MLP(dims, plan, dtype)
+
+    def forward(self, h, cos, sin, k_hist, v_hist, hist_mask, causal_mask):
+        a, k, v = self.self_attn(self.input_layernorm(h), cos, sin, k_hist, v_hist,
+                                 hist_mask, causal_mask)
+        h = h + a
+        return h + self.mlp(self.post_attention_layernorm(h)), k, v
+
+
+class DecoderStep(nn.Module):
+    """Parameters are the die's weights; `rope_*` and `causal_mask` are graph constants."""
+
+    def __init__(self, dims: DecoderDims, plan: DiePlan, *, seq_len: int, max_kv: int,
+                 embedding_as_input: bool, dtype=torch.float32):
+        super().__init__()
+        self.max_kv = max_kv
+        self.embed_tokens = None if embedding_as_input else frozen(
+            dims.vocab_size, dims.hidden_size, dtype=dtype)
+        self.layers = nn.ModuleList(Layer(dims, plan, dtype) for _ in range(dims.num_layers))
+        self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
+        self.lm_head = frozen(len(plan.vocab), dims.hidden_size, dtype=dtype)
+        self.rope_cos = frozen(max_kv, dims.head_dim, dtype=dtype)
+        self.rope_sin = frozen(max_kv, dims.head_dim, dtype=dtype)
+        self.causal_mask = causal_mask(seq_len)
+
+    def embed(self, tokens):
+        return tokens if self.embed_tokens is None else nn.functional.embedding(
+            tokens, self.embed_tokens)
+
+    def forward(self, tokens, start_pos, last_index, k_cache, v_cache):
+        h = self.embed(tokens)  # [M, H]
+        offsets = torch.arange(self.causal_mask.shape[0], dtype=torch.int64)
+        pos = torch.clamp(start_pos + offsets, 0, self.max_kv - 1)  # padding rows may overflow
+        cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [M, D]
+        hist_mask = torch.arange(self.max_kv, dtype=torch.int64) < start_pos  # [S]
+        new_k, new_v = [], []
+        for i, layer in enumerate(self.layers):
+            h, k, v = layer(h, cos, sin, k_cache[i], v_cache[i], hist_mask, self.causal_mask)
+            new_k.append(k)
+            new_v.append(v)
+        h_last = torch.index_select(self.norm(h), 0, last_index)  # [1, H]
+        logits = nn.functional.linear(h_last, self.lm_head)  # [1, Vl]
+        return logits, torch.stack(new_k), torch.stack(new_v)

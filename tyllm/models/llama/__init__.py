@@ -1,0 +1,3 @@
+from tyllm.models.llama.spec import LLAMA
+
+__all__ = ["LLAMA"]

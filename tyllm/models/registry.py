@@ -1,0 +1,23 @@
+"""The registry of supported architectures: one folder each, looked up by HF architecture name."""
+
+from tyllm.errors import TyllmError
+from tyllm.models.llama import LLAMA
+from tyllm.models.qwen2 import QWEN2
+from tyllm.models.qwen3 import QWEN3
+from tyllm.models.spec import ArchSpec
+
+MODELS: dict[str, ArchSpec] = {spec.name: spec for spec in (LLAMA, QWEN2, QWEN3)}
+
+
+def supported_architectures() -> list[str]:
+    return sorted(a for spec in MODELS.values() for a in spec.hf_architectures)
+
+
+def arch_for_config(config) -> ArchSpec:
+    names = list(getattr(config, "architectures", None) or [])
+    for spec in MODELS.values():
+        if any(name in spec.hf_architectures for name in names):
+            return spec
+    raise TyllmError(f"Unsupported architecture {names or '(none in config.json)'}; "
+                     f"tyllm compiles {supported_architectures()}. Add a folder under "
+                     f"tyllm/models/ with a weight-name table to support another one.")

@@ -1,0 +1,21 @@
+"""The emulated multi-die runtime: `load(tree)` returns a session that generates greedily."""
+
+from pathlib import Path
+
+from tyllm.errors import TyllmError
+from tyllm.runtime.session import Session
+from tyllm.runtime.tree import Tree
+from tyllm.runtime.workers import WORKER_KINDS
+
+
+def load(artifacts_path, workers: str = "threads", dies: int | None = None) -> Session:
+    """Opens the `<N>die` tree and starts one worker per die ("threads" or "processes")."""
+    if workers not in WORKER_KINDS:
+        raise TyllmError(f"Unknown workers={workers!r}; choose one of {list(WORKER_KINDS)}.")
+    tree = Tree(Path(artifacts_path), dies=dies)
+    for die in range(tree.dies):
+        tree.verify_die_files(die)  # sha256 of every file a die will load
+    return Session(tree, WORKER_KINDS[workers](tree))
+
+
+__all__ = ["Session", "load"]

@@ -1,0 +1,34 @@
+"""One emulated die: its compiled graphs, its parameters and its static KV cache."""
+
+import torch
+
+from backends.emulated_cpu import DieProgram
+from tyllm.artifacts.params import load_params
+from tyllm.runtime.tree import Tree
+
+TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+class DieRunner:
+    def __init__(self, tree: Tree, die: int):
+        graphs = tree.graphs_for(die)
+        weights = load_params(tree.root / next(iter(graphs.values()))["weights"])
+        self.programs = {m: self._program(tree, g, weights) for m, g in graphs.items()}
+        kv = tree.kv_cache_for(die)
+        k = kv["k_cache"]
+        self.k_cache = torch.zeros(k["shape"], dtype=TORCH_DTYPES[k["dtype"]])
+        self.v_cache = torch.zeros_like(self.k_cache)
+
+    @staticmethod
+    def _program(tree: Tree, graph: dict, weights: dict) -> DieProgram:
+        params = (weights | load_params(tree.root / graph["constants"])
+                  | load_params(tree.root / graph["graph_params"]))
+        return DieProgram(tree.root / graph["library"], [params[n] for n in graph["param_order"]])
+
+    def step(self, seq_len: int, tokens: torch.Tensor, start: int, valid: int) -> torch.Tensor:
+        """Runs `valid` real rows (of `seq_len`) at position `start`; returns this die's logits."""
+        logits, new_k, new_v = self.programs[seq_len](
+            tokens, torch.tensor([start]), torch.tensor([valid - 1]), self.k_cache, self.v_cache)
+        self.k_cache[:, :, start:start + valid] = new_k[:, :, :valid]
+        self.v_cache[:, :, start:start + valid] = new_v[:, :, :valid]
+        return logits.clone()

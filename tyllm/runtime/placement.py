@@ -1,0 +1,28 @@
+"""Thread placement of emulated dies: each die gets its own cores (oversubscribed cores run
+5-25x slower), as many as the machine has per die, at least one."""
+
+import os
+
+import torch
+import tvm
+
+
+def threads_per_die(dies: int) -> int:
+    return max(1, (os.cpu_count() or 1) // dies)
+
+
+def die_cores(die: int, dies: int) -> set[int]:
+    cores = sorted(os.sched_getaffinity(0))
+    per = threads_per_die(dies)
+    return {cores[(die * per + i) % len(cores)] for i in range(per)}
+
+
+def pin_current_thread(die: int, dies: int) -> None:
+    """Pins the calling thread (and the TVM/torch threads it starts) to the die's cores."""
+    os.sched_setaffinity(0, die_cores(die, dies))
+    tvm.get_global_func("runtime.config_threadpool")(1, threads_per_die(dies))
+
+
+def pin_process(die: int, dies: int) -> None:
+    pin_current_thread(die, dies)
+    torch.set_num_threads(threads_per_die(dies))

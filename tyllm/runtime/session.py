@@ -1,0 +1,93 @@
+"""Greedy generation on emulated dies: prefill in chunks of the compiled lengths, then decode."""
+
+import torch
+
+from tyllm.artifacts import layout
+from tyllm.artifacts.params import load_params
+from tyllm.errors import TyllmError
+from tyllm.runtime.tree import Tree
+
+
+def plan_chunks(length: int, seq_lens: list[int]) -> list[tuple[int, int, int]]:
+    """(start, valid rows, graph seq_len) chunks covering `length` prompt tokens: the largest
+    compiled length while the rest fills it, then the smallest one that holds the rest (padded)."""
+    lens, chunks, start = sorted(seq_lens), [], 0
+    while start < length:
+        rest = length - start
+        m = lens[-1] if rest >= lens[-1] else min(m for m in lens if m >= rest)
+        chunks.append((start, min(m, rest), m))
+        start += min(m, rest)
+    return chunks
+
+
+class Session:
+    """A loaded tree. `generate` is greedy and returns the new tokens only."""
+
+    def __init__(self, tree: Tree, workers):
+        self.tree, self.workers = tree, workers
+        self.eos = set(tree.config["eos_token_ids"])
+        self.embedding = (load_params(tree.root / layout.EMBEDDING)["embed_tokens"]
+                          if tree.config["embedding_as_input"] else None)
+        self.decode_len = min(tree.seq_lens)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        if self.workers is not None:
+            self.workers.close()
+            self.workers = None
+
+    def _check_ids(self, input_ids: list[int]) -> None:
+        vocab = self.tree.config["vocab_size"]
+        bad = [t for t in input_ids if not 0 <= t < vocab]
+        if bad:
+            raise TyllmError(f"Token ids {bad[:5]} are outside the model's vocabulary of {vocab}: "
+                             f"use the tokenizer that was compiled into the tree.")
+
+    def _check_fits(self, prompt: int, max_new_tokens: int) -> None:
+        room = self.tree.max_kv
+        if prompt < 1:
+            raise TyllmError("input_ids is empty: give at least one prompt token.")
+        if max_new_tokens < 1:
+            raise TyllmError(f"max_new_tokens={max_new_tokens}: ask for at least one token.")
+        if prompt > room:
+            raise TyllmError(f"The prompt has {prompt} tokens but the KV cache holds {room}: "
+                             f"shorten it or recompile with max_kv_cache_size >= {prompt}.")
+        if prompt + max_new_tokens - 1 > room:
+            raise TyllmError(f"{prompt} prompt tokens + {max_new_tokens} new tokens exceed the KV "
+                             f"cache of {room}: ask for at most {room - prompt + 1} new tokens "
+                             f"or recompile with a larger max_kv_cache_size.")
+
+    def _inputs(self, tokens: list[int], seq_len: int) -> torch.Tensor:
+        ids = torch.tensor(tokens + [0] * (seq_len - len(tokens)), dtype=torch.int64)
+        return ids if self.embedding is None else self.embedding[ids]
+
+    def _step(self, tokens: list[int], start: int, seq_len: int) -> torch.Tensor:
+        if self.workers is None:
+            raise TyllmError("This session is closed: load the tree again.")
+        slices = self.workers.step(seq_len, self._inputs(tokens, seq_len), start, len(tokens))
+        return torch.cat(slices, dim=-1)[0]
+
+    def prefill(self, input_ids: list[int]) -> torch.Tensor:
+        logits = None
+        for start, valid, m in plan_chunks(len(input_ids), self.tree.seq_lens):
+            logits = self._step(input_ids[start:start + valid], start, m)
+        return logits
+
+    def generate(self, input_ids: list[int], max_new_tokens: int,
+                 stop_at_eos: bool = True) -> list[int]:
+        input_ids = [int(t) for t in input_ids]
+        self._check_ids(input_ids)
+        self._check_fits(len(input_ids), max_new_tokens)
+        logits, out = self.prefill(input_ids), []
+        for i in range(max_new_tokens):
+            token = int(torch.argmax(logits))
+            out.append(token)
+            if (stop_at_eos and token in self.eos) or i == max_new_tokens - 1:
+                break
+            logits = self._step([token], len(input_ids) + i, self.decode_len)
+        return out

@@ -1,0 +1,168 @@
+"""Dies as workers: threads in this process, or one process per die with gloo collectives.
+
+Both kinds speak the same little protocol: ("step", args) -> ("ok", logits) | ("error", text),
+and "stop". `step` runs on every die at once; the caller concatenates the vocab slices.
+"""
+
+import datetime
+import multiprocessing
+import queue
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+
+import torch
+
+from tyllm.runtime import collective
+from tyllm.runtime.placement import pin_current_thread, pin_process
+from tyllm.runtime.tree import Tree
+
+GLOO_TIMEOUT = datetime.timedelta(minutes=5)
+
+
+class DieFailure(RuntimeError):
+    """A die worker failed; the session cannot continue."""
+
+
+def serve(make_runner, receive, reply) -> None:
+    """A die's command loop."""
+    try:
+        runner = make_runner()
+    except Exception:
+        reply(("error", traceback.format_exc()))
+        return
+    reply(("ok", None))
+    while (message := receive()) != "stop":
+        try:
+            reply(("ok", runner.step(*message[1])))
+        except Exception:
+            reply(("error", traceback.format_exc()))
+
+
+def gather(polls: list, on_error) -> list:
+    """Waits for one reply per die. At the first error `on_error` releases the dies blocked in
+    a collective, so that every die answers, then the first error is raised."""
+    replies: list = [None] * len(polls)
+    failed = False
+    while any(r is None for r in replies):
+        for i, poll in enumerate(polls):
+            if replies[i] is None and (reply := poll()) is not None:
+                replies[i] = reply
+                if reply[0] == "error" and not failed:
+                    failed = True
+                    on_error()
+    errors = [text for status, text in replies if status == "error"]
+    if errors:
+        raise DieFailure("a die worker failed:\n" + errors[0])
+    return [value for _, value in replies]
+
+
+def _poll_queue(box: queue.Queue):
+    try:
+        return box.get(timeout=0.01)
+    except queue.Empty:
+        return None
+
+
+class ThreadWorkers:
+    def __init__(self, tree: Tree):
+        from tyllm.runtime.die import DieRunner
+
+        self.group = collective.ThreadGroup(tree.dies)
+        self.inboxes = [queue.Queue() for _ in range(tree.dies)]
+        self.outboxes = [queue.Queue() for _ in range(tree.dies)]
+        self.threads = [threading.Thread(target=self._die_main, args=(tree, d, DieRunner),
+                                         daemon=True, name=f"tyllm-die{d}")
+                        for d in range(tree.dies)]
+        for t in self.threads:
+            t.start()
+        self._gather()
+
+    def _die_main(self, tree, die, runner_cls):
+        pin_current_thread(die, tree.dies)
+        with collective.bind_member(self.group.member(die)):
+            serve(lambda: runner_cls(tree, die), self.inboxes[die].get, self.outboxes[die].put)
+
+    def _gather(self) -> list:
+        return gather([lambda b=box: _poll_queue(b) for box in self.outboxes], self.group.abort)
+
+    def step(self, *args) -> list[torch.Tensor]:
+        for box in self.inboxes:
+            box.put(("step", args))
+        return self._gather()
+
+    def close(self) -> None:
+        for box in self.inboxes:
+            box.put("stop")
+        for t in self.threads:
+            t.join(timeout=10)
+
+
+def _process_main(root: str, die: int, dies: int, store: str, conn) -> None:
+    import torch.distributed as dist
+
+    from tyllm.runtime.die import DieRunner
+
+    pin_process(die, dies)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=die, world_size=dies,
+                            timeout=GLOO_TIMEOUT)
+    try:
+        with collective.bind_member(collective.GlooMember()):
+            serve(lambda: DieRunner(Tree(Path(root)), die), conn.recv, conn.send)
+    finally:
+        dist.destroy_process_group()
+
+
+class ProcessWorkers:
+    def __init__(self, tree: Tree):
+        ctx = multiprocessing.get_context("spawn")
+        self._tmp = tempfile.TemporaryDirectory(prefix="tyllm-gloo-")
+        store = str(Path(self._tmp.name) / "store")
+        pipes = [ctx.Pipe() for _ in range(tree.dies)]
+        self.conns = [parent for parent, _ in pipes]
+        self.procs = [ctx.Process(target=_process_main, daemon=True, name=f"tyllm-die{d}",
+                                  args=(str(tree.root), d, tree.dies, store, pipes[d][1]))
+                      for d in range(tree.dies)]
+        for p in self.procs:
+            p.start()
+        self._gather()
+
+    def _gather(self) -> list:
+        pairs = zip(self.conns, self.procs, strict=True)
+        polls = [lambda c=c, p=p: self._poll(c, p) for c, p in pairs]
+        return gather(polls, self.kill)
+
+    @staticmethod
+    def _poll(conn, proc):
+        try:
+            if conn.poll(0.01):
+                return conn.recv()
+        except (EOFError, OSError):
+            pass
+        else:
+            if proc.is_alive():
+                return None
+        return ("error", f"die process {proc.name} exited with code {proc.exitcode}")
+
+    def step(self, *args) -> list[torch.Tensor]:
+        for c in self.conns:
+            c.send(("step", args))
+        return self._gather()
+
+    def kill(self) -> None:
+        for p in self.procs:
+            p.kill()
+
+    def close(self) -> None:
+        for c, p in zip(self.conns, self.procs, strict=True):
+            if p.is_alive():
+                c.send("stop")
+        for p in self.procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.kill()
+        self._tmp.cleanup()
+
+
+WORKER_KINDS = {"threads": ThreadWorkers, "processes": ProcessWorkers}

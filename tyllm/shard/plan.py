@@ -1,0 +1,67 @@
+"""How attention heads, MLP columns and vocabulary rows are split across dies.
+
+Attention is split by heads. When the die count is at most the KV-head count, KV heads are split
+into contiguous, near-even groups and every die takes the query heads of its KV heads (uneven counts
+give uneven shards, e.g. 3 KV heads on 2 dies -> 2 and 1). With more dies than KV heads, query heads
+are split near-evenly and each die holds (replicates) the KV heads its query heads read. The MLP is
+split by intermediate size and the LM head by vocabulary, both near-evenly.
+"""
+
+from dataclasses import dataclass
+
+from tyllm.errors import TyllmError
+from tyllm.models.dims import DecoderDims
+
+
+@dataclass(frozen=True)
+class DiePlan:
+    die: int
+    dies: int
+    q_heads: range
+    kv_heads: range
+    ffn: range
+    vocab: range
+
+    def axis(self, name: str) -> range:
+        return getattr(self, name)
+
+    def kv_index(self, group_size: int) -> tuple[int, ...]:
+        """For each local query head, the local KV head it reads."""
+        return tuple(q // group_size - self.kv_heads.start for q in self.q_heads)
+
+    def kv_group(self, group_size: int) -> int | None:
+        """Query heads per local KV head if every local KV head serves the same count, else None."""
+        index = self.kv_index(group_size)
+        counts = [index.count(k) for k in range(len(self.kv_heads))]
+        uniform = len(set(counts)) == 1 and list(index) == sorted(index)
+        return counts[0] if uniform else None
+
+
+def even_split(total: int, parts: int) -> list[range]:
+    """Contiguous ranges whose sizes differ by at most one, larger ones first."""
+    base, extra = divmod(total, parts)
+    bounds = [0]
+    for i in range(parts):
+        bounds.append(bounds[-1] + base + (i < extra))
+    return [range(bounds[i], bounds[i + 1]) for i in range(parts)]
+
+
+def _head_ranges(dims: DecoderDims, dies: int) -> list[tuple[range, range]]:
+    g = dims.group_size
+    if dies <= dims.num_kv_heads:
+        kv_parts = even_split(dims.num_kv_heads, dies)
+        return [(range(kv.start * g, kv.stop * g), kv) for kv in kv_parts]
+    q_parts = even_split(dims.num_heads, dies)
+    return [(q, range(q.start // g, (q.stop - 1) // g + 1)) for q in q_parts]
+
+
+def plan_dies(dims: DecoderDims, dies: int) -> list[DiePlan]:
+    if dies < 1:
+        raise TyllmError(f"dev_count={dies} is invalid: use 1 or more dies.")
+    if dies > dims.num_heads:
+        raise TyllmError(f"Cannot split {dims.num_heads} attention heads across {dies} dies: "
+                         f"use at most {dims.num_heads} dies.")
+    heads = _head_ranges(dims, dies)
+    ffn = even_split(dims.intermediate_size, dies)
+    vocab = even_split(dims.vocab_size, dies)
+    return [DiePlan(d, dies, heads[d][0], heads[d][1], ffn[d], vocab[d]) for d in range(dies)]
