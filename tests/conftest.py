@@ -1,11 +1,7 @@
-import sys
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).parent))
-
-from models import make_checkpoint  # noqa: E402
+from models import make_checkpoint  # tests/ is on sys.path (pytest's rootdir-relative import)
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-
 from models import load_hf
+
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
 

@@ -1,8 +1,8 @@
 """Greedy parity with HF transformers for random small Qwen3, Qwen2 and Llama at 1-4 dies."""
 
 import pytest
-
 from models import hf_greedy
+
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
 

@@ -1,8 +1,8 @@
 """End to end on the real SmolLM2-135M-Instruct: compiled trees answer exactly like HF."""
 
 import pytest
-
 from models import hf_greedy
+
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
 from tyllm.text import decode, encode_prompt

@@ -1,7 +1,7 @@
 """The Relax pass pipeline for the emulated CPU backend, as readable stages (TVM cpu_generic style).
 
-Stage 1 dispatches library ops, stage 2 legalizes and fuses, stage 3 schedules the fused
-kernels for the CPU (dlight CPU rules: GEMV for decode matmuls, Reduction for norms/softmax),
+Stage 1 dispatches library ops, stage 2 fuses transposes into matmuls, legalizes and fuses,
+stage 3 schedules the fused matmul kernels for the CPU with tyllm's own rules (schedules.py),
 stage 4 lowers dataflow and stage 5 plans memory and finalizes for the VM.
 """
 

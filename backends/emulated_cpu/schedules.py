@@ -158,19 +158,21 @@ class InnerReductionMatmul(_MatmulRule):
         loops = sch.get_loops(main.block_rv)
         mo, mi, m_tile = _split_m(sch, loops, m, extents)
         n_tile = _tile(extents[-2], min(N_TILE, MAX_ACC // m_tile) if m_tile > 1 else 1)
-        no, ni = sch.split(loops[-2], factors=[None, n_tile])
+        # A task takes `group` tiles along n, so that the epilogue gets a vector of outputs.
+        group = _tile(extents[-2] // n_tile, max(1, VECTOR_WIDTHS[0] // (m_tile * n_tile)))
+        n_task, ng, ni = sch.split(loops[-2], factors=[None, group, n_tile])
         ko, ki = sch.split(loops[-1], factors=[None, width])
-        sch.reorder(*[loops[i] for i in batch], no, *mo, ko, *mi, ni, ki)
-        sch.fuse(*[loops[i] for i in batch], no, *mo)
+        sch.reorder(*[loops[i] for i in batch], n_task, *mo, ng, ko, *mi, ni, ki)
+        sch.fuse(*[loops[i] for i in batch], n_task, *mo)
         out_dims = len(sch.get(main.block_rv).writes[0].region)
         rf = sch.rfactor(ki, factor_axis=out_dims)  # partial sums [..., n, width], contiguous
-        outer, ko, *tile, ki = sch.get_loops(rf)
-        sch.parallel(outer)
+        task, ng, ko, *tile, ki = sch.get_loops(rf)
+        sch.parallel(task)
         sch.vectorize(ki)
         _unroll(sch, tile)
-        sch.reverse_compute_at(main.block_rv, outer, preserve_unit_loops=True)
+        sch.reverse_compute_at(main.block_rv, ng, preserve_unit_loops=True)
         self._sum_partials(sch, main.block_rv)
-        _epilogue_at(sch, epilogue, outer)
+        _epilogue_at(sch, epilogue, task)
         init = sch.decompose_reduction(rf, ko)
         sch.vectorize(sch.get_loops(init)[-1])
         return sch
@@ -179,10 +181,8 @@ class InnerReductionMatmul(_MatmulRule):
     def _sum_partials(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
         """The write-back block sums each output's `width` partial sums: put that reduction
         innermost and unroll everything, so the partial sums never leave registers."""
-        loops = sch.get_loops(block)[1:]
         spatial = [iv.iter_type == tirx.IterVar.DataPar for iv in sch.get(block).iter_vars]
-        if len(spatial) != len(loops):
-            return
+        loops = sch.get_loops(block)[-len(spatial):]  # reverse_compute_at made one per iter
         order = sorted(range(len(loops)), key=lambda i: not spatial[i])  # stable: spatial first
         sch.reorder(*[loops[i] for i in order])
         _unroll(sch, loops)

@@ -75,7 +75,7 @@ def export_onnx(program: torch.export.ExportedProgram, input_names: list[str], p
     onnx_program = torch.onnx.export(
         program, (), dynamo=True, input_names=input_names, output_names=list(OUTPUT_NAMES),
         custom_translation_table={torch.ops.tyllm.all_reduce.default: _all_reduce_as_identity},
-        optimize=False, verify=False, report=False)
+        optimize=False, verify=False, report=False, verbose=False)
     model = onnx_program.model_proto
     mark_all_reduce(model)
     link_external_weights(model, weights)
