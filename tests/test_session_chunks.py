@@ -12,3 +12,11 @@ def test_short_rest_uses_the_smallest_graph_that_holds_it():
 
 def test_only_decode_graph_compiled():
     assert plan_chunks(3, [1]) == [(0, 1, 1), (1, 1, 1), (2, 1, 1)]
+
+
+def test_input_ids_may_be_a_list_a_tensor_or_a_batch_of_one():
+    import torch
+
+    from tyllm.runtime.session import flat_ids
+
+    assert flat_ids([1, 2]) == flat_ids(torch.tensor([1, 2])) == flat_ids(torch.tensor([[1, 2]]))

@@ -1,18 +1,18 @@
 """The compile recipe: checkpoint -> per-die, per-seq_len TVM libraries in the artifact tree."""
 
 import os
+import re
 import shutil
 from pathlib import Path
 
 import torch
-from torch._subclasses.fake_tensor import FakeTensorMode
 
 from backends.emulated_cpu import TargetSpec, lower_to_library
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
 from tyllm.artifacts.manifest import write_manifest
 from tyllm.artifacts.params import save_params
-from tyllm.capture.export import OUTPUT_NAMES, describe, export_step
+from tyllm.capture.export import describe, describe_outputs, export_step
 from tyllm.capture.onnx_export import export_onnx
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.errors import TyllmError
@@ -37,7 +37,7 @@ class Checkpoint:
         self.tokenizer = tokenizer_file(path)
 
 
-def graph_entry(plan: DiePlan, seq_len: int, inputs, outputs, order, onnx: bool) -> dict:
+def graph_entry(plan: DiePlan, seq_len: int, program, inputs, order, onnx: bool) -> dict:
     d = plan.die
     return {"die": d, "seq_len": seq_len, "kind": layout.graph_kind(seq_len),
             "library": layout.library_file(d, seq_len), "weights": layout.weights_file(d),
@@ -45,15 +45,8 @@ def graph_entry(plan: DiePlan, seq_len: int, inputs, outputs, order, onnx: bool)
             "graph_params": layout.graph_params_file(d, seq_len),
             "onnx": layout.onnx_file(d, seq_len) if onnx else None,
             "inputs": [t.as_json() for t in describe(inputs)],
-            "outputs": [t.as_json() for t in describe(dict(zip(OUTPUT_NAMES, outputs,
-                                                                  strict=True)))],
+            "outputs": [t.as_json() for t in describe_outputs(program)],
             "param_order": order}
-
-
-def _fake_outputs(step, inputs) -> list[torch.Tensor]:
-    """Output shapes and dtypes, traced without computing."""
-    with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
-        return list(step(*inputs.values()))
 
 
 def save_graph_params(root: Path, plan: DiePlan, seq_len: int, params: dict) -> None:
@@ -75,8 +68,7 @@ def compile_graph(step, plan, seq_len, request, root, target, report) -> dict:
         with report.timed(t, "tvm"):
             library = layout.ensure_parent(root, layout.library_file(plan.die, seq_len))
             order = lower_to_library(program, library, target)
-        outputs = _fake_outputs(step, inputs)
-    return graph_entry(plan, seq_len, inputs, outputs, order, request.export_onnx)
+    return graph_entry(plan, seq_len, program, inputs, order, request.export_onnx)
 
 
 def compile_die(ckpt, plan, request, root, target, report) -> list[dict]:
@@ -132,8 +124,12 @@ def save_embedding(ckpt: Checkpoint, root: Path, dtype: torch.dtype) -> None:
 
 
 def sizes_per_die(root: Path, dies: int) -> dict[int, int]:
-    return {d: sum(p.stat().st_size for p in root.rglob(f"*die{d}*") if p.is_file())
-            for d in range(dies)}
+    sizes = dict.fromkeys(range(dies), 0)
+    for path in root.rglob("*"):
+        match = re.search(r"die(\d+)(?!\d)", path.name)
+        if match and path.is_file():
+            sizes[int(match[1])] += path.stat().st_size
+    return sizes
 
 
 def write_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) -> None:
@@ -178,9 +174,16 @@ def compile_llm(request: CompileRequest) -> Path:
     try:
         report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress)
         write_tree(ckpt, request, staging, report)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(staging, dest)
+        replace_tree(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+def replace_tree(new: Path, dest: Path) -> None:
+    """Moves `new` to `dest`; an older tree there is moved aside first and deleted last."""
+    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)

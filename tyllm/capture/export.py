@@ -43,6 +43,13 @@ def describe(tensors: dict[str, torch.Tensor]) -> list[TensorDesc]:
     return [TensorDesc(n, tuple(t.shape), dtype_name(t.dtype)) for n, t in tensors.items()]
 
 
+def describe_outputs(program: torch.export.ExportedProgram) -> list[TensorDesc]:
+    """The graph outputs, from the shapes torch.export traced."""
+    output = next(n for n in program.graph.nodes if n.op == "output")
+    values = [arg.meta["val"] for arg in output.args[0]]
+    return describe(dict(zip(OUTPUT_NAMES, values, strict=True)))
+
+
 def export_step(step: DecoderStep, seq_len: int):
     """Returns (decomposed ExportedProgram, example inputs) of the step at `seq_len` new tokens."""
     step.causal_mask = causal_mask(seq_len)

@@ -20,6 +20,14 @@ def plan_chunks(length: int, seq_lens: list[int]) -> list[tuple[int, int, int]]:
     return chunks
 
 
+def flat_ids(input_ids) -> list[int]:
+    """Accepts a list, a 1-D tensor/array, or a batch of one ([1, P])."""
+    ids = input_ids.tolist() if hasattr(input_ids, "tolist") else list(input_ids)
+    if len(ids) == 1 and isinstance(ids[0], list | tuple):
+        ids = list(ids[0])
+    return [int(t) for t in ids]
+
+
 class Session:
     """A loaded tree. `generate` is greedy and returns the new tokens only."""
 
@@ -80,7 +88,7 @@ class Session:
 
     def generate(self, input_ids: list[int], max_new_tokens: int,
                  stop_at_eos: bool = True) -> list[int]:
-        input_ids = [int(t) for t in input_ids]
+        input_ids = flat_ids(input_ids)
         self._check_ids(input_ids)
         self._check_fits(len(input_ids), max_new_tokens)
         logits, out = self.prefill(input_ids), []
