@@ -43,6 +43,12 @@ def add_verify(sub) -> None:
     p.add_argument("artifacts", help="the <N>die folder written by `tyllm compile`")
 
 
+def add_doctor(sub) -> None:
+    p = sub.add_parser("doctor", help="check this installation (and optionally a tree)")
+    p.add_argument("artifacts", nargs="?", default=None,
+                   help="an artifact tree whose versions and hashes to check")
+
+
 def add_prepare(sub) -> None:
     p = sub.add_parser("prepare-smollm2",
                        help="convert the packaged SmolLM2-135M-Instruct GGUF to a HF folder")
@@ -79,6 +85,17 @@ def run_verify(args) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def run_doctor(args) -> int:
+    from tyllm.doctor import run_doctor as doctor
+
+    findings = doctor(args.artifacts)
+    for finding in findings:
+        print(finding.line())
+    problems = sum(not f.ok for f in findings)
+    print(f"{problems} problem(s)" if problems else "all checks passed")
+    return 1 if problems else 0
+
+
 def run_prepare(args) -> None:
     from tyllm.smollm2 import prepare_smollm2
 
@@ -86,13 +103,13 @@ def run_prepare(args) -> None:
 
 
 COMMANDS = {"compile": run_compile, "run": run_run, "verify": run_verify,
-            "prepare-smollm2": run_prepare}
+            "doctor": run_doctor, "prepare-smollm2": run_prepare}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tyllm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_compile, add_run, add_verify, add_prepare):
+    for add in (add_compile, add_run, add_verify, add_doctor, add_prepare):
         add(sub)
     return parser
 

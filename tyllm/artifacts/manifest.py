@@ -21,9 +21,11 @@ def sha256_file(path: Path) -> str:
 
 
 def tool_versions() -> dict[str, str]:
+    from tyllm import __version__
+
     def one(name):
         try:
-            return version(name)
+            return __version__ if name == "tyllm" else version(name)
         except PackageNotFoundError:
             return "not installed"
     return {name: one(name) for name in TOOL_PACKAGES}
