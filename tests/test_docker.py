@@ -1,5 +1,6 @@
 """Docker cannot run here: check the Dockerfiles statically and the install they run for real."""
 
+import os
 import re
 import shutil
 import subprocess
@@ -46,6 +47,7 @@ def test_dockerfile_is_consistent_with_the_repository(dockerfile):
 
 def image_context(dockerfile: Path, dest: Path) -> Path:
     """The files the image gets, copied as its COPY lines copy them."""
+    dest.mkdir(parents=True)
     for src in copy_sources(dockerfile):
         path = ROOT / src
         if path.is_dir():
@@ -61,7 +63,8 @@ def test_install_script_in_a_fresh_venv_then_doctor_and_a_tiny_compile(tmp_path,
     context = image_context(ROOT / "docker" / "Dockerfile.compile", tmp_path / "opt")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", venv], check=True)
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # keep pip's settings
+    env |= {"PATH": f"{venv / 'bin'}:{env['PATH']}", "VIRTUAL_ENV": str(venv)}
     run = dict(cwd=context, env=env, check=True, capture_output=True, text=True, timeout=1500)
     subprocess.run(["bash", "scripts/install.sh", "full"], **run)  # as the Dockerfile runs it
     doctor = subprocess.run(["tyllm", "doctor"], **run)
