@@ -19,8 +19,10 @@ def die_cores(die: int, dies: int) -> set[int]:
 
 def pin_current_thread(die: int, dies: int) -> None:
     """Pins the calling thread (and the TVM/torch threads it starts) to the die's cores."""
-    os.sched_setaffinity(0, die_cores(die, dies))
-    tvm.get_global_func("runtime.config_threadpool")(1, threads_per_die(dies))
+    cores = die_cores(die, dies)
+    os.sched_setaffinity(0, cores)
+    # -2: one TVM worker per listed core (the pool is per calling thread)
+    tvm.get_global_func("runtime.config_threadpool")(-2, len(cores), [str(c) for c in cores])
 
 
 def pin_process(die: int, dies: int) -> None:
