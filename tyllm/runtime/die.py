@@ -18,6 +18,7 @@ class DieRunner:
         k = kv["k_cache"]
         self.k_cache = torch.zeros(k["shape"], dtype=TORCH_DTYPES[k["dtype"]])
         self.v_cache = torch.zeros_like(self.k_cache)
+        self.slots = {0: (self.k_cache, self.v_cache)}  # slot 0 is the session's own cache
 
     @staticmethod
     def _program(tree: Tree, graph: dict, weights: dict) -> DieProgram:
@@ -25,10 +26,19 @@ class DieRunner:
                   | load_params(tree.root / graph["graph_params"]))
         return DieProgram(tree.root / graph["library"], [params[n] for n in graph["param_order"]])
 
-    def step(self, seq_len: int, tokens: torch.Tensor, start: int, valid: int) -> torch.Tensor:
-        """Runs `valid` real rows (of `seq_len`) at position `start`; returns this die's logits."""
+    def cache(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (K, V) cache of one sequence slot, allocated on first use."""
+        if slot not in self.slots:
+            self.slots[slot] = (torch.zeros_like(self.k_cache), torch.zeros_like(self.v_cache))
+        return self.slots[slot]
+
+    def step(self, seq_len: int, tokens: torch.Tensor, start: int, valid: int,
+             slot: int = 0) -> torch.Tensor:
+        """Runs `valid` real rows (of `seq_len`) at position `start` against the KV cache of
+        `slot`; returns this die's logits."""
+        k_cache, v_cache = self.cache(slot)
         logits, new_k, new_v = self.programs[seq_len](
-            tokens, torch.tensor([start]), torch.tensor([valid - 1]), self.k_cache, self.v_cache)
-        self.k_cache[:, :, start:start + valid] = new_k[:, :, :valid]
-        self.v_cache[:, :, start:start + valid] = new_v[:, :, :valid]
+            tokens, torch.tensor([start]), torch.tensor([valid - 1]), k_cache, v_cache)
+        k_cache[:, :, start:start + valid] = new_k[:, :, :valid]
+        v_cache[:, :, start:start + valid] = new_v[:, :, :valid]
         return logits.clone()

@@ -74,11 +74,23 @@ class Session:
         ids = torch.tensor(tokens + [0] * (seq_len - len(tokens)), dtype=torch.int64)
         return ids if self.embedding is None else self.embedding[ids]
 
-    def _step(self, tokens: list[int], start: int, seq_len: int) -> torch.Tensor:
+    def _step(self, tokens: list[int], start: int, seq_len: int, slot: int = 0) -> torch.Tensor:
         if self.workers is None:
             raise TyllmError("This session is closed: load the tree again.")
-        slices = self.workers.step(seq_len, self._inputs(tokens, seq_len), start, len(tokens))
+        inputs = self._inputs(tokens, seq_len)
+        slices = self.workers.step(seq_len, inputs, start, len(tokens), slot)
         return torch.cat(slices, dim=-1)[0]
+
+    def extend(self, tokens: list[int], start: int, slot: int) -> torch.Tensor:
+        """Runs `tokens` at positions `start`.. against the KV cache of sequence `slot` (each
+        slot is one independent sequence); returns the logits of the last token."""
+        if start + len(tokens) > self.tree.max_kv:
+            raise TyllmError(f"Positions up to {start + len(tokens)} exceed the KV cache of "
+                             f"{self.tree.max_kv}: recompile with a larger max_kv_cache_size.")
+        logits = None
+        for offset, valid, m in plan_chunks(len(tokens), self.tree.seq_lens):
+            logits = self._step(tokens[offset:offset + valid], start + offset, m, slot)
+        return logits
 
     def prefill(self, input_ids: list[int]) -> torch.Tensor:
         logits = None

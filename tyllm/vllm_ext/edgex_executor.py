@@ -1,0 +1,148 @@
+"""vLLM's side of the boundary: an executor that owns one in-process worker, and that worker.
+
+The worker answers the engine's calls in the order vLLM makes them (`init_device`, `load_model`,
+`get_kv_cache_spec`, `get_supported_kv_cache_layouts`, `set_kv_cache_layout`,
+`determine_available_memory`, `initialize_from_config`, `compile_or_warm_up_model`,
+`reset_mm_cache`, `get_supported_tasks`, `execute_model`, `shutdown`) and leaves the work to
+`runner.SlotRunner` on a `tyllm.runtime` session. vLLM's own model code is never loaded.
+"""
+
+from concurrent.futures import Future
+
+import torch
+from vllm.utils.import_utils import resolve_obj_by_qualname
+from vllm.v1.executor.abstract import Executor
+from vllm.v1.kv_cache_interface import FullAttentionSpec
+from vllm.v1.worker.worker_base import CompilationTimes
+
+from tyllm.errors import TyllmError
+from tyllm.vllm_ext.artifacts import engine_tree, ensure_tree
+from tyllm.vllm_ext.runner import SlotRunner
+
+WORKER_QUALNAME = "tyllm.vllm_ext.edgex_executor.EdgeXWorker"
+KV_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
+class EdgeXWorker:
+    """Stands for all dies of one tree: the dies themselves are tyllm runtime workers."""
+
+    def __init__(self, vllm_config):
+        self.vllm_config = vllm_config
+        self.session = None
+        self.runner = None
+
+    def init_device(self) -> None:
+        self.tree_request = engine_tree(self.vllm_config)
+
+    def load_model(self) -> None:
+        from tyllm import runtime
+
+        path = ensure_tree(self.tree_request)
+        self.session = runtime.load(path, workers=self.tree_request.workers)
+        self.runner = SlotRunner(self.session, self.vllm_config.scheduler_config.max_num_seqs)
+
+    def _kv_spec(self) -> FullAttentionSpec:
+        tree = self.session.tree
+        kv = [tree.kv_cache_for(d)["k_cache"] for d in range(tree.dies)]
+        head_dim = kv[0]["shape"][-1]
+        return FullAttentionSpec(block_size=self.vllm_config.cache_config.block_size,
+                                 num_kv_heads=sum(k["shape"][1] for k in kv),
+                                 head_size=head_dim, dtype=KV_DTYPES[kv[0]["dtype"]])
+
+    def get_kv_cache_spec(self) -> dict:
+        layers = self.session.tree.config["num_layers"]
+        return {f"model.layers.{i}.self_attn.attn": self._kv_spec() for i in range(layers)}
+
+    def get_supported_kv_cache_layouts(self) -> list[str]:
+        return ["LBNHC"]  # nominal: the dies keep their own [L, H, S, D] caches per slot
+
+    def set_kv_cache_layout(self, layout_name: str) -> None:
+        pass
+
+    def determine_available_memory(self) -> int:
+        """Exactly the slots the dies hold: max_num_seqs sequences of max_model_len tokens."""
+        spec, config = self._kv_spec(), self.vllm_config
+        blocks = -(-config.model_config.max_model_len // spec.block_size)
+        layers = self.session.tree.config["num_layers"]
+        return spec.page_size_bytes * blocks * layers * config.scheduler_config.max_num_seqs
+
+    def initialize_from_config(self, kv_cache_config) -> None:
+        pass  # slots are allocated by the dies on first use
+
+    def compile_or_warm_up_model(self) -> CompilationTimes:
+        return CompilationTimes(language_model=0.0, encoder=0.0)  # compiled ahead of time
+
+    def reset_mm_cache(self) -> None:
+        pass
+
+    def get_supported_tasks(self) -> tuple[str, ...]:
+        return ("generate",)
+
+    def execute_model(self, scheduler_output):
+        return self.runner.execute(scheduler_output)
+
+    def check_health(self) -> None:
+        if self.session is None or self.session.workers is None:
+            raise TyllmError("The tyllm session behind this engine is closed: start a new LLM.")
+
+    def shutdown(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+
+def worker_class(vllm_config) -> type:
+    qualname = vllm_config.parallel_config.worker_cls
+    cls = resolve_obj_by_qualname(qualname) if isinstance(qualname, str) else None
+    if not (isinstance(cls, type) and issubclass(cls, EdgeXWorker)):
+        raise TyllmError(f"EdgeXExecutor runs tyllm's compiled dies and needs "
+                         f"worker_cls={WORKER_QUALNAME!r}, not {qualname!r}.")
+    return cls
+
+
+class EdgeXExecutor(Executor):
+    """One in-process worker; vLLM's prefix caching is off (a slot holds a whole sequence)."""
+
+    def _init_executor(self) -> None:
+        self.cache_config.enable_prefix_caching = False
+        self.worker = worker_class(self.vllm_config)(self.vllm_config)
+        self.worker.init_device()
+        self.worker.load_model()
+
+    def _call(self, method, args: tuple, kwargs: dict):
+        if callable(method):
+            return method(self.worker, *args, **kwargs)
+        if not hasattr(self.worker, method):
+            raise TyllmError(f"vLLM called {method!r}, which tyllm's EdgeXWorker does not "
+                             f"implement: this vLLM feature is not supported with tyllm.")
+        return getattr(self.worker, method)(*args, **kwargs)
+
+    def collective_rpc(self, method, timeout=None, args=(), kwargs=None, non_block=False,
+                       single_value=False):
+        result = self._call(method, args, kwargs or {})
+        result = result if single_value else [result]
+        return done_future(result) if non_block else result
+
+    def initialize_from_config(self, kv_cache_configs) -> None:
+        self.worker.initialize_from_config(kv_cache_configs[0])
+
+    def execute_model(self, scheduler_output, non_block: bool = False):
+        output = self.worker.execute_model(scheduler_output)
+        return done_future(output) if non_block else output
+
+    def sample_tokens(self, grammar_output, non_block: bool = False):
+        raise TyllmError("EdgeXWorker samples inside execute_model; vLLM should not call "
+                         "sample_tokens (structured output is not supported with tyllm).")
+
+    def check_health(self) -> None:
+        self.worker.check_health()
+
+    def shutdown(self) -> None:
+        if getattr(self, "worker", None) is not None:
+            self.worker.shutdown()
+            self.worker = None
+
+
+def done_future(value) -> Future:
+    future: Future = Future()
+    future.set_result(value)
+    return future
