@@ -93,10 +93,8 @@ class Session:
         return logits
 
     def prefill(self, input_ids: list[int]) -> torch.Tensor:
-        logits = None
-        for start, valid, m in plan_chunks(len(input_ids), self.tree.seq_lens):
-            logits = self._step(input_ids[start:start + valid], start, m)
-        return logits
+        """Runs a whole prompt from position 0 (slot 0); returns the last token's logits."""
+        return self.extend(list(input_ids), 0, slot=0)
 
     def generate(self, input_ids: list[int], max_new_tokens: int,
                  stop_at_eos: bool = True) -> list[int]:
