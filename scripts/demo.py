@@ -4,13 +4,14 @@ import argparse
 
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
-from tyllm.smollm2 import DEFAULT_CACHE, prepare_smollm2
+from tyllm.cache import cache_root
+from tyllm.smollm2 import prepare_smollm2
 from tyllm.text import decode, encode_prompt
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", default=str(DEFAULT_CACHE / "SmolLM2-135M-Instruct-AOT/3die"))
+    parser.add_argument("--out", default=str(cache_root() / "SmolLM2-135M-Instruct-AOT/3die"))
     parser.add_argument("--dies", type=int, default=3)
     parser.add_argument("--prompt", default="What is the capital of France?")
     args = parser.parse_args()

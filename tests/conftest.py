@@ -24,3 +24,21 @@ def smollm2_path():
     from tyllm.smollm2 import prepare_smollm2
 
     return prepare_smollm2()
+
+
+@pytest.fixture(scope="session")
+def smollm2_tree(smollm2_path, tmp_path_factory):
+    """tree(dies) -> SmolLM2 compiled once per session: max_kv 256, seq lens [1, 8]."""
+    from tyllm.build_util import build_and_compile_llm
+
+    trees: dict = {}
+
+    def tree(dies: int) -> Path:
+        if dies not in trees:
+            out = tmp_path_factory.mktemp("smollm2-tree") / f"{dies}die"
+            trees[dies] = Path(build_and_compile_llm(
+                smollm2_path, out, max_kv_cache_size=256, seq_len_list=[1, 8], dev_count=dies,
+                export_onnx=(dies == 1), progress=False))
+        return trees[dies]
+
+    return tree

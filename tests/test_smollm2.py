@@ -4,7 +4,6 @@ import pytest
 from models import hf_greedy
 
 from tyllm import runtime
-from tyllm.build_util import build_and_compile_llm
 from tyllm.text import decode, encode_prompt
 
 pytestmark = pytest.mark.slow
@@ -16,10 +15,8 @@ def prompt_ids(smollm2_path):
 
 
 @pytest.mark.parametrize(("dies", "workers"), [(1, "threads"), (3, "processes")])
-def test_greedy_answer_equals_hf(dies, workers, smollm2_path, prompt_ids, tmp_path):
-    tree = build_and_compile_llm(smollm2_path, tmp_path / f"{dies}die", max_kv_cache_size=256,
-                                 seq_len_list=[1, 8], dev_count=dies, export_onnx=(dies == 1),
-                                 progress=False)
+def test_greedy_answer_equals_hf(dies, workers, smollm2_path, smollm2_tree, prompt_ids):
+    tree = smollm2_tree(dies)
     with runtime.load(tree, workers=workers) as session:
         got = session.generate(prompt_ids, max_new_tokens=64)
     assert got == hf_greedy(smollm2_path, prompt_ids, 64)

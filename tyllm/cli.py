@@ -55,6 +55,13 @@ def add_prepare(sub) -> None:
     p.add_argument("--out", default=None, help="destination (default: ~/.cache/tyllm/...)")
 
 
+def add_serve(sub) -> None:
+    p = sub.add_parser("serve", add_help=False,
+                       help="vLLM's OpenAI-compatible server on emulated dies (vLLM flags pass "
+                            "through)")
+    p.add_argument("serve_args", nargs=argparse.REMAINDER)
+
+
 def run_compile(args) -> None:
     from tyllm.build_util import build_and_compile_llm
 
@@ -102,19 +109,29 @@ def run_prepare(args) -> None:
     print(prepare_smollm2(args.out))
 
 
+def run_serve(args) -> int:
+    from tyllm.vllm_ext.serve import serve
+
+    rest = args.serve_args
+    return serve(rest[1:] if rest[:1] == ["--"] else rest)
+
+
 COMMANDS = {"compile": run_compile, "run": run_run, "verify": run_verify,
-            "doctor": run_doctor, "prepare-smollm2": run_prepare}
+            "doctor": run_doctor, "prepare-smollm2": run_prepare, "serve": run_serve}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tyllm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_compile, add_run, add_verify, add_doctor, add_prepare):
+    for add in (add_compile, add_run, add_verify, add_doctor, add_prepare, add_serve):
         add(sub)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["serve"]:  # everything after `serve` belongs to tyllm's and vLLM's parsers
+        argv = ["serve", "--", *argv[1:]]
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0

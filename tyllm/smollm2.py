@@ -2,14 +2,13 @@
 dequantized once by transformers and saved as a safetensors HF folder."""
 
 import importlib.util
-import os
 import shutil
 from pathlib import Path
 
+from tyllm.cache import cache_root
 from tyllm.errors import TyllmError
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-DEFAULT_CACHE = Path(os.environ.get("TYLLM_CACHE", Path.home() / ".cache" / "tyllm"))
 
 
 def gguf_folder() -> Path:
@@ -22,7 +21,7 @@ def gguf_folder() -> Path:
 
 def prepare_smollm2(out: Path | None = None) -> Path:
     """Returns a HF folder with SmolLM2-135M-Instruct in safetensors, converting it once."""
-    out = Path(out) if out else DEFAULT_CACHE / "SmolLM2-135M-Instruct"
+    out = Path(out) if out else cache_root() / "SmolLM2-135M-Instruct"
     if (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file():
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -1,6 +1,10 @@
-"""vLLM integration: `EdgeXExecutor` and `EdgeXWorker` run vLLM requests on tyllm's compiled dies.
+"""vLLM integration: vLLM engines run on tyllm's compiled dies (docs/VLLM.md).
 
-    LLM(model=..., tensor_parallel_size=N, distributed_executor_backend=EdgeXExecutor,
-        worker_cls="tyllm.vllm_ext.edgex_executor.EdgeXWorker",
+Installing tyllm registers the `EdgeXPlatform` plugin, so a plain engine uses the EdgeX
+executor/worker:
+
+    LLM(model=..., tensor_parallel_size=N,
         additional_config={"tyllm": {"artifacts_path": ".../Ndie", "seq_len_list": [1, 8]}})
+
+and `tyllm serve MODEL_OR_TREE [vLLM serve flags]` starts vLLM's OpenAI server on them.
 """

@@ -1,13 +1,23 @@
-"""The artifact tree behind a vLLM engine: loaded when it matches the engine, compiled if absent."""
+"""The artifact tree behind a vLLM engine: loaded when it matches the engine, compiled if absent.
 
+`additional_config={"tyllm": {...}}` names it: `artifacts_path` (default: a folder under the tyllm
+cache keyed by the checkpoint and the engine's shape), `seq_len_list` (default [1, 8]) and
+`workers` ("threads" or "processes", default "threads").
+"""
+
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
+from tyllm.cache import cache_root
 from tyllm.errors import TyllmError
 
 CONFIG_KEY = "tyllm"
+OPTIONS = ("artifacts_path", "seq_len_list", "workers")
+WORKERS = ("threads", "processes")
 
 
 @dataclass(frozen=True)
@@ -22,18 +32,44 @@ class EngineTree:
     workers: str = "threads"
 
 
+def tyllm_options(vllm_config) -> dict:
+    options = dict((vllm_config.additional_config or {}).get(CONFIG_KEY) or {})
+    if unknown := sorted(set(options) - set(OPTIONS)):
+        raise TyllmError(f"Unknown tyllm option(s) {unknown} in additional_config: the options "
+                         f"are {list(OPTIONS)}.")
+    if options.get("workers", "threads") not in WORKERS:
+        raise TyllmError(f"additional_config tyllm.workers={options['workers']!r}: use one of "
+                         f"{list(WORKERS)}.")
+    return options
+
+
 def engine_tree(vllm_config) -> EngineTree:
-    options = (vllm_config.additional_config or {}).get(CONFIG_KEY)
-    if not options or "artifacts_path" not in options:
-        raise TyllmError('EdgeXExecutor needs additional_config={"tyllm": {"artifacts_path": '
-                         '".../<N>die"}}: name the folder to load or compile the dies into.')
-    return EngineTree(
-        model_path=Path(vllm_config.model_config.model),
-        artifacts_path=Path(options["artifacts_path"]),
-        dies=vllm_config.parallel_config.tensor_parallel_size,
-        max_kv=vllm_config.model_config.max_model_len,
-        seq_lens=tuple(sorted(options.get("seq_len_list", (1, 8)))),
-        workers=options.get("workers", "threads"))
+    options = tyllm_options(vllm_config)
+    model_path = Path(vllm_config.model_config.model)
+    dies = vllm_config.parallel_config.tensor_parallel_size
+    max_kv = vllm_config.model_config.max_model_len
+    seq_lens = tuple(sorted(options.get("seq_len_list", (1, 8))))
+    artifacts = options.get("artifacts_path") or default_artifacts_path(model_path, dies, max_kv,
+                                                                        seq_lens)
+    return EngineTree(model_path, Path(artifacts), dies, max_kv, seq_lens,
+                      options.get("workers", "threads"))
+
+
+def checkpoint_fingerprint(model_path: Path) -> str:
+    """Changes when the checkpoint's config or weight files change (name, size, mtime)."""
+    if not model_path.is_dir():
+        raise TyllmError(f"vLLM's model {str(model_path)!r} is not a local folder: tyllm compiles "
+                         f"local HF checkpoints (config.json + safetensors).")
+    files = sorted(p for p in model_path.iterdir()
+                   if p.name == "config.json" or p.suffix == ".safetensors")
+    facts = [(str(model_path.resolve()), *[(p.name, p.stat().st_size, p.stat().st_mtime_ns)
+                                           for p in files])]
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()[:16]
+
+
+def default_artifacts_path(model_path: Path, dies: int, max_kv: int, seq_lens) -> Path:
+    key = f"{checkpoint_fingerprint(model_path)}-kv{max_kv}-s{'_'.join(map(str, seq_lens))}"
+    return cache_root() / "engines" / f"{model_path.name}-{key}" / f"{dies}die"
 
 
 def mismatches(want: EngineTree, config: dict) -> list[str]:

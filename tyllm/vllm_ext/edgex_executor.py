@@ -18,6 +18,7 @@ from vllm.v1.worker.worker_base import CompilationTimes
 from tyllm.errors import TyllmError
 from tyllm.vllm_ext.artifacts import engine_tree, ensure_tree
 from tyllm.vllm_ext.runner import SlotRunner
+from tyllm.vllm_ext.sampling import BatchSampler
 
 WORKER_QUALNAME = "tyllm.vllm_ext.edgex_executor.EdgeXWorker"
 KV_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -39,7 +40,10 @@ class EdgeXWorker:
 
         path = ensure_tree(self.tree_request)
         self.session = runtime.load(path, workers=self.tree_request.workers)
-        self.runner = SlotRunner(self.session, self.vllm_config.scheduler_config.max_num_seqs)
+        model_config = self.vllm_config.model_config
+        sampler = BatchSampler(model_config.get_vocab_size(), model_config.logprobs_mode)
+        self.runner = SlotRunner(self.session, self.vllm_config.scheduler_config.max_num_seqs,
+                                 sampler)
 
     def _kv_spec(self) -> FullAttentionSpec:
         tree = self.session.tree

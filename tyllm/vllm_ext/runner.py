@@ -1,76 +1,83 @@
 """SchedulerOutput -> ModelRunnerOutput on a tyllm session: one static KV slot per request.
 
 vLLM schedules, tyllm runs. Each request owns one slot (its own KV cache on every die) from its
-first scheduled chunk until it finishes; a step runs every scheduled request one after the other
-and samples greedily once a request's prompt is fully in its cache.
+first scheduled chunk until it finishes, is aborted or is preempted. A step runs every scheduled
+request's chunk on the dies, then samples once, with vLLM's sampler, for the requests whose
+prompt is now fully in their cache.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
-from vllm.v1.outputs import ModelRunnerOutput
+from vllm.v1.outputs import LogprobsTensors, ModelRunnerOutput
 
 from tyllm.errors import TyllmError
+from tyllm.vllm_ext.sampling import BatchSampler, SamplingState, check_supported
 
 
 @dataclass
 class SlotRequest:
     slot: int
-    token_ids: list[int]  # prompt + generated so far
+    sampling: SamplingState
     num_computed: int = 0
-    prompt_len: int = field(init=False)
 
-    def __post_init__(self):
-        self.prompt_len = len(self.token_ids)
-
-
-def check_greedy(req_id: str, params) -> None:
-    if params is None or params.temperature != 0 or params.logprobs or params.prompt_logprobs:
-        raise TyllmError(f"Request {req_id} asks for sampling or logprobs, which tyllm's vLLM "
-                         f"worker does not do yet: use SamplingParams(temperature=0) without "
-                         f"logprobs.")
+    @property
+    def token_ids(self) -> list[int]:
+        return self.sampling.prompt_ids + self.sampling.output_ids
 
 
 class SlotRunner:
-    def __init__(self, session, num_slots: int):
+    def __init__(self, session, num_slots: int, sampler: BatchSampler):
         self.session = session
+        self.num_slots = num_slots
         self.free = list(range(num_slots))
         self.requests: dict[str, SlotRequest] = {}
+        self.preempted: dict[str, SamplingState] = {}  # slot freed, sampling state kept
+        self.sampler = sampler
 
-    def _admit(self, req_id: str, token_ids: list[int], num_computed: int) -> None:
+    def _admit(self, req_id: str, sampling: SamplingState, num_computed: int) -> None:
         if not self.free:
             raise TyllmError(f"No free KV slot for request {req_id}: the engine scheduled more "
-                             f"than max_num_seqs={len(self.requests)} sequences at once.")
-        self.requests[req_id] = SlotRequest(self.free.pop(0), list(token_ids), num_computed)
+                             f"than max_num_seqs={self.num_slots} sequences at once.")
+        self.requests[req_id] = SlotRequest(self.free.pop(0), sampling, num_computed)
 
-    def _release(self, req_id: str) -> None:
+    def _release(self, req_id: str) -> SlotRequest | None:
         if (request := self.requests.pop(req_id, None)) is not None:
             self.free.append(request.slot)
+        return request
 
     def _update_states(self, out) -> None:
-        for req_id in out.finished_req_ids | (out.preempted_req_ids or set()):
+        for req_id in out.finished_req_ids:
             self._release(req_id)
+            self.preempted.pop(req_id, None)
+        for req_id in out.preempted_req_ids or ():
+            if (request := self._release(req_id)) is not None:
+                self.preempted[req_id] = request.sampling
         for new in out.scheduled_new_reqs:
-            check_greedy(new.req_id, new.sampling_params)
-            self._admit(new.req_id, new.prompt_token_ids, new.num_computed_tokens)
+            check_supported(new.sampling_params)
+            state = SamplingState.of(new.sampling_params, new.prompt_token_ids)
+            self._admit(new.req_id, state, new.num_computed_tokens)
         cached = out.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
             if req_id in cached.resumed_req_ids:  # preempted earlier: start it again
-                self._release(req_id)
-                self._admit(req_id, cached.all_token_ids[req_id], cached.num_computed_tokens[i])
+                self._resume(req_id, cached.all_token_ids[req_id])
             self.requests[req_id].num_computed = cached.num_computed_tokens[i]
 
-    def _run(self, req_id: str, num_tokens: int) -> list[int]:
+    def _resume(self, req_id: str, all_token_ids: list[int]) -> None:
+        old = self.preempted.pop(req_id, None) or self._release(req_id).sampling
+        prompt = len(old.prompt_ids)
+        state = SamplingState(old.params, all_token_ids[:prompt], list(all_token_ids[prompt:]),
+                              old.generator)
+        self._admit(req_id, state, 0)
+
+    def _run(self, req_id: str, num_tokens: int) -> torch.Tensor | None:
+        """Runs this step's chunk; returns logits when the request samples now."""
         request = self.requests[req_id]
         start = request.num_computed
         tokens = request.token_ids[start:start + num_tokens]
         logits = self.session.extend(tokens, start, request.slot)
         request.num_computed = start + len(tokens)
-        if request.num_computed < len(request.token_ids):
-            return []  # a prompt chunk that is not the last: nothing to sample yet
-        token = int(torch.argmax(logits))
-        request.token_ids.append(token)
-        return [token]
+        return logits if request.num_computed == len(request.token_ids) else None
 
     def execute(self, out) -> ModelRunnerOutput:
         if out.scheduled_spec_decode_tokens:
@@ -78,7 +85,31 @@ class SlotRunner:
                              "start the engine without speculative_config.")
         self._update_states(out)
         req_ids = list(out.num_scheduled_tokens)
-        sampled = [self._run(r, out.num_scheduled_tokens[r]) for r in req_ids]
+        logits = {r: x for r in req_ids if (x := self._run(r, out.num_scheduled_tokens[r]))
+                  is not None}
+        sampled, logprobs = self._sample(req_ids, logits)
         return ModelRunnerOutput(req_ids=req_ids,
                                  req_id_to_index={r: i for i, r in enumerate(req_ids)},
-                                 sampled_token_ids=sampled)
+                                 sampled_token_ids=sampled, logprobs=logprobs)
+
+    def _sample(self, req_ids: list[str], logits: dict[str, torch.Tensor]):
+        """One token per request in `logits`; [] for requests still mid-prompt."""
+        if not logits:
+            return [[] for _ in req_ids], None
+        states = [self.requests[r].sampling for r in logits]
+        tokens, logprobs = self.sampler.sample(states, torch.stack(list(logits.values())))
+        new = dict(zip(logits, tokens, strict=True))
+        for req_id, token in new.items():
+            self.requests[req_id].sampling.output_ids.append(token)
+        sampled = [[new[r]] if r in new else [] for r in req_ids]
+        return sampled, logprobs_lists(logprobs, sampled)
+
+
+def logprobs_lists(logprobs: LogprobsTensors | None, sampled: list[list[int]]):
+    """Rows follow the sampling requests; cu_num_generated_tokens maps request index -> row."""
+    if logprobs is None:
+        return None
+    cu = [0]
+    for tokens in sampled:
+        cu.append(cu[-1] + len(tokens))
+    return logprobs.tolists(cu)

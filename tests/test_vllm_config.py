@@ -1,0 +1,74 @@
+"""The engine's tree options and `tyllm serve` arguments, without starting an engine."""
+
+from types import SimpleNamespace
+
+import pytest
+
+from tyllm.cli import main
+from tyllm.errors import TyllmError
+
+
+def vllm_config(model, options=None, tp=2, max_len=128):
+    return SimpleNamespace(
+        additional_config={"tyllm": options} if options is not None else None,
+        model_config=SimpleNamespace(model=str(model), max_model_len=max_len),
+        parallel_config=SimpleNamespace(tensor_parallel_size=tp))
+
+
+def test_default_tree_is_keyed_by_checkpoint_and_engine_shape(checkpoint_factory, tmp_path,
+                                                              monkeypatch):
+    from tyllm.vllm_ext.artifacts import engine_tree
+
+    monkeypatch.setenv("TYLLM_CACHE", str(tmp_path))
+    model = checkpoint_factory("qwen3")
+    want = engine_tree(vllm_config(model))
+    assert want.artifacts_path.parent.parent == tmp_path / "engines"
+    assert want.artifacts_path.name == "2die"
+    assert (want.dies, want.max_kv, want.seq_lens, want.workers) == (2, 128, (1, 8), "threads")
+    other = engine_tree(vllm_config(model, max_len=256))
+    assert other.artifacts_path != want.artifacts_path
+    assert engine_tree(vllm_config(model)).artifacts_path == want.artifacts_path
+
+
+def test_unknown_tyllm_option_and_bad_workers_are_named(tmp_path):
+    from tyllm.vllm_ext.artifacts import engine_tree
+
+    with pytest.raises(TyllmError, match="artifact_path"):
+        engine_tree(vllm_config(tmp_path, {"artifact_path": "x"}))
+    with pytest.raises(TyllmError, match="workers"):
+        engine_tree(vllm_config(tmp_path, {"artifacts_path": "x", "workers": "gpus"}))
+
+
+def test_serve_refuses_a_missing_model(capsys):
+    assert main(["serve", "/no/such/model"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+
+
+def test_serve_help_names_tyllm_flags(capsys):
+    assert main(["serve", "--help"]) == 0
+    assert "--artifacts-path" in capsys.readouterr().out
+
+
+def test_tree_engine_kwargs_come_from_the_tree(tmp_path, monkeypatch):
+    import json
+
+    from tyllm.vllm_ext.serve import engine_argv
+
+    monkeypatch.setenv("TYLLM_CACHE", str(tmp_path / "cache"))
+    tree = tmp_path / "3die"
+    tree.mkdir()
+    (tree / "manifest.json").write_text("{}")
+    config = {"format_version": 1, "kind": "llm", "dies": 3, "max_kv_cache_size": 512,
+              "seq_len_list": [1, 8],
+              "hf_config": {"model_type": "llama"}}
+    (tree / "config.json").write_text(json.dumps(config))
+    (tree / "tokenizer.json").write_text("{}")
+    argv, options = engine_argv(tree, {"workers": "processes"}, ["--port", "9"])
+    folder = argv[argv.index("--model") + 1]
+    assert json.loads((tmp_path / "cache" / "served" / folder.split("/")[-1] /
+                       "config.json").read_text()) == {"model_type": "llama"}
+    assert argv[argv.index("--tensor-parallel-size") + 1] == "3"
+    assert argv[argv.index("--max-model-len") + 1] == "512"
+    assert argv[-2:] == ["--port", "9"]
+    assert options == {"artifacts_path": str(tree), "seq_len_list": [1, 8],
+                       "workers": "processes"}

@@ -1,0 +1,82 @@
+"""`LLM.generate` over compiled dies == HF transformers == stock vLLM CPU, token for token.
+
+Six concurrent greedy prompts on SmolLM2 (1 die threads, 3 dies processes) and on a random Qwen3
+(2 dies threads, 4 dies processes, trees compiled when the engine starts), chunked prefill on (a
+16-token budget: long prompts are split across steps) and off. Every engine runs in its own
+process (tests/vllm_generate.py); engines pick tyllm through the platform plugin, one case through
+the explicit executor/worker flags of the issue's example. Stock vLLM runs with
+VLLM_TARGET_DEVICE=cpu, which skips platform plugins.
+"""
+
+import random
+
+import pytest
+from models import greedy, load_hf
+from vllm_jobs import engine, request, run_job
+
+from tyllm.text import encode_prompt
+
+pytestmark = pytest.mark.slow
+
+MAX_TOKENS = 16
+SMOL_QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.",
+                  "What is 12 times 12?", "Name three primary colours.",
+                  "Who wrote Romeo and Juliet?", "Translate 'good morning' into Spanish."]
+QWEN3 = dict(hidden_size=128, intermediate_size=256, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=32, vocab_size=320)
+EXPLICIT_FLAGS = {"distributed_executor_backend": "EdgeXExecutor",
+                  "worker_cls": "tyllm.vllm_ext.edgex_executor.EdgeXWorker"}
+
+
+@pytest.fixture(scope="module")
+def models(smollm2_path, checkpoint_factory):
+    """name -> (checkpoint, prompt ids, sampling extras): SmolLM2 chat prompts, random ids."""
+    rng = random.Random(0)
+    qwen3 = checkpoint_factory("qwen3", seed=3, **QWEN3)
+    return {
+        "smollm2": (smollm2_path, [encode_prompt(smollm2_path, q) for q in SMOL_QUESTIONS], {}),
+        "qwen3": (qwen3, [[rng.randrange(1, 320) for _ in range(n)] for n in (3, 7, 12, 20, 33, 5)],
+                  {"ignore_eos": True}),
+    }
+
+
+@pytest.fixture(scope="module")
+def expected(models, tmp_path_factory):
+    """name -> (HF greedy tokens, stock vLLM greedy tokens) per prompt."""
+    result = {}
+    for name, (path, prompts, extra) in models.items():
+        model = load_hf(path)
+        hf = [greedy(model, ids, MAX_TOKENS) for ids in prompts]
+        stock = run_job(tmp_path_factory.mktemp(f"stock-{name}"),
+                        engine(path, 1, 256, chunked=True),
+                        [request(ids, max_tokens=MAX_TOKENS, **extra) for ids in prompts],
+                        stock=True)
+        result[name] = (hf, [o["token_ids"] for o in stock])
+    return result
+
+
+@pytest.fixture(scope="module")
+def qwen3_trees(tmp_path_factory):
+    return tmp_path_factory.mktemp("qwen3-trees")
+
+
+CASES = [("smollm2", 1, "threads"), ("smollm2", 3, "processes"),
+         ("qwen3", 2, "threads"), ("qwen3", 4, "processes")]
+
+
+@pytest.mark.parametrize("chunked", [True, False], ids=["chunked", "whole-prefill"])
+@pytest.mark.parametrize(("name", "dies", "workers"), CASES)
+def test_greedy_equals_hf_and_stock_vllm(name, dies, workers, chunked, models, expected,
+                                         smollm2_tree, qwen3_trees, tmp_path):
+    path, prompts, extra = models[name]
+    tree = smollm2_tree(dies) if name == "smollm2" else qwen3_trees / f"{dies}die"
+    options = {"tyllm": {"artifacts_path": str(tree), "workers": workers}}
+    flags = EXPLICIT_FLAGS if (name, dies, chunked) == ("smollm2", 1, True) else {}
+    outputs = run_job(tmp_path, engine(path, dies, 256, chunked, additional_config=options,
+                                       **flags),
+                      [request(ids, max_tokens=MAX_TOKENS, **extra) for ids in prompts])
+    got = [o["token_ids"] for o in outputs]
+    hf, stock = expected[name]
+    assert got == hf
+    assert got == stock
+    assert (tree / "manifest.json").is_file()  # compiled at engine start when it was absent

@@ -1,0 +1,44 @@
+"""Runs one vLLM engine in its own process and writes its outputs as JSON (used by the tests).
+
+    python vllm_generate.py job.json   # {"engine": {LLM kwargs}, "requests": [...], "out": path}
+
+Each request is {"prompt_token_ids": [...], "sampling": {...SamplingParams kwargs}}. With
+VLLM_TARGET_DEVICE=cpu in the environment this is stock vLLM CPU (platform plugins skipped);
+otherwise tyllm's platform plugin routes the engine to the compiled dies.
+"""
+
+import json
+import sys
+
+
+def logprob_rows(output) -> list | None:
+    if output.logprobs is None:
+        return None
+    return [{str(t): lp.logprob for t, lp in row.items()} for row in output.logprobs]
+
+
+def engine_kwargs(engine: dict) -> dict:
+    engine = dict(engine)
+    if engine.get("distributed_executor_backend") == "EdgeXExecutor":
+        from tyllm.vllm_ext.edgex_executor import EdgeXExecutor
+
+        engine["distributed_executor_backend"] = EdgeXExecutor
+    return engine
+
+
+def main(job_path: str) -> None:
+    from vllm import LLM, SamplingParams
+
+    job = json.loads(open(job_path).read())
+    llm = LLM(**engine_kwargs(job["engine"]))
+    prompts = [{"prompt_token_ids": r["prompt_token_ids"]} for r in job["requests"]]
+    params = [SamplingParams(**r["sampling"]) for r in job["requests"]]
+    results = llm.generate(prompts, params, use_tqdm=False)
+    outputs = [{"token_ids": list(r.outputs[0].token_ids), "text": r.outputs[0].text,
+                "logprobs": logprob_rows(r.outputs[0])} for r in results]
+    with open(job["out"], "w") as f:
+        json.dump(outputs, f)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

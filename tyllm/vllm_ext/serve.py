@@ -1,0 +1,80 @@
+"""`tyllm serve MODEL_OR_TREE [tyllm flags] [vLLM serve flags]`: vLLM's OpenAI server on the dies.
+
+MODEL_OR_TREE is a HF checkpoint folder (compiled on engine start unless the tree exists) or a
+compiled `<N>die` tree (served as compiled: die count, max_model_len and seq lens come from it).
+Everything after it that is not a tyllm flag goes to vLLM's own `serve` parser, so `--port`,
+`--api-key`, `--max-num-seqs`, `--served-model-name`... mean what they mean for `vllm serve`.
+The platform plugin routes the engine to the EdgeX executor; this module only builds the args.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from tyllm.errors import TyllmError
+from tyllm.vllm_ext.artifacts import CONFIG_KEY, WORKERS
+
+USAGE = "tyllm serve MODEL_OR_TREE [--artifacts-path P] [--seq-len-list 1,8] " \
+        "[--workers threads|processes] [vLLM serve flags]"
+
+
+def tyllm_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tyllm serve", usage=USAGE, add_help=False)
+    p.add_argument("--artifacts-path", help="tree to load, or to compile into if absent")
+    p.add_argument("--seq-len-list", help="graph lengths when compiling, e.g. 1,8")
+    p.add_argument("--workers", choices=WORKERS, default="threads",
+                   help="run dies as threads of the engine or as one process each")
+    return p
+
+
+def tyllm_options(known: argparse.Namespace) -> dict:
+    options = {"workers": known.workers}
+    if known.artifacts_path:
+        options["artifacts_path"] = known.artifacts_path
+    if known.seq_len_list:
+        options["seq_len_list"] = [int(x) for x in known.seq_len_list.split(",") if x.strip()]
+    return options
+
+
+def engine_argv(model: Path, options: dict, rest: list[str]) -> tuple[list[str], dict]:
+    """vLLM serve arguments for `model`: a tree brings its own shape (later flags still win)."""
+    from tyllm.vllm_ext.tree_model import engine_kwargs, is_tree
+
+    argv = ["--model", str(model)]
+    if is_tree(model):
+        kwargs = engine_kwargs(model, options["workers"])
+        argv = ["--model", kwargs["model"],
+                "--tensor-parallel-size", str(kwargs["tensor_parallel_size"]),
+                "--max-model-len", str(kwargs["max_model_len"])]
+        options = {**kwargs["additional_config"][CONFIG_KEY], **options}
+    if not any(a.split("=")[0] in ("--served-model-name", "--served_model_name") for a in rest):
+        argv += ["--served-model-name", str(model)]
+    return argv + rest, options
+
+
+def serve(argv: list[str]) -> int:
+    if not argv or argv[0].startswith("-"):
+        tyllm_parser().print_help()
+        print("\nvLLM serve flags: see `vllm serve --help`; all of them are accepted.")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    model = Path(argv[0])
+    if not model.is_dir():
+        raise TyllmError(f"{argv[0]!r} is not a folder: pass a HF checkpoint folder or a "
+                         f"compiled <N>die tree.")
+    known, rest = tyllm_parser().parse_known_args(argv[1:])
+    vllm_argv, options = engine_argv(model, tyllm_options(known), rest)
+    run_vllm_server(vllm_argv, options)
+    return 0
+
+
+def run_vllm_server(vllm_argv: list[str], options: dict) -> None:
+    from vllm.entrypoints.cli.serve import ServeSubcommand
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    args = make_arg_parser(FlexibleArgumentParser(prog="tyllm serve")).parse_args(vllm_argv)
+    extra = args.additional_config
+    extra = dict(json.loads(extra) if isinstance(extra, str) else extra or {})
+    args.additional_config = {**extra, CONFIG_KEY: {**extra.get(CONFIG_KEY, {}), **options}}
+    validate_parsed_serve_args(args)
+    ServeSubcommand.cmd(args)

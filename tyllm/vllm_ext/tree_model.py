@@ -1,0 +1,56 @@
+"""Serving a compiled tree by itself: the HF model folder vLLM's front end reads, made from it.
+
+A tree carries the checkpoint's HF config (inside its config.json) and tokenizer files, but not
+as vLLM wants them: this writes `config.json` + tokenizer files into a small folder under the
+tyllm cache (the tree stays read-only) and vLLM's model points there. The weights stay in the
+tree; vLLM never loads any.
+"""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+from tyllm.artifacts import layout
+from tyllm.artifacts.documents import read_json
+from tyllm.cache import cache_root
+from tyllm.compiler import TOKENIZER_EXTRAS
+
+
+def is_tree(path: Path) -> bool:
+    return (path / layout.MANIFEST).is_file() and (path / layout.CONFIG).is_file()
+
+
+def tree_config(tree: Path) -> dict:
+    return read_json(tree / layout.CONFIG, "config")
+
+
+def model_folder(tree: Path) -> Path:
+    """A HF folder (config.json + tokenizer) for vLLM's front end, keyed by the tree's manifest."""
+    manifest = (tree / layout.MANIFEST).read_bytes()
+    key = hashlib.sha256(str(tree.resolve()).encode() + manifest).hexdigest()[:16]
+    folder = cache_root() / "served" / f"{tree.resolve().parent.name}-{tree.name}-{key}"
+    if (folder / layout.CONFIG).is_file():
+        return folder
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    hf_config = tree_config(tree)["hf_config"]
+    (staging / layout.CONFIG).write_text(json.dumps(hf_config, indent=2))
+    for name in (layout.TOKENIZER, *TOKENIZER_EXTRAS):
+        if (tree / name).is_file():
+            shutil.copyfile(tree / name, staging / name)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.replace(folder)
+    return folder
+
+
+def engine_kwargs(tree: Path, workers: str = "threads") -> dict:
+    """`LLM(**engine_kwargs(tree), ...)`: the engine arguments that serve `tree` as compiled."""
+    tree = Path(tree)
+    config = tree_config(tree)
+    options = {"artifacts_path": str(tree), "seq_len_list": config["seq_len_list"],
+               "workers": workers}
+    return {"model": str(model_folder(tree)), "tensor_parallel_size": config["dies"],
+            "max_model_len": config["max_kv_cache_size"],
+            "additional_config": {"tyllm": options}}
