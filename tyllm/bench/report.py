@@ -1,0 +1,46 @@
+"""The benchmark's table and JSON: absolute figures plus the ratios we quote."""
+
+import json
+import os
+import platform
+from pathlib import Path
+
+from tyllm.artifacts.manifest import tool_versions
+
+
+def ratios(speeds: dict, roof_tok_s: float, dies: int) -> dict:
+    one = speeds["tyllm-1die"].decode_tok_s
+    many = speeds.get(f"tyllm-{dies}die-threads")
+    out = {name: one / s.decode_tok_s for name, s in speeds.items()
+           if not name.startswith("tyllm")}
+    result = {f"decode_tyllm_1die_over_{k}": v for k, v in out.items()}
+    result["decode_tyllm_1die_fraction_of_roof"] = one / roof_tok_s
+    if many:
+        result[f"per_token_slowdown_{dies}die_over_1die"] = one / many.decode_tok_s
+    return result
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def write_report(path: Path, document: dict) -> None:
+    document = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count()},
+                "versions": tool_versions(), **document}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1))
+
+
+def table(speeds: dict, roof_tok_s: float) -> str:
+    lines = [f"{'engine':28s} {'TTFT ms':>9s} {'decode tok/s':>13s} {'of roof':>8s}"]
+    for name, s in speeds.items():
+        lines.append(f"{name:28s} {s.ttft_s * 1e3:9.1f} {s.decode_tok_s:13.1f} "
+                     f"{s.decode_tok_s / roof_tok_s:8.0%}")
+    lines.append(f"{'bandwidth roof (weights)':28s} {'':9s} {roof_tok_s:13.1f} {'100%':>8s}")
+    return "\n".join(lines)

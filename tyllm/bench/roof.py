@@ -1,0 +1,32 @@
+"""The memory-bandwidth roof of decode: weight bytes read per token over measured copy bandwidth."""
+
+import torch
+
+from tyllm.artifacts.params import load_params
+from tyllm.bench.timing import clock
+from tyllm.runtime.tree import Tree
+
+
+def copy_bandwidth_gbs(threads: int, megabytes: int = 512, repeats: int = 5) -> float:
+    """Best read+write rate of a large tensor copy, counting the bytes read (GB/s)."""
+    torch.set_num_threads(threads)
+    src = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start = clock()
+        dst.copy_(src)
+        best = min(best, clock() - start)
+    return src.numel() * 4 / best / 1e9
+
+
+def decode_weight_bytes(tree: Tree, die: int = 0) -> int:
+    """Bytes of one die's weights a decode step reads: all of them, except that the embedding
+    table gives one row (unless it is also the LM head, stored once when tied)."""
+    graph = next(iter(tree.graphs_for(die).values()))
+    weights = load_params(tree.root / graph["weights"])
+    total = sum(t.numel() * t.element_size() for t in weights.values())
+    embed = weights.get("embed_tokens")
+    if embed is None or "lm_head" not in weights:
+        return total
+    return total - (embed.shape[0] - 1) * embed[0].numel() * embed.element_size()
