@@ -22,7 +22,7 @@ from pathlib import Path
 from tyllm.bench.compile_cost import compile_cost
 from tyllm.bench.engines import bench_hf, bench_ort, bench_tree, bench_vllm
 from tyllm.bench.report import ratios, table, write_report
-from tyllm.bench.roof import copy_bandwidth_gbs, decode_weight_bytes
+from tyllm.bench.roof import copy_bandwidth_gbs, decode_weight_bytes, read_bandwidth_gbs
 from tyllm.runtime.tree import Tree
 from tyllm.smollm2 import prepare_smollm2
 from tyllm.text import encode_prompt
@@ -95,7 +95,8 @@ def main() -> None:
         "max_kv_cache_size": args.max_kv, "seq_len_list": [1, 8], "prompt_tokens": len(prompt),
         "new_tokens": new_tokens, "speeds": {k: s.row() for k, s in speeds.items()},
         "roof": {"copy_bandwidth_gbs": bandwidth, "decode_weight_bytes": weight_bytes,
-                 "roof_tok_s": roof_tok_s},
+                 "roof_tok_s": roof_tok_s,
+                 "read_only_bandwidth_gbs": read_bandwidth_gbs(args.threads)},
         "compile": {str(k): v for k, v in costs.items()}, "ratios": summary})
 
 

@@ -7,17 +7,28 @@ from tyllm.bench.timing import clock
 from tyllm.runtime.tree import Tree
 
 
-def copy_bandwidth_gbs(threads: int, megabytes: int = 512, repeats: int = 5) -> float:
-    """Best read+write rate of a large tensor copy, counting the bytes read (GB/s)."""
-    torch.set_num_threads(threads)
-    src = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32)
-    dst = torch.empty_like(src)
+def _best_seconds(run, repeats: int) -> float:
     best = float("inf")
     for _ in range(repeats):
         start = clock()
-        dst.copy_(src)
+        run()
         best = min(best, clock() - start)
-    return src.numel() * 4 / best / 1e9
+    return best
+
+
+def copy_bandwidth_gbs(threads: int, megabytes: int = 512, repeats: int = 5) -> float:
+    """STREAM-style copy bandwidth of a large tensor: bytes read + bytes written per second."""
+    torch.set_num_threads(threads)
+    src = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / _best_seconds(lambda: dst.copy_(src), repeats) / 1e9
+
+
+def read_bandwidth_gbs(threads: int, megabytes: int = 512, repeats: int = 5) -> float:
+    """Read-only bandwidth (a sum over a large tensor), for reference next to the copy figure."""
+    torch.set_num_threads(threads)
+    src = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32)
+    return src.numel() * 4 / _best_seconds(lambda: src.sum(), repeats) / 1e9
 
 
 def decode_weight_bytes(tree: Tree, die: int = 0) -> int:

@@ -1,13 +1,12 @@
-"""Dies as workers: threads in this process, or one process per die with gloo collectives.
+"""Dies as workers: threads in this process, or one process per die with a shared-memory
+all-reduce between them.
 
 Both kinds speak the same little protocol: ("step", args) -> ("ok", logits) | ("error", text),
 and "stop". `step` runs on every die at once; the caller concatenates the vocab slices.
 """
 
-import datetime
 import multiprocessing
 import queue
-import tempfile
 import threading
 import traceback
 from pathlib import Path
@@ -17,8 +16,6 @@ import torch
 from tyllm.runtime import collective
 from tyllm.runtime.placement import pin_current_thread, pin_process
 from tyllm.runtime.tree import Tree
-
-GLOO_TIMEOUT = datetime.timedelta(minutes=5)
 
 
 class DieFailure(RuntimeError):
@@ -99,30 +96,28 @@ class ThreadWorkers:
             t.join(timeout=10)
 
 
-def _process_main(root: str, die: int, dies: int, store: str, conn) -> None:
-    import torch.distributed as dist
-
+def _process_main(root: str, die: int, dies: int, group, conn) -> None:
     from tyllm.runtime.die import DieRunner
 
     pin_process(die, dies)
-    dist.init_process_group("gloo", init_method=f"file://{store}", rank=die, world_size=dies,
-                            timeout=GLOO_TIMEOUT)
-    try:
-        with collective.bind_member(collective.GlooMember()):
-            serve(lambda: DieRunner(Tree(Path(root)), die), conn.recv, conn.send)
-    finally:
-        dist.destroy_process_group()
+    with collective.bind_member(group.member(die)):
+        serve(lambda: DieRunner(Tree(Path(root)), die), conn.recv, conn.send)
+
+
+def all_reduce_bytes(tree: Tree) -> int:
+    """The largest all-reduce of a step: hidden states of the longest graph, 4-byte elements."""
+    return tree.config["hidden_size"] * max(tree.seq_lens) * 4
 
 
 class ProcessWorkers:
     def __init__(self, tree: Tree):
         ctx = multiprocessing.get_context("spawn")
-        self._tmp = tempfile.TemporaryDirectory(prefix="tyllm-gloo-")
-        store = str(Path(self._tmp.name) / "store")
+        self.group = collective.SharedMemoryGroup.create(tree.dies, all_reduce_bytes(tree),
+                                                         ctx.Barrier(tree.dies))
         pipes = [ctx.Pipe() for _ in range(tree.dies)]
         self.conns = [parent for parent, _ in pipes]
         self.procs = [ctx.Process(target=_process_main, daemon=True, name=f"tyllm-die{d}",
-                                  args=(str(tree.root), d, tree.dies, store, pipes[d][1]))
+                                  args=(str(tree.root), d, tree.dies, self.group, pipes[d][1]))
                       for d in range(tree.dies)]
         for p in self.procs:
             p.start()
@@ -162,7 +157,7 @@ class ProcessWorkers:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
-        self._tmp.cleanup()
+        self.group.unlink()
 
 
 WORKER_KINDS = {"threads": ThreadWorkers, "processes": ProcessWorkers}
