@@ -1,0 +1,118 @@
+"""Runs AWQ over a HF decoder (Llama, Qwen2, Qwen3 layouts: model.model.layers[i] with
+input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm, mlp.{gate,up,down}_proj)."""
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from tyllm.errors import TyllmError
+from tyllm.quant.awq import (
+    AwqConfig,
+    apply_clip,
+    fold_scales,
+    quantize_linear,
+    rows_sample,
+    search_clip,
+    search_scales,
+)
+from tyllm.quant.groups import check_group_size
+
+CAPTURED = ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
+NO_CLIP = ("q_proj", "k_proj")
+
+
+class _Stop(Exception):
+    pass
+
+
+def decoder_layers(model) -> nn.ModuleList:
+    layers = getattr(getattr(model, "model", None), "layers", None)
+    if layers is None or not hasattr(layers[0], "mlp") or not hasattr(layers[0], "self_attn"):
+        raise TyllmError(f"{type(model).__name__} is not a Llama/Qwen-style decoder "
+                         f"(model.model.layers with self_attn and mlp): tyllm's AWQ cannot "
+                         f"quantize it.")
+    return layers
+
+
+def linears_of(layer) -> dict[str, nn.Linear]:
+    return {name: m for name, m in layer.named_modules() if isinstance(m, nn.Linear)}
+
+
+@torch.no_grad()
+def first_layer_inputs(model, samples: list[torch.Tensor]):
+    """Hidden states entering layer 0 for the stacked samples, and the kwargs it is called with."""
+    seen = {}
+
+    def catch(_module, args, kwargs):
+        seen["hidden"], seen["kwargs"] = args[0] if args else kwargs.pop("hidden_states"), kwargs
+        raise _Stop
+
+    handle = decoder_layers(model)[0].register_forward_pre_hook(catch, with_kwargs=True)
+    try:
+        model(torch.cat(samples), use_cache=False)
+    except _Stop:
+        pass
+    finally:
+        handle.remove()
+    return seen["hidden"], seen["kwargs"]
+
+
+@torch.no_grad()
+def run_layer(layer, hidden, kwargs, capture=()) -> tuple[torch.Tensor, dict]:
+    inputs, modules = {}, dict(layer.named_modules())
+    hooks = [modules[n].register_forward_hook(
+        lambda _m, args, _out, n=n: inputs.__setitem__(n, args[0].detach())) for n in capture]
+    try:
+        out = layer(hidden, **kwargs)
+    finally:
+        for h in hooks:
+            h.remove()
+    return (out[0] if isinstance(out, tuple) else out), inputs
+
+
+def scale_groups(layer, inputs: dict) -> list:
+    attn, mlp = layer.self_attn, layer.mlp
+    groups = [(layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj],
+               "self_attn.q_proj"),
+              (layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj], "mlp.gate_proj"),
+              (mlp.up_proj, [mlp.down_proj], "mlp.down_proj")]
+    if attn.v_proj.weight.shape == attn.o_proj.weight.shape:  # no GQA: v's rows feed o
+        groups.insert(1, (attn.v_proj, [attn.o_proj], "self_attn.o_proj"))
+    return groups
+
+
+def quantize_layer(layer, hidden, kwargs, cfg: AwqConfig) -> dict:
+    """Scales, clips and quantizes one layer in place; returns {linear name: int tensors}."""
+
+    for name, fc in linears_of(layer).items():
+        check_group_size(fc.in_features, cfg.group_size, name)
+    _, inputs = run_layer(layer, hidden, kwargs, CAPTURED)
+    x = {n: rows_sample(v.float(), cfg.max_search_tokens) for n, v in inputs.items()}
+    for prev, linears, key in scale_groups(layer, inputs):
+        s = search_scales(x[key], linears, cfg)
+        fold_scales(prev, linears, s)
+        x[key] = x[key] / s
+    source = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.q_proj",
+              "v_proj": "self_attn.q_proj", "o_proj": "self_attn.o_proj",
+              "gate_proj": "mlp.gate_proj", "up_proj": "mlp.gate_proj",
+              "down_proj": "mlp.down_proj"}
+    packed = {}
+    for name, fc in linears_of(layer).items():
+        short = name.rsplit(".", 1)[-1]
+        if cfg.apply_clip and short not in NO_CLIP:
+            clip_x = rows_sample(x[source[short]], cfg.max_clip_tokens)
+            apply_clip(fc, search_clip(clip_x, fc.weight.data, cfg), cfg.group_size)
+        packed[name] = quantize_linear(fc, cfg)
+    return packed
+
+
+@torch.no_grad()
+def awq_quantize(model, samples: list[torch.Tensor], cfg: AwqConfig) -> dict:
+    """Quantizes every decoder linear of `model` in place; returns {module name: int tensors}."""
+    hidden, kwargs = first_layer_inputs(model, samples)
+    packed = {}
+    for i, layer in enumerate(tqdm(decoder_layers(model), desc="AWQ", unit="layer")):
+        for name, tensors in quantize_layer(layer, hidden, kwargs, cfg).items():
+            packed[f"model.layers.{i}.{name}"] = tensors
+        hidden, _ = run_layer(layer, hidden, kwargs)
+    return packed
