@@ -160,3 +160,28 @@ def test_quantization_config_missing_fields_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"quantization_config": {"bits": 4}}))
     with pytest.raises(TyllmError, match="lacks"):
         load_quantized_model(tmp_path)
+
+
+@pytest.mark.slow
+def test_stock_vllm_loads_the_saved_checkpoint(outlier_model, checkpoint_factory, tmp_path):
+    """vLLM's own AWQ loader (`quantization="awq"`) reads what save_quantized_model writes and
+    generates the same greedy tokens as the dequantized model."""
+    import copy
+
+    from models import greedy
+    from transformers import AutoTokenizer
+    from vllm_jobs import engine, request, run_job
+
+    tokenizer = AutoTokenizer.from_pretrained(checkpoint_factory("qwen3", seed=5, **SMALL))
+    calib = get_dataloader(word_texts(8, 0), tokenizer, max_sequence_length=128)
+    quantized = quantize_model(copy.deepcopy(outlier_model), get_awq_config(group_size=32),
+                               calib, tokenizer)
+    out = save_quantized_model(quantized, tmp_path / "awq", tokenizer)
+    prompts = [[5, 17, 3, 99, 42, 7], [200, 13, 8], [31, 41, 59, 26, 53, 58, 97, 93]]
+    reference = load_quantized_model(out)
+    expected = [greedy(reference, ids, 8) for ids in prompts]
+    outputs = run_job(tmp_path / "vllm", engine(out, 1, 128, chunked=False, quantization="awq",
+                                                dtype="float16"),
+                      [request(ids, max_tokens=8, ignore_eos=True) for ids in prompts],
+                      stock=True)
+    assert [o["token_ids"] for o in outputs] == expected
