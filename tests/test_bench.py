@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from tyllm import runtime
-from tyllm.artifacts.params import load_params
 from tyllm.bench.engines import OrtDie
 from tyllm.bench.roof import decode_weight_bytes
 from tyllm.bench.timing import decode_rate
@@ -34,13 +33,15 @@ def test_onnxruntime_greedy_equals_the_runtime(tree):
     assert got == expected
 
 
-def test_roof_counts_one_embedding_row_unless_tied(tree):
-    weights = load_params(next(tree.glob("batch_1/common_die0.params")))
-    total = sum(t.numel() * t.element_size() for t in weights.values())
-    if "lm_head" in weights:  # untied: the table gives one row per token
-        row = weights["embed_tokens"][0]
-        total -= weights["embed_tokens"].numel() * 4 - row.numel() * 4
-    assert decode_weight_bytes(Tree(tree)) == total
+def test_roof_of_a_tied_model_reads_every_checkpoint_weight_once(tree, checkpoint_factory):
+    """Tied: the table is read whole as the LM head plus one row as the embedding: the
+    checkpoint's own tensor bytes (HF stores the tied table once) plus one row."""
+    from safetensors.torch import load_file
+
+    ckpt = checkpoint_factory("qwen3", tie_word_embeddings=True)
+    tensors = load_file(ckpt / "model.safetensors")
+    row = tensors["model.embed_tokens.weight"][0].numel() * 4
+    assert decode_weight_bytes(Tree(tree)) == sum(t.numel() * 4 for t in tensors.values()) + row
 
 
 def test_decode_rate_excludes_the_first_token():

@@ -6,7 +6,7 @@ import sys
 from tyllm.errors import TyllmError
 
 
-def _int_list(text: str) -> list[int]:
+def int_list(text: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError as e:
@@ -18,7 +18,7 @@ def add_compile(sub) -> None:
     p.add_argument("model", help="HF checkpoint folder (config.json, safetensors, tokenizer)")
     p.add_argument("out", help="artifact folder to write, e.g. Qwen3-1.7B-AOT/4die")
     p.add_argument("--dies", type=int, default=1, help="number of dies (tensor parallel)")
-    p.add_argument("--seq-lens", type=_int_list, default=[1, 8], help="graph lengths, e.g. 1,8")
+    p.add_argument("--seq-lens", type=int_list, default=[1, 8], help="graph lengths, e.g. 1,8")
     p.add_argument("--max-kv", type=int, default=4096, help="KV cache size in tokens")
     p.add_argument("--embedding-as-input", action="store_true",
                    help="graphs take embeddings; the runtime does the lookup")

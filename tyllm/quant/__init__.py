@@ -8,6 +8,7 @@
     model = load_quantized_model("SmolLM2-AWQ")                  # dequantized HF model
 """
 
+from tyllm.errors import TyllmError
 from tyllm.quant.awq import AwqConfig
 from tyllm.quant.checkpoint import QuantizedModel, load_quantized_model, save_quantized_model
 from tyllm.quant.data import get_dataloader
@@ -21,7 +22,7 @@ def get_awq_config(group_size: int = 128, apply_clip: bool = True, bits: int = 4
                    zero_point: bool = True, n_grid: int = 20, max_shrink: float = 0.5,
                    max_search_tokens: int = 4096) -> AwqConfig:
     if bits != 4 or not zero_point:
-        raise ValueError("tyllm's AWQ writes W4 with zero points (AutoAWQ GEMM): use bits=4, "
+        raise TyllmError("tyllm's AWQ writes W4 with zero points (AutoAWQ GEMM): use bits=4, "
                          "zero_point=True.")
     return AwqConfig(bits=bits, group_size=group_size, zero_point=zero_point,
                      apply_clip=apply_clip, n_grid=n_grid, max_shrink=max_shrink,

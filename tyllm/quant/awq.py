@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tyllm.quant.groups import fake_quantize, grouped, quantize
+from tyllm.quant.groups import dequantize, fake_quantize, grouped, quantize
 
 
 @dataclass(frozen=True)
@@ -105,6 +105,5 @@ def apply_clip(fc: nn.Linear, max_val: torch.Tensor, group_size: int) -> None:
 def quantize_linear(fc: nn.Linear, cfg: AwqConfig) -> dict:
     """Replaces fc's weight by its int4 round trip; returns the integers, scales and zeros."""
     q, scales, zeros = quantize(fc.weight.data, cfg.group_size, cfg.bits)
-    fc.weight.copy_(((grouped(q.float(), cfg.group_size) - zeros[..., None]) * scales[..., None])
-                    .reshape(fc.weight.shape).to(fc.weight.dtype))
+    fc.weight.copy_(dequantize(q, scales, zeros).to(fc.weight.dtype))
     return {"q": q, "scales": scales, "zeros": zeros}

@@ -73,11 +73,11 @@ class SlotRunner:
     def _run(self, req_id: str, num_tokens: int) -> torch.Tensor | None:
         """Runs this step's chunk; returns logits when the request samples now."""
         request = self.requests[req_id]
-        start = request.num_computed
-        tokens = request.token_ids[start:start + num_tokens]
+        start, known = request.num_computed, request.token_ids
+        tokens = known[start:start + num_tokens]
         logits = self.session.extend(tokens, start, request.slot)
         request.num_computed = start + len(tokens)
-        return logits if request.num_computed == len(request.token_ids) else None
+        return logits if request.num_computed == len(known) else None
 
     def execute(self, out) -> ModelRunnerOutput:
         if out.scheduled_spec_decode_tokens:

@@ -11,6 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
+from tyllm.cli import int_list
 from tyllm.errors import TyllmError
 from tyllm.vllm_ext.artifacts import CONFIG_KEY, WORKERS
 
@@ -21,18 +22,18 @@ USAGE = "tyllm serve MODEL_OR_TREE [--artifacts-path P] [--seq-len-list 1,8] " \
 def tyllm_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tyllm serve", usage=USAGE, add_help=False)
     p.add_argument("--artifacts-path", help="tree to load, or to compile into if absent")
-    p.add_argument("--seq-len-list", help="graph lengths when compiling, e.g. 1,8")
+    p.add_argument("--seq-len-list", type=int_list, help="graph lengths when compiling, e.g. 1,8")
     p.add_argument("--workers", choices=WORKERS, default="threads",
                    help="run dies as threads of the engine or as one process each")
     return p
 
 
-def tyllm_options(known: argparse.Namespace) -> dict:
+def options_from_flags(known: argparse.Namespace) -> dict:
     options = {"workers": known.workers}
     if known.artifacts_path:
         options["artifacts_path"] = known.artifacts_path
     if known.seq_len_list:
-        options["seq_len_list"] = [int(x) for x in known.seq_len_list.split(",") if x.strip()]
+        options["seq_len_list"] = known.seq_len_list
     return options
 
 
@@ -62,7 +63,7 @@ def serve(argv: list[str]) -> int:
         raise TyllmError(f"{argv[0]!r} is not a folder: pass a HF checkpoint folder or a "
                          f"compiled <N>die tree.")
     known, rest = tyllm_parser().parse_known_args(argv[1:])
-    vllm_argv, options = engine_argv(model, tyllm_options(known), rest)
+    vllm_argv, options = engine_argv(model, options_from_flags(known), rest)
     run_vllm_server(vllm_argv, options)
     return 0
 
