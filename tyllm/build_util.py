@@ -21,3 +21,24 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
         dev_count=dev_count, embedding_as_input=embedding_as_input, dtype=dtype,
         num_threads=num_threads, export_onnx=export_onnx, progress=progress)
     return str(compile_llm(request))
+
+
+def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
+                          image_sizes=((448, 448),), modalities=("image",), prefill_lens=(),
+                          max_model_len: int = 4096, vm_die_remap=None, lm_die_remap=None, *,
+                          source_tokenizer=None, dtype: str = "float32", num_threads: int = 0,
+                          export_onnx: bool = True, progress: bool = True) -> str:
+    """Compiles a Qwen2.5-VL / Qwen3-VL folder into the `<N>die` tree at `artifacts_path`
+    (the Python form of scripts/compile_vlm.py). Returns the artifacts path."""
+    from tyllm.vlm.compiler import compile_vlm
+    from tyllm.vlm.request import VlmCompileRequest
+
+    request = VlmCompileRequest(
+        model_path=Path(model_path), artifacts_path=Path(artifacts_path), num_die=num_die,
+        image_sizes=tuple(tuple(s) for s in image_sizes), modalities=tuple(modalities),
+        prefill_lens=tuple(prefill_lens), max_model_len=max_model_len,
+        vm_die_remap=tuple(vm_die_remap) if vm_die_remap else None,
+        lm_die_remap=tuple(lm_die_remap) if lm_die_remap else None,
+        source_tokenizer=Path(source_tokenizer) if source_tokenizer else None, dtype=dtype,
+        num_threads=num_threads, export_onnx=export_onnx, progress=progress)
+    return str(compile_vlm(request))

@@ -36,6 +36,12 @@ def add_run(sub) -> None:
     p.add_argument("--workers", default="threads", choices=["threads", "processes"])
     p.add_argument("--dies", type=int, default=None, help="expected die count (checked)")
     p.add_argument("--raw", action="store_true", help="do not apply the chat template")
+    p.add_argument("--image", action="append", default=[],
+                   help="an image for a VLM tree (repeatable)")
+    p.add_argument("--video", action="append", default=[],
+                   help="a video for a VLM tree: a folder of frames or comma-separated frame "
+                        "files (repeatable)")
+    p.add_argument("--video-fps", type=float, default=2.0, help="frame rate of --video frames")
 
 
 def add_verify(sub) -> None:
@@ -77,8 +83,26 @@ def run_run(args) -> None:
     from tyllm.text import decode, encode_prompt
 
     with runtime.load(args.artifacts, workers=args.workers, dies=args.dies) as session:
-        ids = encode_prompt(session.tree.root, args.prompt, chat=not args.raw)
-        print(decode(session.tree.root, session.generate(ids, args.max_new_tokens)))
+        root = session.tree.root
+        if args.image or args.video:
+            print(decode(root, generate_multimodal(session, args)))
+            return
+        ids = encode_prompt(root, args.prompt, chat=not args.raw)
+        print(decode(root, session.generate(ids, args.max_new_tokens)))
+
+
+def generate_multimodal(session, args) -> list[int]:
+    from tyllm.vlm.prompt import multimodal_prompt, open_image, open_video
+
+    if not hasattr(session, "generate_multimodal"):
+        raise TyllmError(f"{session.tree.root} is a text-only tree: --image/--video need a tree "
+                         f"compiled by scripts/compile_vlm.py.")
+    prompt = multimodal_prompt(session.tree.root, args.prompt, len(args.image), len(args.video),
+                               chat=not args.raw)
+    return session.generate_multimodal(
+        prompt, images=[open_image(p) for p in args.image],
+        videos=[open_video(v) for v in args.video], max_new_tokens=args.max_new_tokens,
+        video_fps=args.video_fps)
 
 
 def run_verify(args) -> int:

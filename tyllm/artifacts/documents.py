@@ -39,6 +39,6 @@ def read_json(path: Path, kind: str) -> dict:
     if document.get("format_version") != FORMAT_VERSION:
         raise ArtifactError(f"{path} has format_version {document.get('format_version')}, this "
                             f"tyllm reads {FORMAT_VERSION}: recompile the tree with this tyllm.")
-    if kind == "config" and document.get("kind") != "llm":
+    if kind == "config" and document.get("kind") not in ("llm", "vlm"):
         raise ArtifactError(f"{path} describes a {document.get('kind')!r} tree, not an LLM tree.")
     return document

@@ -43,17 +43,23 @@ def describe(tensors: dict[str, torch.Tensor]) -> list[TensorDesc]:
     return [TensorDesc(n, tuple(t.shape), dtype_name(t.dtype)) for n, t in tensors.items()]
 
 
-def describe_outputs(program: torch.export.ExportedProgram) -> list[TensorDesc]:
+def describe_outputs(program: torch.export.ExportedProgram,
+                     names: tuple[str, ...] = OUTPUT_NAMES) -> list[TensorDesc]:
     """The graph outputs, from the shapes torch.export traced."""
     output = next(n for n in program.graph.nodes if n.op == "output")
     values = [arg.meta["val"] for arg in output.args[0]]
-    return describe(dict(zip(OUTPUT_NAMES, values, strict=True)))
+    return describe(dict(zip(names, values, strict=True)))
 
 
-def export_step(step: DecoderStep, seq_len: int):
+def export_module(module: torch.nn.Module, inputs: dict[str, torch.Tensor]):
+    """Decomposed ExportedProgram of `module` called with `inputs` (in order)."""
+    with torch.no_grad():
+        program = torch.export.export(module, tuple(inputs.values()))
+    return program.run_decompositions()
+
+
+def export_step(step: DecoderStep, seq_len: int, make_inputs=step_inputs):
     """Returns (decomposed ExportedProgram, example inputs) of the step at `seq_len` new tokens."""
     step.causal_mask = causal_mask(seq_len)
-    inputs = step_inputs(step, seq_len)
-    with torch.no_grad():
-        program = torch.export.export(step, tuple(inputs.values()))
-    return program.run_decompositions(), inputs
+    inputs = make_inputs(step, seq_len)
+    return export_module(step, inputs), inputs

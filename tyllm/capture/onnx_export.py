@@ -71,9 +71,9 @@ def link_external_weights(model: onnx.ModelProto, weights: Path) -> int:
 
 
 def export_onnx(program: torch.export.ExportedProgram, input_names: list[str], path: Path,
-                weights: Path) -> None:
+                weights: Path, output_names: tuple[str, ...] = OUTPUT_NAMES) -> None:
     onnx_program = torch.onnx.export(
-        program, (), dynamo=True, input_names=input_names, output_names=list(OUTPUT_NAMES),
+        program, (), dynamo=True, input_names=input_names, output_names=list(output_names),
         custom_translation_table={torch.ops.tyllm.all_reduce.default: _all_reduce_as_identity},
         optimize=False, verify=False, report=False, verbose=False)
     model = onnx_program.model_proto

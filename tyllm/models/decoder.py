@@ -139,7 +139,7 @@ class DecoderStep(nn.Module):
     """Parameters are the die's weights; `rope_*` and `causal_mask` are graph constants."""
 
     def __init__(self, dims: DecoderDims, plan: DiePlan, *, seq_len: int, max_kv: int,
-                 embedding_as_input: bool, dtype=torch.float32):
+                 embedding_as_input: bool, dtype=torch.float32, rope_tables: bool = True):
         super().__init__()
         self.max_kv = max_kv
         self.embed_tokens = None if embedding_as_input else frozen(
@@ -147,8 +147,8 @@ class DecoderStep(nn.Module):
         self.layers = nn.ModuleList(Layer(dims, plan, dtype) for _ in range(dims.num_layers))
         self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
         self.lm_head = frozen(len(plan.vocab), dims.hidden_size, dtype=dtype)
-        self.rope_cos = frozen(max_kv, dims.head_dim, dtype=dtype)
-        self.rope_sin = frozen(max_kv, dims.head_dim, dtype=dtype)
+        self.rope_cos = frozen(max_kv, dims.head_dim, dtype=dtype) if rope_tables else None
+        self.rope_sin = frozen(max_kv, dims.head_dim, dtype=dtype) if rope_tables else None
         self.causal_mask = causal_mask(seq_len)
 
     def embed(self, tokens):
@@ -156,14 +156,20 @@ class DecoderStep(nn.Module):
             tokens, self.embed_tokens)
 
     def forward(self, tokens, start_pos, last_index, k_cache, v_cache):
-        h = self.embed(tokens)  # [M, H]
         offsets = torch.arange(self.causal_mask.shape[0], dtype=torch.int64)
         pos = torch.clamp(start_pos + offsets, 0, self.max_kv - 1)  # padding rows may overflow
         cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [M, D]
+        return self.run(self.embed(tokens), cos, sin, start_pos, last_index, k_cache, v_cache)
+
+    def run(self, h, cos, sin, start_pos, last_index, k_cache, v_cache, deepstack=None):
+        """The layers on embeddings h [M, H] with rope cos/sin [M, D]; `deepstack` [K, M, H]
+        (Qwen3-VL) is added to the output of layers 0..K-1."""
         hist_mask = torch.arange(self.max_kv, dtype=torch.int64) < start_pos  # [S]
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             h, k, v = layer(h, cos, sin, k_cache[i], v_cache[i], hist_mask, self.causal_mask)
+            if deepstack is not None and i < deepstack.shape[0]:
+                h = h + deepstack[i]
             new_k.append(k)
             new_v.append(v)
         h_last = torch.index_select(self.norm(h), 0, last_index)  # [1, H]

@@ -22,8 +22,10 @@ class DieRunner:
 
     @staticmethod
     def _program(tree: Tree, graph: dict, weights: dict) -> DieProgram:
-        params = (weights | load_params(tree.root / graph["constants"])
-                  | load_params(tree.root / graph["graph_params"]))
+        params = dict(weights)
+        for key in ("constants", "graph_params"):
+            if graph.get(key):
+                params |= load_params(tree.root / graph[key])
         return DieProgram(tree.root / graph["library"], [params[n] for n in graph["param_order"]])
 
     def cache(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,9 +38,15 @@ class DieRunner:
              slot: int = 0) -> torch.Tensor:
         """Runs `valid` real rows (of `seq_len`) at position `start` against the KV cache of
         `slot`; returns this die's logits."""
+        return self.run(seq_len, [tokens], start, valid, slot)
+
+    def run(self, seq_len: int, inputs: list[torch.Tensor], start: int, valid: int,
+            slot: int) -> torch.Tensor:
+        """Calls the seq_len graph with `inputs`, then start/last index and the slot's cache;
+        writes the valid new K/V rows into the cache."""
         k_cache, v_cache = self.cache(slot)
         logits, new_k, new_v = self.programs[seq_len](
-            tokens, torch.tensor([start]), torch.tensor([valid - 1]), k_cache, v_cache)
+            *inputs, torch.tensor([start]), torch.tensor([valid - 1]), k_cache, v_cache)
         k_cache[:, :, start:start + valid] = new_k[:, :, :valid]
         v_cache[:, :, start:start + valid] = new_v[:, :, :valid]
         return logits.clone()

@@ -37,7 +37,8 @@ class Tree:
 
     def verify_die_files(self, die: int) -> None:
         names = {name for g in self.graphs_for(die).values()
-                 for name in (g["library"], g["weights"], g["constants"], g["graph_params"])}
+                 for name in (g["library"], g["weights"], g["constants"], g["graph_params"])
+                 if name}
         verify_files(self.root, self.manifest, sorted(names))
 
     @property

@@ -62,24 +62,34 @@ def _poll_queue(box: queue.Queue):
         return None
 
 
-class ThreadWorkers:
-    def __init__(self, tree: Tree):
-        from tyllm.runtime.die import DieRunner
+def default_runner():
+    from tyllm.runtime.die import DieRunner
 
-        self.group = collective.ThreadGroup(tree.dies)
-        self.inboxes = [queue.Queue() for _ in range(tree.dies)]
-        self.outboxes = [queue.Queue() for _ in range(tree.dies)]
-        self.threads = [threading.Thread(target=self._die_main, args=(tree, d, DieRunner),
-                                         daemon=True, name=f"tyllm-die{d}")
-                        for d in range(tree.dies)]
+    return DieRunner
+
+
+class ThreadWorkers:
+    """`runner(tree, rank)` is built in each worker; rank r runs on physical die placement[r]
+    (default: rank r on die r, one rank per die of the tree)."""
+
+    def __init__(self, tree: Tree, runner=None, placement: list[int] | None = None):
+        runner = runner or default_runner()
+        placement = list(range(tree.dies)) if placement is None else list(placement)
+        self.group = collective.ThreadGroup(len(placement))
+        self.inboxes = [queue.Queue() for _ in placement]
+        self.outboxes = [queue.Queue() for _ in placement]
+        self.threads = [threading.Thread(target=self._die_main, args=(tree, r, p, runner),
+                                         daemon=True, name=f"tyllm-{runner.__name__}{r}")
+                        for r, p in enumerate(placement)]
         for t in self.threads:
             t.start()
         self._gather()
 
-    def _die_main(self, tree, die, runner_cls):
-        pin_current_thread(die, tree.dies)
-        with collective.bind_member(self.group.member(die)):
-            serve(lambda: runner_cls(tree, die), self.inboxes[die].get, self.outboxes[die].put)
+    def _die_main(self, tree, rank, physical, runner_cls):
+        pin_current_thread(physical, tree.dies)
+        with collective.bind_member(self.group.member(rank)):
+            serve(lambda: runner_cls(tree, rank), self.inboxes[rank].get,
+                  self.outboxes[rank].put)
 
     def _gather(self) -> list:
         return gather([lambda b=box: _poll_queue(b) for box in self.outboxes], self.group.abort)
@@ -96,12 +106,10 @@ class ThreadWorkers:
             t.join(timeout=10)
 
 
-def _process_main(root: str, die: int, dies: int, group, conn) -> None:
-    from tyllm.runtime.die import DieRunner
-
-    pin_process(die, dies)
-    with collective.bind_member(group.member(die)):
-        serve(lambda: DieRunner(Tree(Path(root)), die), conn.recv, conn.send)
+def _process_main(root: str, rank: int, physical: int, dies: int, group, conn, runner) -> None:
+    pin_process(physical, dies)
+    with collective.bind_member(group.member(rank)):
+        serve(lambda: runner(Tree(Path(root)), rank), conn.recv, conn.send)
 
 
 def all_reduce_bytes(tree: Tree) -> int:
@@ -110,15 +118,21 @@ def all_reduce_bytes(tree: Tree) -> int:
 
 
 class ProcessWorkers:
-    def __init__(self, tree: Tree):
+    """Same contract as ThreadWorkers; `runner` must be importable by name (spawned processes)."""
+
+    def __init__(self, tree: Tree, runner=None, placement: list[int] | None = None):
+        runner = runner or default_runner()
+        placement = list(range(tree.dies)) if placement is None else list(placement)
+        ranks = len(placement)
         ctx = multiprocessing.get_context("spawn")
-        self.group = collective.SharedMemoryGroup.create(tree.dies, all_reduce_bytes(tree),
-                                                         ctx.Barrier(tree.dies))
-        pipes = [ctx.Pipe() for _ in range(tree.dies)]
+        slot = getattr(runner, "all_reduce_bytes", all_reduce_bytes)(tree)
+        self.group = collective.SharedMemoryGroup.create(ranks, slot, ctx.Barrier(ranks))
+        pipes = [ctx.Pipe() for _ in placement]
         self.conns = [parent for parent, _ in pipes]
-        self.procs = [ctx.Process(target=_process_main, daemon=True, name=f"tyllm-die{d}",
-                                  args=(str(tree.root), d, tree.dies, self.group, pipes[d][1]))
-                      for d in range(tree.dies)]
+        self.procs = [ctx.Process(target=_process_main, daemon=True, name=f"tyllm-die{p}",
+                                  args=(str(tree.root), r, p, tree.dies, self.group, pipes[r][1],
+                                        runner))
+                      for r, p in enumerate(placement)]
         for p in self.procs:
             p.start()
         self._gather()

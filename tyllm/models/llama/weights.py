@@ -7,8 +7,8 @@ from tyllm.shard.spec import Replicate, ShardDim
 REP = Replicate()
 
 
-def attention_table(i: int, dims: DecoderDims) -> dict[str, WeightSpec]:
-    src, dst, d = f"model.layers.{i}.self_attn", f"layers.{i}.self_attn", dims.head_dim
+def attention_table(i: int, dims: DecoderDims, prefix: str) -> dict[str, WeightSpec]:
+    src, dst, d = f"{prefix}layers.{i}.self_attn", f"layers.{i}.self_attn", dims.head_dim
     table = {
         f"{dst}.q_proj.weight": WeightSpec(f"{src}.q_proj.weight", ShardDim(0, "q_heads", d)),
         f"{dst}.k_proj.weight": WeightSpec(f"{src}.k_proj.weight", ShardDim(0, "kv_heads", d)),
@@ -27,8 +27,8 @@ def attention_table(i: int, dims: DecoderDims) -> dict[str, WeightSpec]:
     return table
 
 
-def mlp_table(i: int, dims: DecoderDims) -> dict[str, WeightSpec]:
-    src, dst = f"model.layers.{i}.mlp", f"layers.{i}.mlp"
+def mlp_table(i: int, dims: DecoderDims, prefix: str) -> dict[str, WeightSpec]:
+    src, dst = f"{prefix}layers.{i}.mlp", f"layers.{i}.mlp"
     table = {
         f"{dst}.gate_proj.weight": WeightSpec(f"{src}.gate_proj.weight", ShardDim(0, "ffn")),
         f"{dst}.up_proj.weight": WeightSpec(f"{src}.up_proj.weight", ShardDim(0, "ffn")),
@@ -41,22 +41,25 @@ def mlp_table(i: int, dims: DecoderDims) -> dict[str, WeightSpec]:
     return table
 
 
-def layer_table(i: int, dims: DecoderDims) -> dict[str, WeightSpec]:
+def layer_table(i: int, dims: DecoderDims, prefix: str) -> dict[str, WeightSpec]:
     table = {
         f"layers.{i}.input_layernorm.weight":
-            WeightSpec(f"model.layers.{i}.input_layernorm.weight", REP),
+            WeightSpec(f"{prefix}layers.{i}.input_layernorm.weight", REP),
         f"layers.{i}.post_attention_layernorm.weight":
-            WeightSpec(f"model.layers.{i}.post_attention_layernorm.weight", REP),
+            WeightSpec(f"{prefix}layers.{i}.post_attention_layernorm.weight", REP),
     }
-    return table | attention_table(i, dims) | mlp_table(i, dims)
+    return table | attention_table(i, dims, prefix) | mlp_table(i, dims, prefix)
 
 
-def weight_table(dims: DecoderDims, embedding_as_input: bool) -> dict[str, WeightSpec]:
-    head = "model.embed_tokens.weight" if dims.tie_word_embeddings else "lm_head.weight"
-    table = {"norm.weight": WeightSpec("model.norm.weight", REP),
+def weight_table(dims: DecoderDims, embedding_as_input: bool,
+                 prefix: str = "model.") -> dict[str, WeightSpec]:
+    """`prefix`: where the decoder lives in the checkpoint ("model." for causal LMs; VLMs use
+    "model.language_model." or, in older checkpoints, "model.")."""
+    head = f"{prefix}embed_tokens.weight" if dims.tie_word_embeddings else "lm_head.weight"
+    table = {"norm.weight": WeightSpec(f"{prefix}norm.weight", REP),
              "lm_head": WeightSpec(head, ShardDim(0, "vocab"))}
     if not embedding_as_input:
-        table["embed_tokens"] = WeightSpec("model.embed_tokens.weight", REP)
+        table["embed_tokens"] = WeightSpec(f"{prefix}embed_tokens.weight", REP)
     for i in range(dims.num_layers):
-        table |= layer_table(i, dims)
+        table |= layer_table(i, dims, prefix)
     return table

@@ -1,0 +1,170 @@
+"""Vision-language trees: compile (visual/, mrope/, rope index, language model) and greedy parity
+with HF transformers for image and video prompts, die remaps, several image sizes, bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from vlm_models import VLM_MAKERS
+from vlm_reference import hf_generate
+
+from tyllm import runtime
+from tyllm.build_util import build_and_compile_vlm
+from tyllm.errors import TyllmError
+
+pytestmark = pytest.mark.slow
+
+# one compiled size per model: on its patch grid (28 px for Qwen2.5-VL, 32 px for Qwen3-VL)
+SIZES = {"qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96)}
+PROMPT = ("w3 w4 <|vision_start|><|image_pad|><|vision_end|> w5 "
+          "<|vision_start|><|video_pad|><|vision_end|> w6 w7")
+
+
+@pytest.fixture(scope="session")
+def vlm_checkpoint(tmp_path_factory):
+    made = {}
+
+    def make(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = VLM_MAKERS[arch](tmp_path_factory.mktemp(arch))
+        return made[arch]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def vlm_tree(vlm_checkpoint, tmp_path_factory):
+    """tree(arch, dies, vm_remap=None, sizes=None) compiled once per argument set."""
+    trees = {}
+
+    def tree(arch: str, dies: int, vm_remap=None, lm_remap=None, sizes=None) -> Path:
+        key = (arch, dies, vm_remap, lm_remap, sizes)
+        if key not in trees:
+            out = tmp_path_factory.mktemp(f"{arch}-tree") / f"{dies}die"
+            trees[key] = Path(build_and_compile_vlm(
+                vlm_checkpoint(arch), out, num_die=dies, image_sizes=sizes or (SIZES[arch],),
+                modalities=("image", "video"), prefill_lens=(16,), max_model_len=160,
+                vm_die_remap=vm_remap, lm_die_remap=lm_remap, export_onnx=False, progress=False))
+        return trees[key]
+
+    return tree
+
+
+def picture(size, seed: int) -> Image.Image:
+    rng = np.random.RandomState(seed)
+    return Image.fromarray((rng.rand(size[0], size[1], 3) * 255).astype("uint8"))
+
+
+def inputs(arch: str, seed: int = 0):
+    size = SIZES[arch]
+    return [picture(size, seed)], [[picture(size, seed + 10 + i) for i in range(3)]]
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
+@pytest.mark.parametrize("dies", [1, 2])
+def test_image_and_video_match_hf(vlm_tree, vlm_checkpoint, arch, dies):
+    images, videos = inputs(arch)
+    expected = hf_generate(vlm_checkpoint(arch), PROMPT, images, videos, max_new_tokens=10)
+    with runtime.load(vlm_tree(arch, dies)) as session:
+        got = session.generate_multimodal(PROMPT, images=images, videos=videos,
+                                          max_new_tokens=10)
+    assert got == expected
+
+
+@pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
+def test_image_only_and_video_only_prompts(vlm_tree, vlm_checkpoint, arch):
+    images, videos = inputs(arch, seed=3)
+    image_prompt = "w9 <|vision_start|><|image_pad|><|vision_end|> w8"
+    video_prompt = "<|vision_start|><|video_pad|><|vision_end|> w1 w2"
+    with runtime.load(vlm_tree(arch, 2)) as session:
+        got_image = session.generate_multimodal(image_prompt, images=images, max_new_tokens=8)
+        got_video = session.generate_multimodal(video_prompt, videos=videos, max_new_tokens=8)
+        other = session.generate_multimodal(image_prompt, images=[picture(SIZES[arch], 99)],
+                                            max_new_tokens=8)
+    ckpt = vlm_checkpoint(arch)
+    assert got_image == hf_generate(ckpt, image_prompt, images, max_new_tokens=8)
+    assert got_video == hf_generate(ckpt, video_prompt, videos=videos, max_new_tokens=8)
+    assert other != got_image  # the pixels reach the answer
+
+
+def test_uneven_vision_dies_and_remap_processes(vlm_tree, vlm_checkpoint):
+    """3 language dies (4 query heads: 2/1/1), vision on dies 2 and 0 (3 heads: 2/1), processes."""
+    arch = "qwen3_vl"
+    tree = vlm_tree(arch, 3, vm_remap=(2, 0), lm_remap=(1, 2, 0))
+    config = json.loads((tree / "config.json").read_text())
+    assert config["vision"]["die_remap"] == [2, 0] and config["language_die_remap"] == [1, 2, 0]
+    assert sorted(p.name for p in (tree / "visual").glob("vit_die*.so")) == [
+        "vit_die0.so", "vit_die1.so"]
+    images, videos = inputs(arch, seed=5)
+    expected = hf_generate(vlm_checkpoint(arch), PROMPT, images, videos, max_new_tokens=8)
+    with runtime.load(tree, workers="processes") as session:
+        assert session.generate_multimodal(PROMPT, images=images, videos=videos,
+                                           max_new_tokens=8) == expected
+
+
+def test_tree_layout(vlm_tree):
+    tree = vlm_tree("qwen2_5_vl", 2)
+    for name in ("visual/vit_die0.so", "visual/vit_die1.so", "visual/constant_die1.params",
+                 "visual/aot_config.json", "visual/buffer_config.json", "visual/graph.json",
+                 "visual/vit_die0_56x84.onnx", "compute_rope_param.so",
+                 "compute_rope_param.params", "embedding.params", "tokenizer.json",
+                 "config.json", "mrope/mrope_die1_16.so", "batch_1/seqlen_16/llm_prefill_die1.so",
+                 "batch_1/seqlen_1/llm_decode_die0.so", "manifest.json"):
+        assert (tree / name).is_file(), name
+    assert not list(tree.parent.glob(".*partial*"))
+
+
+def test_several_image_sizes(vlm_tree, vlm_checkpoint, caplog):
+    arch, small, large = "qwen2_5_vl", (56, 84), (84, 56)
+    tree = vlm_tree(arch, 1, sizes=(small, large))
+    assert (tree / "visual" / "vit_die0_84x56.so").is_file()
+    prompt = "w1 <|vision_start|><|image_pad|><|vision_end|> w2"
+    tall = [picture(large, 7)]
+    with runtime.load(tree) as session:
+        got = session.generate_multimodal(prompt, images=tall, max_new_tokens=8)
+        assert got == hf_generate(vlm_checkpoint(arch), prompt, tall, max_new_tokens=8)
+        odd = picture((140, 56), 8)  # no compiled grid: resized to the nearest (84x56), logged
+        with caplog.at_level("WARNING", logger="tyllm.vlm"):
+            session.generate_multimodal(prompt, images=[odd], max_new_tokens=2)
+    assert "resized to the compiled size 84x56" in caplog.text
+
+
+def test_bad_inputs(vlm_tree, vlm_checkpoint, checkpoint_factory, tmp_path):
+    arch = "qwen2_5_vl"
+    image_only = Path(build_and_compile_vlm(
+        vlm_checkpoint(arch), tmp_path / "img" / "1die", image_sizes=(SIZES[arch],),
+        max_model_len=48, export_onnx=False, progress=False))
+    prompt = "<|vision_start|><|video_pad|><|vision_end|> w1"
+    with runtime.load(image_only) as session:
+        with pytest.raises(TyllmError, match="not videos"):
+            session.generate_multimodal(prompt, videos=inputs(arch)[1])
+        many = "".join("<|vision_start|><|image_pad|><|vision_end|>" for _ in range(9))
+        with pytest.raises(TyllmError, match="max_model_len"):
+            session.generate_multimodal(many, images=[picture(SIZES[arch], i) for i in range(9)])
+        with pytest.raises(TyllmError, match="placeholders"):
+            session.generate_multimodal("w1 w2", images=[picture(SIZES[arch], 0)])
+    with pytest.raises(TyllmError, match="not a vision-language model"):
+        build_and_compile_vlm(checkpoint_factory("qwen3"), tmp_path / "t" / "1die",
+                              progress=False)
+    with pytest.raises(TyllmError, match="vm_die_remap"):
+        build_and_compile_vlm(vlm_checkpoint(arch), tmp_path / "r" / "2die", num_die=2,
+                              vm_die_remap=(0, 2), progress=False)
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+SCHEMAS = Path(__file__).parent.parent / "artifacts_schema"
+
+
+@pytest.mark.parametrize("document,schema", [
+    ("config.json", "config"), ("buffer_config.json", "buffer_config"),
+    ("visual/aot_config.json", "vision_aot_config"),
+    ("visual/buffer_config.json", "vision_buffer_config"), ("visual/graph.json", "vision_graph"),
+    ("manifest.json", "manifest"), ("compile_report.json", "compile_report")])
+def test_documents_match_their_schemas(vlm_tree, document, schema):
+    import jsonschema
+
+    tree = vlm_tree("qwen3_vl", 2)
+    jsonschema.validate(json.loads((tree / document).read_text()),
+                        json.loads((SCHEMAS / f"{schema}.schema.json").read_text()))

@@ -1,0 +1,71 @@
+"""The language model of a VLM: the decoder step fed embeddings and multimodal rope cos/sin.
+
+Image features are merged into the text embeddings on the host; the die's `mrope/` graph turns the
+3-axis positions into cos/sin [M, D]. Qwen3-VL also adds its deepstack features [K, M, H] (zeros
+on text rows) to the outputs of the first K layers.
+"""
+
+import torch
+
+from tyllm.checkpoint import TensorReader
+from tyllm.models.decoder import DecoderStep
+from tyllm.models.llama.weights import weight_table
+from tyllm.models.loading import load_die_weights
+from tyllm.models.vlm.spec import VlmSpec
+from tyllm.shard.plan import DiePlan
+
+TEXT_PREFIXES = ("model.language_model.", "model.")
+VISION_PREFIXES = ("model.visual.", "visual.")
+
+
+def checkpoint_prefix(reader: TensorReader, prefixes: tuple[str, ...], probe: str) -> str:
+    """Which naming the checkpoint uses (transformers 5 saves Qwen3-VL nested, Qwen2.5-VL flat)."""
+    return next((p for p in prefixes if f"{p}{probe}" in reader.files), prefixes[-1])
+
+
+class LanguageStep(DecoderStep):
+    def forward(self, inputs_embeds, rope_cos, rope_sin, start_pos, last_index, k_cache, v_cache):
+        return self.run(inputs_embeds, rope_cos, rope_sin, start_pos, last_index, k_cache, v_cache)
+
+
+class DeepstackLanguageStep(DecoderStep):
+    def forward(self, inputs_embeds, rope_cos, rope_sin, deepstack, start_pos, last_index,
+                k_cache, v_cache):
+        return self.run(inputs_embeds, rope_cos, rope_sin, start_pos, last_index, k_cache,
+                        v_cache, deepstack)
+
+
+def deepstack_count(config) -> int:
+    return len(getattr(config.vision_config, "deepstack_visual_indexes", None) or [])
+
+
+def language_inputs(step: DecoderStep, seq_len: int) -> dict[str, torch.Tensor]:
+    attn = step.layers[0].self_attn
+    dtype, hidden = step.norm.weight.dtype, step.norm.weight.shape[0]
+    kv_shape = (len(step.layers), attn.kv_heads, step.max_kv, attn.head_dim)
+    inputs = {"inputs_embeds": torch.zeros(seq_len, hidden, dtype=dtype),
+              "rope_cos": torch.zeros(seq_len, attn.head_dim, dtype=dtype),
+              "rope_sin": torch.zeros(seq_len, attn.head_dim, dtype=dtype)}
+    if isinstance(step, DeepstackLanguageStep):
+        inputs["deepstack"] = torch.zeros(step.deepstack_layers, seq_len, hidden, dtype=dtype)
+    return inputs | {"start_pos": torch.zeros(1, dtype=torch.int64),
+                     "last_index": torch.zeros(1, dtype=torch.int64),
+                     "k_cache": torch.zeros(kv_shape, dtype=dtype),
+                     "v_cache": torch.zeros(kv_shape, dtype=dtype)}
+
+
+def build_language_step(spec: VlmSpec, config, plan: DiePlan, reader: TensorReader, *,
+                        max_kv: int, dtype) -> DecoderStep:
+    dims = spec.text_dims(config)
+    deep = deepstack_count(config)
+    cls = DeepstackLanguageStep if deep else LanguageStep
+    step = cls(dims, plan, seq_len=1, max_kv=max_kv, embedding_as_input=True, dtype=dtype,
+               rope_tables=False)
+    step.deepstack_layers = deep
+    prefix = checkpoint_prefix(reader, TEXT_PREFIXES, "norm.weight")
+    load_die_weights(step, weight_table(dims, True, prefix), plan, reader, dtype)
+    return step.eval()
+
+
+def language_weight_names(spec: VlmSpec, config) -> list[str]:
+    return list(weight_table(spec.text_dims(config), True))

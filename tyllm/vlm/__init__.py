@@ -1,0 +1,1 @@
+"""Vision-language models: compile (visual/, mrope/, rope index, language model) and run."""

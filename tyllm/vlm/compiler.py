@@ -1,0 +1,215 @@
+"""The VLM compile recipe: language model (batch_1/), mrope/, rope index, visual/, documents.
+
+`compile_vlm(request)` writes into a staging folder and moves it into place after the manifest,
+like the LLM compile: an interrupted compile never leaves a tree that looks complete.
+"""
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from backends.emulated_cpu import TargetSpec
+from tyllm.artifacts import layout as llm_layout
+from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
+from tyllm.artifacts.manifest import write_manifest
+from tyllm.artifacts.params import save_params
+from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
+from tyllm.compiler import (
+    TOKENIZER_EXTRAS,
+    kv_cache_entries,
+    prepare_destination,
+    replace_tree,
+    sizes_per_die,
+)
+from tyllm.errors import TyllmError
+from tyllm.models.registry import supported_architectures
+from tyllm.models.vlm.language import (
+    TEXT_PREFIXES,
+    build_language_step,
+    checkpoint_prefix,
+    language_inputs,
+)
+from tyllm.models.vlm.mrope import MropeStep
+from tyllm.models.vlm.rope_index import RopeIndexStep
+from tyllm.models.vlm.spec import supported_vlms, vlm_for_config
+from tyllm.report import CompileReport
+from tyllm.shard.plan import plan_dies
+from tyllm.vlm import layout
+from tyllm.vlm.graphs import compile_module
+from tyllm.vlm.processor import image_processor, patch_grid
+from tyllm.vlm.request import VlmCompileRequest, validate
+from tyllm.vlm.vision_compile import check_vision_dies, write_visual
+
+LANGUAGE_OUTPUTS = ("logits", "new_k", "new_v")
+
+
+class VlmCheckpoint:
+    def __init__(self, path: Path, source_tokenizer: Path | None):
+        self.path = path
+        self.config = load_config(path)
+        self.spec = vlm_for_config(self.config)
+        if self.spec is None:
+            names = getattr(self.config, "architectures", None)
+            raise TyllmError(f"{path} holds {names}, not a vision-language model: compile_vlm "
+                             f"takes {supported_vlms()}. Compile text models "
+                             f"({supported_architectures()}) with `tyllm compile`.")
+        self.dims = self.spec.text_dims(self.config)
+        self.tokenizer = source_tokenizer or tokenizer_file(path)
+
+
+def max_vision_runs(request: VlmCompileRequest, grids: dict) -> int:
+    """Runs of vision tokens the rope-index graph accepts: as many as the smallest run fits."""
+    smallest = min(h * w for h, w in grids.values()) // 4
+    return max(1, min(1024, request.max_model_len // max(1, smallest)))
+
+
+def compile_language(ckpt, plans, request, root: Path, target, report) -> list[dict]:
+    graphs = []
+    for plan in plans:
+        with TensorReader(ckpt.path) as reader:
+            step = build_language_step(ckpt.spec, ckpt.config, plan, reader,
+                                       max_kv=request.max_model_len, dtype=request.torch_dtype)
+        params = dict(step.named_parameters())
+        weights = llm_layout.weights_file(plan.die)
+        save_params(llm_layout.ensure_parent(root, weights),
+                    {n: p for n, p in params.items() if n != "causal_mask"})
+        for m in request.seq_len_list:
+            graphs.append(compile_language_graph(step, plan, m, request, root, target, report))
+    return graphs
+
+
+def compile_language_graph(step, plan, m, request, root, target, report) -> dict:
+    from tyllm.models.decoder import causal_mask
+
+    step.causal_mask = causal_mask(m)
+    graph_params = llm_layout.graph_params_file(plan.die, m)
+    save_params(llm_layout.ensure_parent(root, graph_params), {"causal_mask": step.causal_mask})
+    onnx = llm_layout.onnx_file(plan.die, m) if request.export_onnx else None
+    with report.graph(plan.die, m, llm_layout.graph_kind(m)) as t:
+        entry = compile_module(step, language_inputs(step, m), LANGUAGE_OUTPUTS, root,
+                               llm_layout.library_file(plan.die, m), target, t, report, onnx,
+                               llm_layout.weights_file(plan.die))
+    return {"die": plan.die, "seq_len": m, "kind": llm_layout.graph_kind(m),
+            "weights": llm_layout.weights_file(plan.die), "constants": None,
+            "graph_params": graph_params, **entry}
+
+
+def compile_mrope(ckpt, plans, request, root: Path, target, report) -> list[dict]:
+    rotary = ckpt.spec.hf_class(ckpt.spec.rotary_class)(config=ckpt.config.text_config)
+    graphs = []
+    for plan in plans:
+        for m in request.seq_len_list:
+            step = MropeStep(rotary, m, request.torch_dtype)
+            params = layout.mrope_params(plan.die, m)
+            save_params(llm_layout.ensure_parent(root, params), dict(step.named_parameters()))
+            with report.graph(plan.die, m, "mrope") as t:
+                entry = compile_module(step, {"position_ids": torch.zeros(3, m, dtype=torch.int64)},
+                                       ("rope_cos", "rope_sin"), root,
+                                       layout.mrope_library(plan.die, m), target, t, report)
+            graphs.append({"die": plan.die, "seq_len": m, "params": params, **entry})
+    return graphs
+
+
+def compile_rope_index(request, runs: int, root: Path, target, report) -> dict:
+    length = request.max_model_len
+    step = RopeIndexStep(length, runs)
+    inputs = {"token_type": torch.zeros(length, dtype=torch.int64),
+              "grids": torch.zeros(runs, 3, dtype=torch.int64),
+              "intervals": torch.zeros(runs, dtype=torch.float32),
+              "length": torch.zeros(1, dtype=torch.int64)}
+    save_params(root / layout.ROPE_INDEX_PARAMS,
+                {"max_length": torch.tensor([length]), "max_runs": torch.tensor([runs])})
+    with report.graph(0, length, "rope index") as t:
+        entry = compile_module(step, inputs, ("position_ids", "rope_delta"), root,
+                               layout.ROPE_INDEX_LIBRARY, target, t, report)
+    return {"params": layout.ROPE_INDEX_PARAMS, "max_length": length, "max_runs": runs, **entry}
+
+
+def token_ids(config) -> dict:
+    return {name: int(getattr(config, name)) for name in
+            ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
+
+
+def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
+    dims, text = ckpt.dims, ckpt.config.text_config
+    v = ckpt.config.vision_config
+    return {
+        "format_version": FORMAT_VERSION, "kind": "vlm", "architecture": ckpt.spec.name,
+        "model_type": ckpt.config.model_type, "dies": request.num_die,
+        "seq_len_list": list(request.seq_len_list), "max_kv_cache_size": request.max_model_len,
+        "dtype": request.dtype, "embedding_as_input": True, "vocab_size": dims.vocab_size,
+        "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
+        "eos_token_ids": eos_token_ids(ckpt.path, text),
+        "die_plans": [plan_json(p) for p in plans],
+        "target": {"kind": "llvm", "num_cores": target.num_cores},
+        "language_die_remap": list(request.language_remap),
+        "modalities": list(request.modalities), "vision": vision,
+        "tokens": token_ids(ckpt.config),
+        "tokens_per_second": getattr(v, "tokens_per_second", None),
+        "video_frames_as_images": ckpt.spec.video_frames_as_images,
+        "hf_config": ckpt.config.to_dict(),
+    }
+
+
+def copy_tokenizer_files(ckpt, root: Path) -> None:
+    shutil.copyfile(ckpt.tokenizer, root / llm_layout.TOKENIZER)
+    for name in (*TOKENIZER_EXTRAS, layout.PREPROCESSOR):
+        if (ckpt.path / name).is_file():
+            shutil.copyfile(ckpt.path / name, root / name)
+
+
+def save_embedding(ckpt, root: Path, dtype) -> None:
+    with TensorReader(ckpt.path) as reader:
+        prefix = checkpoint_prefix(reader, TEXT_PREFIXES, "norm.weight")
+        table = reader.read(f"{prefix}embed_tokens.weight").to(dtype)
+    save_params(root / llm_layout.EMBEDDING, {"embed_tokens": table})
+
+
+def write_vlm_tree(ckpt, request, root: Path, report) -> None:
+    # Step 1. Plans, target, the patch grid of every compiled image size.
+    plans = plan_dies(ckpt.dims, request.num_die)
+    target = TargetSpec(num_cores=request.num_threads or os.cpu_count() or 1)
+    processor = image_processor(ckpt.path, ckpt.config.vision_config)
+    grids = {size: patch_grid(processor, size) for size in request.image_sizes}
+    # Step 2. Every graph: vision, language, mrope, rope index.
+    vision = write_visual(ckpt, grids, request, root, target, report)
+    graphs = compile_language(ckpt, plans, request, root, target, report)
+    mrope = compile_mrope(ckpt, plans, request, root, target, report)
+    rope_index = compile_rope_index(request, max_vision_runs(request, grids), root, target, report)
+    # Step 3. Documents, tokenizer, processor config, embedding table.
+    write_json(root / llm_layout.CONFIG, tree_config(ckpt, request, plans, vision, target))
+    write_json(root / llm_layout.BUFFER_CONFIG, {
+        "format_version": FORMAT_VERSION, "graphs": graphs, "kv_cache": kv_cache_entries(graphs),
+        "mrope": mrope, "rope_index": rope_index})
+    copy_tokenizer_files(ckpt, root)
+    if not (root / layout.PREPROCESSOR).is_file():
+        processor.save_pretrained(root)
+    save_embedding(ckpt, root, request.torch_dtype)
+    (root / llm_layout.EMPTY).write_bytes(b"")
+    summary = report.summary(sizes_per_die(root, request.num_die))
+    write_json(root / llm_layout.REPORT, summary)
+    report.log(f"compiled {len(report.graphs)} graphs in {summary['compile_seconds']} s")
+    # Step 4. The manifest goes last.
+    write_manifest(root)
+
+
+def compile_vlm(request: VlmCompileRequest) -> Path:
+    validate(request)
+    ckpt = VlmCheckpoint(request.model_path, request.source_tokenizer)
+    plan_dies(ckpt.dims, request.num_die)
+    check_vision_dies(ckpt.config, len(request.vision_remap))
+    dest = request.artifacts_path
+    prepare_destination(dest)
+    staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        total = (len(request.vision_remap) * len(request.image_sizes)
+                 + 2 * request.num_die * len(request.seq_len_list) + 1)
+        write_vlm_tree(ckpt, request, staging, CompileReport(total, request.progress))
+        replace_tree(staging, dest)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return dest

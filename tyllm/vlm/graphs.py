@@ -1,0 +1,28 @@
+"""Capture -> (ONNX twin) -> TVM library for one module, with its buffer_config entry."""
+
+from pathlib import Path
+
+from backends.emulated_cpu import TargetSpec, lower_to_library
+from tyllm.artifacts.layout import ensure_parent
+from tyllm.capture.export import describe, describe_outputs, export_module
+from tyllm.capture.onnx_export import export_onnx
+
+
+def compile_module(module, inputs: dict, output_names: tuple[str, ...], root: Path,
+                   library: str, target: TargetSpec, timings: dict, report,
+                   onnx: str | None = None, onnx_weights: str | None = None) -> dict:
+    with report.timed(timings, "export"):
+        program = export_module(module, inputs)
+    if onnx is not None:
+        with report.timed(timings, "onnx"):
+            export_onnx(program, list(inputs), root / onnx, root / onnx_weights, output_names)
+    with report.timed(timings, "tvm"):
+        order = lower_to_library(program, ensure_parent(root, library), target)
+    return {"library": library, "onnx": onnx,
+            "inputs": [t.as_json() for t in describe(inputs)],
+            "outputs": [t.as_json() for t in describe_outputs(program, output_names)],
+            "param_order": order}
+
+
+def count_all_reduces(program) -> int:
+    return sum(1 for n in program.graph.nodes if "all_reduce" in str(n.target))

@@ -1,0 +1,53 @@
+"""What one emulated die runs for a VLM: a language program (its mrope graph feeding its language
+graph) and, on the dies named by the vision remap, a vision program."""
+
+import torch
+
+from backends.emulated_cpu import DieProgram
+from tyllm.artifacts.documents import read_json
+from tyllm.artifacts.params import load_params
+from tyllm.runtime.die import DieRunner
+from tyllm.runtime.tree import Tree
+from tyllm.vlm import layout
+
+
+def program(tree: Tree, graph: dict, params: dict) -> DieProgram:
+    return DieProgram(tree.root / graph["library"], [params[n] for n in graph["param_order"]])
+
+
+class LanguageRunner(DieRunner):
+    def __init__(self, tree: Tree, die: int):
+        super().__init__(tree, die)
+        self.deepstack = tree.config["vision"]["deepstack_layers"] > 0
+        self.mrope = {g["seq_len"]: program(tree, g, load_params(tree.root / g["params"]))
+                      for g in tree.buffers["mrope"] if g["die"] == die}
+
+    def step(self, seq_len: int, embeds: torch.Tensor, positions: torch.Tensor,
+             deepstack: torch.Tensor | None, start: int, valid: int,
+             slot: int = 0) -> torch.Tensor:
+        cos, sin = self.mrope[seq_len](positions)
+        inputs = [embeds, cos, sin] + ([deepstack] if self.deepstack else [])
+        return self.run(seq_len, inputs, start, valid, slot)
+
+
+def vision_buffers(tree: Tree) -> dict:
+    return read_json(tree.root / layout.VISUAL / "buffer_config.json", "buffer_config")
+
+
+class VisionRunner:
+    """Vision program `rank`: one graph per compiled size, keyed by 'HxW'."""
+
+    def __init__(self, tree: Tree, rank: int):
+        graphs = [g for g in vision_buffers(tree)["graphs"] if g["die"] == rank]
+        weights = load_params(tree.root / graphs[0]["weights"])
+        self.programs = {layout.size_tag(g["size"]): program(
+            tree, g, weights | load_params(tree.root / g["constants"])) for g in graphs}
+
+    @staticmethod
+    def all_reduce_bytes(tree: Tree) -> int:
+        vision = tree.config["vision"]
+        patches = max(g[0] * g[1] for g in (s["grid"] for s in vision["sizes"]))
+        return vision["hidden_size"] * patches * 4
+
+    def step(self, tag: str, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        return [o.clone() for o in self.programs[tag](pixel_values)]
