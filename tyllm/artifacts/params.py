@@ -1,5 +1,11 @@
-"""`.params` files are safetensors files (no pickle) with a tyllm format tag in their metadata."""
+"""`.params` files are safetensors files (no pickle) with a tyllm format tag in their metadata.
 
+Identical tensors are stored once: the others are recorded as aliases in the metadata
+(`tyllm.aliases`: name -> stored name) and restored on load as the same tensor, so a tied
+embedding / LM head costs its bytes once on disk and in memory.
+"""
+
+import json
 from pathlib import Path
 
 import torch
@@ -9,23 +15,57 @@ from safetensors.torch import load_file, save_file
 from tyllm.errors import ArtifactError
 
 PARAMS_FORMAT = "tyllm.params/1"
+ALIASES = "tyllm.aliases"
+
+
+def deduplicate(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]]:
+    """(tensors stored, {alias: stored name}) with every repeated tensor stored once."""
+    stored: dict[str, torch.Tensor] = {}
+    aliases: dict[str, str] = {}
+    seen: dict[tuple, list[str]] = {}
+    for name, t in tensors.items():
+        key = (t.dtype, tuple(t.shape))
+        same = next((s for s in seen.get(key, []) if torch.equal(stored[s], t)), None)
+        if same is None:
+            stored[name] = t
+            seen.setdefault(key, []).append(name)
+        else:
+            aliases[name] = same
+    return stored, aliases
 
 
 def save_params(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     contiguous = {name: t.detach().contiguous() for name, t in tensors.items()}
-    save_file(contiguous, str(path), metadata={"format": PARAMS_FORMAT})
+    stored, aliases = deduplicate(contiguous)
+    metadata = {"format": PARAMS_FORMAT} | ({ALIASES: json.dumps(aliases)} if aliases else {})
+    save_file(stored, str(path), metadata=metadata)
+
+
+def read_aliases(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get(ALIASES, "{}"))
 
 
 def load_params(path: Path) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt") as f:
-            tag = (f.metadata() or {}).get("format")
+            metadata = f.metadata() or {}
+        tag = metadata.get("format")
         if tag != PARAMS_FORMAT:
             raise ArtifactError(f"{path} is not a tyllm params file (format {tag!r}, expected "
                                 f"{PARAMS_FORMAT!r}); recompile the tree.")
-        return load_file(str(path))
+        tensors = load_file(str(path))
+        for alias, name in json.loads(metadata.get(ALIASES, "{}")).items():
+            tensors[alias] = tensors[name]
+        return tensors
     except (OSError, ValueError) as e:
         if isinstance(e, ArtifactError):
             raise
         raise ArtifactError(f"Cannot read {path}: {e}. The file is damaged or truncated; "
                             f"recompile the tree.") from e
+
+
+def unique_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Bytes of the distinct tensors (aliases counted once)."""
+    distinct = {t.data_ptr(): t for t in tensors.values()}
+    return sum(t.numel() * t.element_size() for t in distinct.values())

@@ -2,7 +2,7 @@
 
 import torch
 
-from tyllm.artifacts.params import load_params
+from tyllm.artifacts.params import load_params, unique_bytes
 from tyllm.bench.timing import clock
 from tyllm.runtime.tree import Tree
 
@@ -36,8 +36,8 @@ def decode_weight_bytes(tree: Tree, die: int = 0) -> int:
     table gives one row (unless it is also the LM head, stored once when tied)."""
     graph = next(iter(tree.graphs_for(die).values()))
     weights = load_params(tree.root / graph["weights"])
-    total = sum(t.numel() * t.element_size() for t in weights.values())
+    total = unique_bytes(weights)
     embed = weights.get("embed_tokens")
-    if embed is None or "lm_head" not in weights:
+    if embed is None or weights.get("lm_head") is embed:  # tied and stored once: all of it is read
         return total
     return total - (embed.shape[0] - 1) * embed[0].numel() * embed.element_size()

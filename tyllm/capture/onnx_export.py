@@ -14,6 +14,7 @@ import torch
 from onnx import helper
 from onnxscript import opset18 as op
 
+from tyllm.artifacts.params import ALIASES
 from tyllm.capture.export import OUTPUT_NAMES
 
 DOMAIN = "tyllm"
@@ -48,10 +49,13 @@ def safetensors_offsets(path: Path) -> dict[str, tuple[int, int, list[int]]]:
     with open(path, "rb") as f:
         (header_len,) = struct.unpack("<Q", f.read(8))
         header = json.loads(f.read(header_len))
-    header.pop("__metadata__", None)
+    metadata = header.pop("__metadata__", None) or {}
     base = 8 + header_len
-    return {name: (base + e["data_offsets"][0], e["data_offsets"][1] - e["data_offsets"][0],
-                   e["shape"]) for name, e in header.items()}
+    offsets = {name: (base + e["data_offsets"][0], e["data_offsets"][1] - e["data_offsets"][0],
+                      e["shape"]) for name, e in header.items()}
+    for alias, name in json.loads(metadata.get(ALIASES, "{}")).items():
+        offsets[alias] = offsets[name]
+    return offsets
 
 
 def link_external_weights(model: onnx.ModelProto, weights: Path) -> int:
