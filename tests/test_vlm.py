@@ -168,3 +168,14 @@ def test_documents_match_their_schemas(vlm_tree, document, schema):
     tree = vlm_tree("qwen3_vl", 2)
     jsonschema.validate(json.loads((tree / document).read_text()),
                         json.loads((SCHEMAS / f"{schema}.schema.json").read_text()))
+
+
+def test_text_only_prompt_matches_hf(vlm_tree, vlm_checkpoint):
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    ids = [5, 17, 3, 99, 42, 7, 11, 150, 23, 64]
+    model = AutoModelForImageTextToText.from_pretrained(vlm_checkpoint("qwen3_vl")).eval()
+    out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)
+    with runtime.load(vlm_tree("qwen3_vl", 2)) as session:
+        assert session.generate(ids, 8) == out[0, len(ids):].tolist()

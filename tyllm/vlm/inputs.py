@@ -130,17 +130,29 @@ class Preprocessor:
         return expanded, runs, ordered
 
     def _placeholder(self, item: VisionItem):
+        return self.placeholder_text(item), self.runs(item)
+
+    def placeholder_text(self, item: VisionItem) -> str:
+        """What one image/video pad of the prompt becomes."""
         gh, gw = item.llm_grid(self.merge)
         n, t = gh * gw, len(item.slices)
         if item.modality == "image":
-            return IMAGE_PAD * n, [(1, gh, gw, 1.0)]
+            return IMAGE_PAD * n
         if self.frames_as_images:
             stamps = timestamps(item.frames, item.fps, self.temporal)
-            text = "".join(f"<{s:.1f} seconds>{VISION_START}{VIDEO_PAD * n}{VISION_END}"
+            return "".join(f"<{s:.1f} seconds>{VISION_START}{VIDEO_PAD * n}{VISION_END}"
                            for s in stamps)
-            return text, [(1, gh, gw, 1.0)] * t
-        interval = float(self.tokens_per_second or 1) * self.temporal / item.fps
-        return VIDEO_PAD * (n * t), [(t, gh, gw, interval)]
+        return VIDEO_PAD * (n * t)
+
+    def runs(self, item: VisionItem) -> list[tuple[int, int, int, float]]:
+        """The item's runs of vision tokens: (llm grid t, h, w, temporal interval) each."""
+        gh, gw = item.llm_grid(self.merge)
+        t = len(item.slices)
+        if item.modality == "image":
+            return [(1, gh, gw, 1.0)]
+        if self.frames_as_images:
+            return [(1, gh, gw, 1.0)] * t
+        return [(t, gh, gw, float(self.tokens_per_second or 1) * self.temporal / item.fps)]
 
 
 def timestamps(frames: int, fps: float, temporal: int) -> list[float]:

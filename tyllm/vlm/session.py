@@ -10,7 +10,7 @@ import torch
 
 from backends.emulated_cpu import DieProgram
 from tyllm.errors import TyllmError
-from tyllm.runtime.session import Session, flat_ids, plan_chunks
+from tyllm.runtime.session import Session, plan_chunks
 from tyllm.text import load_tokenizer
 from tyllm.vlm import layout
 from tyllm.vlm.inputs import Preprocessor, VisionItem
@@ -37,6 +37,7 @@ class VlmSession(Session):
         self.rope_index = DieProgram(tree.root / rope["library"], [])
         self.max_runs = rope["max_runs"]
         self.deltas: dict[int, int] = {}  # slot -> rope delta of its sequence
+        self.prompts: dict[int, tuple] = {}  # slot -> (embeds, positions, deepstack) of its prompt
 
     def close(self) -> None:
         super().close()
@@ -50,7 +51,7 @@ class VlmSession(Session):
         pad = seq_len - valid
         embeds = torch.nn.functional.pad(embeds, (0, 0, 0, pad))
         positions = torch.nn.functional.pad(positions, (0, pad))
-        if self.deepstack_layers:
+        if deepstack is not None:
             deepstack = torch.nn.functional.pad(deepstack, (0, 0, 0, pad))
         slices = self.workers.step(seq_len, embeds, positions, deepstack, start, valid, slot)
         return torch.cat(slices, dim=-1)[0]
@@ -65,18 +66,39 @@ class VlmSession(Session):
             logits = self._chunk(embeds[rows], positions[:, rows], deep, start + offset, m, slot)
         return logits
 
-    def _text(self, tokens: list[int], start: int, slot: int):
+    def _rows(self, tokens: list[int], start: int, slot: int):
+        """Embeddings, positions and deepstack rows of `tokens` at `start`..: from the slot's
+        prepared multimodal prompt where they fall inside it, else text rows (index + delta)."""
         embeds = self.embedding[torch.tensor(tokens)]
-        pos = torch.arange(start, start + len(tokens)) + self.deltas.get(slot, 0)
+        pos = (torch.arange(start, start + len(tokens)) + self.deltas.get(slot, 0)).expand(3, -1)
+        pos = pos.contiguous()
         deep = (torch.zeros(self.deepstack_layers, len(tokens), embeds.shape[1], dtype=embeds.dtype)
                 if self.deepstack_layers else None)
-        return embeds, pos.expand(3, -1).contiguous(), deep
+        prepared = self.prompts.get(slot)
+        if prepared is not None and start < prepared[0].shape[0]:
+            inside = slice(start, min(start + len(tokens), prepared[0].shape[0]))
+            n = inside.stop - inside.start
+            embeds[:n], pos[:, :n] = prepared[0][inside], prepared[1][:, inside]
+            if deep is not None:
+                deep[:, :n] = prepared[2][:, inside]
+        return embeds, pos, deep
+
+    def extend(self, tokens: list[int], start: int, slot: int) -> torch.Tensor:
+        if start + len(tokens) > self.tree.max_kv:
+            raise TyllmError(f"Positions up to {start + len(tokens)} exceed the KV cache of "
+                             f"{self.tree.max_kv}: recompile with a larger --max_model_len.")
+        return self._run(*self._rows(tokens, start, slot), start, slot)
 
     def _step(self, tokens: list[int], start: int, seq_len: int, slot: int = 0) -> torch.Tensor:
-        return self._run(*self._text(tokens, start, slot), start, slot)
+        return self.extend(tokens, start, slot)
+
+    def release(self, slot: int) -> None:
+        """Forgets a slot's prepared prompt (its request finished)."""
+        self.prompts.pop(slot, None)
+        self.deltas.pop(slot, None)
 
     def prefill(self, input_ids: list[int]) -> torch.Tensor:
-        self.deltas[0] = 0
+        self.release(0)
         return super().prefill(input_ids)
 
     # -- vision --------------------------------------------------------------------------------
@@ -116,6 +138,29 @@ class VlmSession(Session):
                              f"images, ask for fewer tokens, or recompile with a larger "
                              f"--max_model_len.")
 
+    def prepare(self, slot: int, ids: list[int], items: list[VisionItem]) -> None:
+        """Computes a multimodal prompt's embeddings (vision features in place of the pads),
+        3-axis positions and deepstack rows for `slot`; `extend` then reads them. `items` are in
+        prompt order."""
+        ids_t = torch.tensor(ids)
+        self._check_ids(ids)
+        embeds = self.embedding[ids_t].clone()
+        deep = (torch.zeros(self.deepstack_layers, len(ids), embeds.shape[1], dtype=embeds.dtype)
+                if self.deepstack_layers else None)
+        if items:
+            features, deep_features = self._features(items)
+            mask = self._vision_mask(ids_t)
+            if int(mask.sum()) != features.shape[0]:
+                raise TyllmError(f"The prompt holds {int(mask.sum())} vision pads but the "
+                                 f"images/videos give {features.shape[0]} features.")
+            embeds[mask] = features.to(embeds.dtype)
+            if deep is not None:
+                deep[:, mask] = deep_features.to(deep.dtype)
+        runs = [r for item in items for r in self.preprocessor.runs(item)]
+        positions, delta = self._positions(ids_t, runs)
+        self.prompts[slot] = (embeds, positions, deep)
+        self.deltas[slot] = delta
+
     def generate_multimodal(self, prompt: str, images=None, videos=None,
                             max_new_tokens: int = 32, video_fps: float = 2.0) -> list[int]:
         """Greedy generation for a chat-templated prompt holding one vision placeholder per
@@ -125,22 +170,11 @@ class VlmSession(Session):
         pre = self.preprocessor
         image_items = [pre.image(i) for i in images or []]
         video_items = [pre.video(list(v), video_fps) for v in videos or []]
-        text, runs, order = pre.expand(prompt, image_items, video_items)
-        ids = torch.tensor(self.tokenizer.encode(text, add_special_tokens=False))
-        self._check_ids(ids.tolist())
+        text, _, order = pre.expand(prompt, image_items, video_items)
+        ids = self.tokenizer.encode(text, add_special_tokens=False)
         self._check_budget(len(ids), max_new_tokens, order)
-        embeds = self.embedding[ids].clone()
-        deep = (torch.zeros(self.deepstack_layers, len(ids), embeds.shape[1], dtype=embeds.dtype)
-                if self.deepstack_layers else None)
-        if order:
-            features, deep_features = self._features(order)
-            mask = self._vision_mask(ids)
-            embeds[mask] = features.to(embeds.dtype)
-            if deep is not None:
-                deep[:, mask] = deep_features.to(deep.dtype)
-        positions, delta = self._positions(ids, runs)
-        self.deltas[0] = delta
-        logits = self._run(embeds, positions, deep, 0, slot=0)
+        self.prepare(0, ids, order)
+        logits = self.extend(ids, 0, slot=0)
         return self._decode(logits, len(ids), max_new_tokens)
 
     def _vision_mask(self, ids: torch.Tensor) -> torch.Tensor:
@@ -153,9 +187,5 @@ class VlmSession(Session):
             out.append(token)
             if token in self.eos or i == max_new_tokens - 1:
                 break
-            logits = self._step([token], length + i, self.decode_len)
+            logits = self.extend([token], length + i, slot=0)
         return out
-
-    def generate(self, input_ids, max_new_tokens: int, stop_at_eos: bool = True) -> list[int]:
-        self.deltas[0] = 0
-        return super().generate(flat_ids(input_ids), max_new_tokens, stop_at_eos)
