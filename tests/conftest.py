@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 from models import make_checkpoint  # tests/ is on sys.path (pytest's rootdir-relative import)
+from vlm_models import SIZES, VLM_MAKERS
 
 
 @pytest.fixture(scope="session")
@@ -40,5 +41,38 @@ def smollm2_tree(smollm2_path, tmp_path_factory):
                 smollm2_path, out, max_kv_cache_size=256, seq_len_list=[1, 8], dev_count=dies,
                 export_onnx=(dies == 1), progress=False))
         return trees[dies]
+
+    return tree
+
+
+@pytest.fixture(scope="session")
+def vlm_checkpoint(tmp_path_factory):
+    """make(arch) -> a small random Qwen2.5-VL / Qwen3-VL HF folder (tests/vlm_models.py)."""
+    made = {}
+
+    def make(arch: str) -> Path:
+        if arch not in made:
+            made[arch] = VLM_MAKERS[arch](tmp_path_factory.mktemp(arch))
+        return made[arch]
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def vlm_tree(vlm_checkpoint, tmp_path_factory):
+    """tree(arch, dies, vm_remap=None, sizes=None) compiled once per argument set."""
+    trees = {}
+
+    from tyllm.build_util import build_and_compile_vlm
+
+    def tree(arch: str, dies: int, vm_remap=None, lm_remap=None, sizes=None) -> Path:
+        key = (arch, dies, vm_remap, lm_remap, sizes)
+        if key not in trees:
+            out = tmp_path_factory.mktemp(f"{arch}-tree") / f"{dies}die"
+            trees[key] = Path(build_and_compile_vlm(
+                vlm_checkpoint(arch), out, num_die=dies, image_sizes=sizes or (SIZES[arch],),
+                modalities=("image", "video"), prefill_lens=(16,), max_model_len=160,
+                vm_die_remap=vm_remap, lm_die_remap=lm_remap, export_onnx=False, progress=False))
+        return trees[key]
 
     return tree

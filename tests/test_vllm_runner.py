@@ -35,6 +35,7 @@ def new_request(req_id, prompt, **sampling):
     from vllm import SamplingParams
 
     return SimpleNamespace(req_id=req_id, prompt_token_ids=prompt, num_computed_tokens=0,
+                           mm_features=[],
                            sampling_params=SamplingParams(temperature=0, **sampling))
 
 

@@ -4,10 +4,8 @@ with HF transformers for image and video prompts, die remaps, several image size
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
-from vlm_models import VLM_MAKERS
+from vlm_models import SIZES, picture
 from vlm_reference import hf_generate
 
 from tyllm import runtime
@@ -16,45 +14,8 @@ from tyllm.errors import TyllmError
 
 pytestmark = pytest.mark.slow
 
-# one compiled size per model: on its patch grid (28 px for Qwen2.5-VL, 32 px for Qwen3-VL)
-SIZES = {"qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96)}
 PROMPT = ("w3 w4 <|vision_start|><|image_pad|><|vision_end|> w5 "
           "<|vision_start|><|video_pad|><|vision_end|> w6 w7")
-
-
-@pytest.fixture(scope="session")
-def vlm_checkpoint(tmp_path_factory):
-    made = {}
-
-    def make(arch: str) -> Path:
-        if arch not in made:
-            made[arch] = VLM_MAKERS[arch](tmp_path_factory.mktemp(arch))
-        return made[arch]
-
-    return make
-
-
-@pytest.fixture(scope="session")
-def vlm_tree(vlm_checkpoint, tmp_path_factory):
-    """tree(arch, dies, vm_remap=None, sizes=None) compiled once per argument set."""
-    trees = {}
-
-    def tree(arch: str, dies: int, vm_remap=None, lm_remap=None, sizes=None) -> Path:
-        key = (arch, dies, vm_remap, lm_remap, sizes)
-        if key not in trees:
-            out = tmp_path_factory.mktemp(f"{arch}-tree") / f"{dies}die"
-            trees[key] = Path(build_and_compile_vlm(
-                vlm_checkpoint(arch), out, num_die=dies, image_sizes=sizes or (SIZES[arch],),
-                modalities=("image", "video"), prefill_lens=(16,), max_model_len=160,
-                vm_die_remap=vm_remap, lm_die_remap=lm_remap, export_onnx=False, progress=False))
-        return trees[key]
-
-    return tree
-
-
-def picture(size, seed: int) -> Image.Image:
-    rng = np.random.RandomState(seed)
-    return Image.fromarray((rng.rand(size[0], size[1], 3) * 255).astype("uint8"))
 
 
 def inputs(arch: str, seed: int = 0):
@@ -148,6 +109,9 @@ def test_bad_inputs(vlm_tree, vlm_checkpoint, checkpoint_factory, tmp_path):
     with pytest.raises(TyllmError, match="not a vision-language model"):
         build_and_compile_vlm(checkpoint_factory("qwen3"), tmp_path / "t" / "1die",
                               progress=False)
+    from tyllm.cli import main
+
+    assert main(["serve", str(vlm_checkpoint(arch))]) == 2  # compile_vlm first, then serve
     with pytest.raises(TyllmError, match="vm_die_remap"):
         build_and_compile_vlm(vlm_checkpoint(arch), tmp_path / "r" / "2die", num_die=2,
                               vm_die_remap=(0, 2), progress=False)

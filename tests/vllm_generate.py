@@ -2,7 +2,8 @@
 
     python vllm_generate.py job.json   # {"engine": {LLM kwargs}, "requests": [...], "out": path}
 
-Each request is {"prompt_token_ids": [...], "sampling": {...SamplingParams kwargs}}. With
+Each request is {"prompt_token_ids": [...], "sampling": {...SamplingParams kwargs}}, or
+{"prompt": text, "images": [png paths], "sampling": ...} for a multimodal prompt. With
 VLLM_TARGET_DEVICE=cpu in the environment this is stock vLLM CPU (platform plugins skipped);
 otherwise tyllm's platform plugin routes the engine to the compiled dies.
 """
@@ -15,6 +16,15 @@ def logprob_rows(output) -> list | None:
     if output.logprobs is None:
         return None
     return [{str(t): lp.logprob for t, lp in row.items()} for row in output.logprobs]
+
+
+def prompt_of(request: dict) -> dict:
+    if "images" not in request:
+        return {"prompt_token_ids": request["prompt_token_ids"]}
+    from PIL import Image
+
+    images = [Image.open(p).convert("RGB") for p in request["images"]]
+    return {"prompt": request["prompt"], "multi_modal_data": {"image": images}}
 
 
 def engine_kwargs(engine: dict) -> dict:
@@ -31,7 +41,7 @@ def main(job_path: str) -> None:
 
     job = json.loads(open(job_path).read())
     llm = LLM(**engine_kwargs(job["engine"]))
-    prompts = [{"prompt_token_ids": r["prompt_token_ids"]} for r in job["requests"]]
+    prompts = [prompt_of(r) for r in job["requests"]]
     params = [SamplingParams(**r["sampling"]) for r in job["requests"]]
     results = llm.generate(prompts, params, use_tqdm=False)
     outputs = [{"token_ids": list(r.outputs[0].token_ids), "text": r.outputs[0].text,

@@ -4,7 +4,9 @@ processor config (`preprocessor_config.json`)."""
 
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
@@ -80,3 +82,10 @@ def _save(folder: Path, model_cls, config, seed: int, patch: int) -> Path:
 
 
 VLM_MAKERS = {"qwen2_5_vl": qwen2_5_vl, "qwen3_vl": qwen3_vl}
+# one compiled size per model: on its patch grid (28 px for Qwen2.5-VL, 32 px for Qwen3-VL)
+SIZES = {"qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96)}
+
+
+def picture(size, seed: int) -> Image.Image:
+    rng = np.random.RandomState(seed)
+    return Image.fromarray((rng.rand(size[0], size[1], 3) * 255).astype("uint8"))

@@ -6,12 +6,13 @@ request's chunk on the dies, then samples once, with vLLM's sampler, for the req
 prompt is now fully in their cache.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from vllm.v1.outputs import LogprobsTensors, ModelRunnerOutput
 
 from tyllm.errors import TyllmError
+from tyllm.vllm_ext.mm_inputs import vision_items
 from tyllm.vllm_ext.sampling import BatchSampler, SamplingState, check_supported
 
 
@@ -20,6 +21,7 @@ class SlotRequest:
     slot: int
     sampling: SamplingState
     num_computed: int = 0
+    images: list = field(default_factory=list)  # vision items of a multimodal prompt
 
     @property
     def token_ids(self) -> list[int]:
@@ -32,18 +34,24 @@ class SlotRunner:
         self.num_slots = num_slots
         self.free = list(range(num_slots))
         self.requests: dict[str, SlotRequest] = {}
-        self.preempted: dict[str, SamplingState] = {}  # slot freed, sampling state kept
+        self.preempted: dict[str, SlotRequest] = {}  # slot freed, sampling state kept
         self.sampler = sampler
 
-    def _admit(self, req_id: str, sampling: SamplingState, num_computed: int) -> None:
+    def _admit(self, req_id: str, sampling: SamplingState, num_computed: int,
+               images: list) -> None:
         if not self.free:
             raise TyllmError(f"No free KV slot for request {req_id}: the engine scheduled more "
                              f"than max_num_seqs={self.num_slots} sequences at once.")
-        self.requests[req_id] = SlotRequest(self.free.pop(0), sampling, num_computed)
+        request = SlotRequest(self.free.pop(0), sampling, num_computed, images)
+        self.requests[req_id] = request
+        if images:  # embeddings, 3-axis positions and deepstack rows of the whole prompt
+            self.session.prepare(request.slot, sampling.prompt_ids, images)
 
     def _release(self, req_id: str) -> SlotRequest | None:
         if (request := self.requests.pop(req_id, None)) is not None:
             self.free.append(request.slot)
+            if hasattr(self.session, "release"):
+                self.session.release(request.slot)
         return request
 
     def _update_states(self, out) -> None:
@@ -52,11 +60,12 @@ class SlotRunner:
             self.preempted.pop(req_id, None)
         for req_id in out.preempted_req_ids or ():
             if (request := self._release(req_id)) is not None:
-                self.preempted[req_id] = request.sampling
+                self.preempted[req_id] = request
         for new in out.scheduled_new_reqs:
             check_supported(new.sampling_params)
             state = SamplingState.of(new.sampling_params, new.prompt_token_ids)
-            self._admit(new.req_id, state, new.num_computed_tokens)
+            images = vision_items(self.session, new.mm_features)
+            self._admit(new.req_id, state, new.num_computed_tokens, images)
         cached = out.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
             if req_id in cached.resumed_req_ids:  # preempted earlier: start it again
@@ -64,11 +73,12 @@ class SlotRunner:
             self.requests[req_id].num_computed = cached.num_computed_tokens[i]
 
     def _resume(self, req_id: str, all_token_ids: list[int]) -> None:
-        old = self.preempted.pop(req_id, None) or self._release(req_id).sampling
+        request = self.preempted.pop(req_id, None) or self._release(req_id)
+        old = request.sampling
         prompt = len(old.prompt_ids)
         state = SamplingState(old.params, all_token_ids[:prompt], list(all_token_ids[prompt:]),
                               old.generator)
-        self._admit(req_id, state, 0)
+        self._admit(req_id, state, 0, request.images)
 
     def _run(self, req_id: str, num_tokens: int) -> torch.Tensor | None:
         """Runs this step's chunk; returns logits when the request samples now."""

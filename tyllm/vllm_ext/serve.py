@@ -53,6 +53,22 @@ def engine_argv(model: Path, options: dict, rest: list[str]) -> tuple[list[str],
     return argv + rest, options
 
 
+def refuse_vlm_checkpoint(model: Path) -> None:
+    """A VLM is compiled with explicit image sizes first (the engine cannot guess them)."""
+    import json
+
+    from tyllm.models.vlm.spec import supported_vlms
+    from tyllm.vllm_ext.tree_model import is_tree
+
+    config = model / "config.json"
+    if is_tree(model) or not config.is_file():
+        return
+    names = json.loads(config.read_text()).get("architectures") or []
+    if set(names) & set(supported_vlms()):
+        raise TyllmError(f"{model} is a vision-language checkpoint ({names[0]}): compile it "
+                         f"with scripts/compile_vlm.py (image sizes, dies) and serve the tree.")
+
+
 def serve(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         tyllm_parser().print_help()
@@ -62,6 +78,7 @@ def serve(argv: list[str]) -> int:
     if not model.is_dir():
         raise TyllmError(f"{argv[0]!r} is not a folder: pass a HF checkpoint folder or a "
                          f"compiled <N>die tree.")
+    refuse_vlm_checkpoint(model)
     known, rest = tyllm_parser().parse_known_args(argv[1:])
     vllm_argv, options = engine_argv(model, options_from_flags(known), rest)
     run_vllm_server(vllm_argv, options)

@@ -15,6 +15,8 @@ from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
 from tyllm.cache import cache_root
 from tyllm.compiler import TOKENIZER_EXTRAS
+from tyllm.vllm_ext.vlm_model import ARCH, TREE_KEY
+from tyllm.vlm.layout import PREPROCESSOR
 
 
 def is_tree(path: Path) -> bool:
@@ -35,9 +37,12 @@ def model_folder(tree: Path) -> Path:
     staging = folder.with_name(folder.name + ".partial")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    hf_config = tree_config(tree)["hf_config"]
+    config = tree_config(tree)
+    hf_config = config["hf_config"]
+    if config["kind"] == "vlm":  # vLLM sees tyllm's multimodal architecture (vlm_model.py)
+        hf_config = hf_config | {"architectures": [ARCH], TREE_KEY: str(tree.resolve())}
     (staging / layout.CONFIG).write_text(json.dumps(hf_config, indent=2))
-    for name in (layout.TOKENIZER, *TOKENIZER_EXTRAS):
+    for name in (layout.TOKENIZER, *TOKENIZER_EXTRAS, PREPROCESSOR):
         if (tree / name).is_file():
             shutil.copyfile(tree / name, staging / name)
     shutil.rmtree(folder, ignore_errors=True)
