@@ -56,6 +56,34 @@ def test_llm_generate_with_images(tree, tmp_path):
         assert got["token_ids"] == expected(tree, r["prompt"], pics, 8)
 
 
+def test_llm_generate_with_videos(vlm_tree, tmp_path):
+    """Qwen3-VL (timestamped frame pairs, deepstack): a video + image prompt, a video prompt."""
+    from PIL import Image
+
+    arch = "qwen3_vl"
+    tree, size = vlm_tree(arch, 2), SIZES[arch]
+    paths = []
+    for i in range(6):
+        paths.append(str(tmp_path / f"{i}.png"))
+        picture(size, 20 + i).save(paths[-1])
+    mixed = "w5 <|vision_start|><|video_pad|><|vision_end|> w9 " + PAD + " w7"
+    requests = [{"prompt": mixed, "videos": [paths[:3]], "images": [paths[3]]},
+                {"prompt": "<|vision_start|><|video_pad|><|vision_end|> w2", "videos": [paths[2:]]}]
+    for r in requests:
+        r["sampling"] = {"temperature": 0, "max_tokens": 8, "ignore_eos": True}
+    served = engine_kwargs(tree)
+    kwargs = engine(served["model"], 2, served["max_model_len"], chunked=False,
+                    additional_config=served["additional_config"])
+    out = run_job(tmp_path / "job", kwargs, requests)
+    with runtime.load(tree) as session:
+        for r, got in zip(requests, out, strict=True):
+            load = [Image.open(p).convert("RGB") for p in r.get("images", [])]
+            videos = [[Image.open(p).convert("RGB") for p in v] for v in r["videos"]]
+            want = session.generate_multimodal(r["prompt"], images=load, videos=videos,
+                                               max_new_tokens=8)
+            assert got["token_ids"] == want
+
+
 def test_serve_chat_with_an_image(tree, tmp_path):
     import openai
 

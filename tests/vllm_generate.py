@@ -3,7 +3,7 @@
     python vllm_generate.py job.json   # {"engine": {LLM kwargs}, "requests": [...], "out": path}
 
 Each request is {"prompt_token_ids": [...], "sampling": {...SamplingParams kwargs}}, or
-{"prompt": text, "images": [png paths], "sampling": ...} for a multimodal prompt. With
+{"prompt": text, "images": [png paths], "videos": [[frame png paths]], "sampling": ...}. With
 VLLM_TARGET_DEVICE=cpu in the environment this is stock vLLM CPU (platform plugins skipped);
 otherwise tyllm's platform plugin routes the engine to the compiled dies.
 """
@@ -19,12 +19,16 @@ def logprob_rows(output) -> list | None:
 
 
 def prompt_of(request: dict) -> dict:
-    if "images" not in request:
+    if "prompt" not in request:
         return {"prompt_token_ids": request["prompt_token_ids"]}
     from PIL import Image
 
-    images = [Image.open(p).convert("RGB") for p in request["images"]]
-    return {"prompt": request["prompt"], "multi_modal_data": {"image": images}}
+    def load(paths):
+        return [Image.open(p).convert("RGB") for p in paths]
+
+    data = {"image": load(request.get("images", [])),
+            "video": [load(frames) for frames in request.get("videos", [])]}
+    return {"prompt": request["prompt"], "multi_modal_data": {k: v for k, v in data.items() if v}}
 
 
 def engine_kwargs(engine: dict) -> dict:

@@ -4,6 +4,7 @@ vLLM's front end ran tyllm's own processing (vlm_model.TreeProcessor): each feat
 image's pixel rows and its patch grid, already at a compiled size."""
 
 from tyllm.errors import TyllmError
+from tyllm.vllm_ext.vlm_model import VIDEO_FPS
 from tyllm.vlm.inputs import VisionItem
 
 
@@ -14,12 +15,22 @@ def vision_items(session, features) -> list[VisionItem]:
         raise TyllmError("This request carries images but the tree is text-only: serve a tree "
                          "compiled by scripts/compile_vlm.py.")
     sizes = {grid: size for size, grid in session.preprocessor.sizes}
-    items = []
-    for feature in features:
-        if feature.modality != "image" or feature.data is None:
-            raise TyllmError(f"tyllm's vLLM worker takes image features, got {feature.modality} "
-                             f"({'no data' if feature.data is None else 'data'}).")
-        rows = feature.data["pixel_values"].data
-        _, gh, gw = (int(x) for x in feature.data["image_grid_thw"].data)
-        items.append(VisionItem("image", sizes[(gh, gw)], (gh, gw), [rows]))
-    return items
+    return [item_of(feature, sizes) for feature in features]
+
+
+def item_of(feature, sizes: dict) -> VisionItem:
+    if feature.data is None:
+        raise TyllmError("A multimodal feature reached the worker without its data: keep "
+                         "prefix caching off and the processor cache in memory (lru).")
+    data = {name: elem.data for name, elem in feature.data.items()}
+    if feature.modality == "image":
+        _, gh, gw = (int(x) for x in data["image_grid_thw"])
+        return VisionItem("image", sizes[(gh, gw)], (gh, gw), [data["pixel_values"]])
+    if feature.modality == "video":
+        t, gh, gw = (int(x) for x in data["video_grid_thw"])
+        slices = list(data["pixel_values_videos"].split(gh * gw))
+        if len(slices) != t:
+            raise TyllmError(f"A video feature has {len(slices)} temporal slices, its grid {t}.")
+        return VisionItem("video", sizes[(gh, gw)], (gh, gw), slices, VIDEO_FPS,
+                          int(data["video_frames"]))
+    raise TyllmError(f"tyllm's vLLM worker takes images and videos, not {feature.modality}.")
