@@ -166,14 +166,20 @@ def compile_llm(request: CompileRequest) -> Path:
     validate(request)
     ckpt = Checkpoint(request.model_path)
     plan_dies(ckpt.dims, request.dev_count)  # refuse impossible die counts before any work
-    dest = request.artifacts_path
+    report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress)
+    return write_atomically(request.artifacts_path,
+                            lambda staging: write_tree(ckpt, request, staging, report))
+
+
+def write_atomically(dest: Path, write) -> Path:
+    """Runs `write(staging)` in a staging folder beside `dest`, then moves it into place: a
+    failed or interrupted compile leaves nothing that looks like a tree."""
     prepare_destination(dest)
     staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
-        report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress)
-        write_tree(ckpt, request, staging, report)
+        write(staging)
         replace_tree(staging, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

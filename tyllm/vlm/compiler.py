@@ -16,14 +16,9 @@ from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, 
 from tyllm.artifacts.manifest import write_manifest
 from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
-from tyllm.compiler import (
-    TOKENIZER_EXTRAS,
-    kv_cache_entries,
-    prepare_destination,
-    replace_tree,
-    sizes_per_die,
-)
+from tyllm.compiler import TOKENIZER_EXTRAS, kv_cache_entries, sizes_per_die, write_atomically
 from tyllm.errors import TyllmError
+from tyllm.models.decoder import causal_mask
 from tyllm.models.registry import supported_architectures
 from tyllm.models.vlm.language import (
     TEXT_PREFIXES,
@@ -81,8 +76,6 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
 
 
 def compile_language_graph(step, plan, m, request, root, target, report) -> dict:
-    from tyllm.models.decoder import causal_mask
-
     step.causal_mask = causal_mask(m)
     graph_params = llm_layout.graph_params_file(plan.die, m)
     save_params(llm_layout.ensure_parent(root, graph_params), {"causal_mask": step.causal_mask})
@@ -200,16 +193,8 @@ def compile_vlm(request: VlmCompileRequest) -> Path:
     ckpt = VlmCheckpoint(request.model_path, request.source_tokenizer)
     plan_dies(ckpt.dims, request.num_die)
     check_vision_dies(ckpt.config, len(request.vision_remap))
-    dest = request.artifacts_path
-    prepare_destination(dest)
-    staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        total = (len(request.vision_remap) * len(request.image_sizes)
-                 + 2 * request.num_die * len(request.seq_len_list) + 1)
-        write_vlm_tree(ckpt, request, staging, CompileReport(total, request.progress))
-        replace_tree(staging, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
+    total = (len(request.vision_remap) * len(request.image_sizes)
+             + 2 * request.num_die * len(request.seq_len_list) + 1)
+    report = CompileReport(total, request.progress)
+    return write_atomically(request.artifacts_path,
+                            lambda staging: write_vlm_tree(ckpt, request, staging, report))
