@@ -81,9 +81,26 @@ def _save(folder: Path, model_cls, config, seed: int, patch: int) -> Path:
     return folder
 
 
-VLM_MAKERS = {"qwen2_5_vl": qwen2_5_vl, "qwen3_vl": qwen3_vl}
+def qwen2_vl(folder: Path, seed: int = 0, vision_heads: int = 3) -> Path:
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    ids = token_ids()
+    text = TEXT | dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
+                                        "mrope_section": [2, 3, 3]})
+    vision = dict(depth=2, embed_dim=48, mlp_ratio=2, num_heads=vision_heads,
+                  hidden_size=TEXT["hidden_size"], patch_size=14, spatial_merge_size=2,
+                  temporal_patch_size=2, in_channels=3, hidden_act="quick_gelu")
+    config = Qwen2VLConfig(text_config=text, vision_config=vision,
+                           image_token_id=ids["<|image_pad|>"],
+                           video_token_id=ids["<|video_pad|>"],
+                           vision_start_token_id=ids["<|vision_start|>"],
+                           vision_end_token_id=ids["<|vision_end|>"])
+    return _save(folder, Qwen2VLForConditionalGeneration, config, seed, patch=14)
+
+
+VLM_MAKERS = {"qwen2_vl": qwen2_vl, "qwen2_5_vl": qwen2_5_vl, "qwen3_vl": qwen3_vl}
 # one compiled size per model: on its patch grid (28 px for Qwen2.5-VL, 32 px for Qwen3-VL)
-SIZES = {"qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96)}
+SIZES = {"qwen2_vl": (56, 84), "qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96)}
 
 
 def picture(size, seed: int) -> Image.Image:

@@ -152,7 +152,9 @@ class Preprocessor:
             return [(1, gh, gw, 1.0)]
         if self.frames_as_images:
             return [(1, gh, gw, 1.0)] * t
-        return [(t, gh, gw, float(self.tokens_per_second or 1) * self.temporal / item.fps)]
+        if self.tokens_per_second is None:  # Qwen2-VL: one position per temporal slice
+            return [(t, gh, gw, 1.0)]
+        return [(t, gh, gw, float(self.tokens_per_second) * self.temporal / item.fps)]
 
 
 def timestamps(frames: int, fps: float, temporal: int) -> list[float]:

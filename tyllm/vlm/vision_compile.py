@@ -10,7 +10,13 @@ from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader
 from tyllm.errors import TyllmError
 from tyllm.models.vlm.language import VISION_PREFIXES, checkpoint_prefix
-from tyllm.models.vlm.vision import GRID_CONSTANTS, VisionDieStep, VisionPlan, plan_vision
+from tyllm.models.vlm.vision import (
+    GRID_CONSTANTS,
+    VisionDieStep,
+    VisionPlan,
+    plan_vision,
+    vision_sizes,
+)
 from tyllm.vlm import layout
 from tyllm.vlm.graphs import compile_module
 
@@ -85,7 +91,8 @@ def vision_graph_document(config, plans, graphs: list[dict]) -> dict:
 def write_visual(ckpt, grids: dict, request, root: Path, target, report) -> dict:
     """Compiles every vision program; returns the `vision` section of config.json."""
     config = ckpt.config
-    plans = plan_vision(config.vision_config.num_heads, config.vision_config.intermediate_size,
+    sizes = vision_sizes(config.vision_config)
+    plans = plan_vision(config.vision_config.num_heads, sizes.intermediate,
                         len(request.vision_remap))
     with TensorReader(ckpt.path) as reader:
         tower = load_vision_tower(ckpt.spec, config, reader, request.torch_dtype)
@@ -96,9 +103,9 @@ def write_visual(ckpt, grids: dict, request, root: Path, target, report) -> dict
                "sizes": [{"size": list(s), "grid": list(g)} for s, g in grids.items()],
                "patch_size": v.patch_size, "merge_size": v.spatial_merge_size,
                "temporal_patch_size": v.temporal_patch_size,
-               "out_hidden_size": v.out_hidden_size,
+               "out_hidden_size": sizes.out,
                "deepstack_layers": len(getattr(v, "deepstack_visual_indexes", None) or []),
-               "hidden_size": v.hidden_size, "dtype": request.dtype}
+               "hidden_size": sizes.width, "dtype": request.dtype}
     write_json(root / layout.VISUAL / "aot_config.json",
                {"format_version": FORMAT_VERSION, **section,
                 "modalities": list(request.modalities)})

@@ -40,7 +40,14 @@ QWEN3_VL = VlmSpec(
     vision_class="Qwen3VLVisionModel", rotary_class="Qwen3VLTextRotaryEmbedding",
     qk_norm=True, qkv_bias=False, video_frames_as_images=True)
 
-VLMS = {spec.name: spec for spec in (QWEN2_5_VL, QWEN3_VL)}
+QWEN2_VL = VlmSpec(
+    name="qwen2_vl", hf_architectures=("Qwen2VLForConditionalGeneration",),
+    hf_module="transformers.models.qwen2_vl.modeling_qwen2_vl",
+    vision_class="Qwen2VisionTransformerPretrainedModel",
+    rotary_class="Qwen2VLRotaryEmbedding", qk_norm=False, qkv_bias=True,
+    video_frames_as_images=False)
+
+VLMS = {spec.name: spec for spec in (QWEN2_VL, QWEN2_5_VL, QWEN3_VL)}
 
 
 def vlm_for_config(config) -> VlmSpec | None:

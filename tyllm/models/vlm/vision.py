@@ -32,6 +32,21 @@ class VisionPlan:
     ffn: range
 
 
+@dataclass(frozen=True)
+class VisionSizes:
+    width: int  # the tower's hidden size
+    intermediate: int  # its MLP size
+    out: int  # merged features (the language model's hidden size)
+
+
+def vision_sizes(v) -> VisionSizes:
+    """Qwen2.5-VL / Qwen3-VL name them hidden_size / intermediate_size / out_hidden_size;
+    Qwen2-VL embed_dim / embed_dim * mlp_ratio / hidden_size."""
+    if hasattr(v, "out_hidden_size"):
+        return VisionSizes(v.hidden_size, v.intermediate_size, v.out_hidden_size)
+    return VisionSizes(v.embed_dim, int(v.embed_dim * v.mlp_ratio), v.hidden_size)
+
+
 def plan_vision(num_heads: int, intermediate: int, dies: int) -> list[VisionPlan]:
     heads, ffn = even_split(num_heads, dies), even_split(intermediate, dies)
     return [VisionPlan(d, dies, heads[d], ffn[d]) for d in range(dies)]
@@ -76,20 +91,27 @@ class VisionAttention(nn.Module):
         return all_reduce(nn.functional.linear(out, self.proj_weight)) + self.proj_bias
 
 
+MLP_NAMES = (  # (input projections, output projection, activation) of the HF vision MLPs
+    (("gate_proj", "up_proj"), "down_proj", "act_fn"),  # Qwen2.5-VL (gated)
+    (("linear_fc1",), "linear_fc2", "act_fn"),  # Qwen3-VL
+    (("fc1",), "fc2", "act"),  # Qwen2-VL
+)
+
+
 class VisionMLP(nn.Module):
-    """Gated (Qwen2.5-VL: gate/up/down) or plain (Qwen3-VL: linear_fc1/linear_fc2) MLP columns."""
+    """One die's MLP columns: gated (gate * up -> down) or plain (fc1 -> fc2)."""
 
     def __init__(self, hf_mlp, plan: VisionPlan):
         super().__init__()
         cols = slice(plan.ffn.start, plan.ffn.stop)
-        self.gated = hasattr(hf_mlp, "gate_proj")
-        ins = ("gate_proj", "up_proj") if self.gated else ("linear_fc1",)
-        out = hf_mlp.down_proj if self.gated else hf_mlp.linear_fc2
+        ins, out, act = next(names for names in MLP_NAMES if hasattr(hf_mlp, names[1]))
+        self.gated = len(ins) == 2
+        out = getattr(hf_mlp, out)
         self.in_weights = nn.ParameterList(constant(getattr(hf_mlp, n).weight[cols]) for n in ins)
         self.in_biases = nn.ParameterList(constant(getattr(hf_mlp, n).bias[cols]) for n in ins)
         self.out_weight = constant(out.weight[:, cols])
         self.out_bias = constant(out.bias)
-        self.act = hf_mlp.act_fn
+        self.act = getattr(hf_mlp, act)
 
     def forward(self, x):
         first = nn.functional.linear(x, self.in_weights[0], self.in_biases[0])
