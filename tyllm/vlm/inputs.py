@@ -13,7 +13,9 @@ before each frame pair instead, as its processor does.
 import logging
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -51,7 +53,7 @@ class Preprocessor:
         """The image, the compiled size whose graph takes it, and its patch grid. An image whose
         own grid is a compiled one passes unchanged; others are resized to the nearest compiled
         size (closest aspect ratio, then area) with a logged note."""
-        image = image.convert("RGB")
+        image = as_image(image)
         h, w = image.height, image.width
         own = patch_grid(self.processor, (h, w))
         for size, grid in self.sizes:
@@ -155,6 +157,20 @@ class Preprocessor:
         if self.tokens_per_second is None:  # Qwen2-VL: one position per temporal slice
             return [(t, gh, gw, 1.0)]
         return [(t, gh, gw, float(self.tokens_per_second) * self.temporal / item.fps)]
+
+
+def as_image(image) -> Image.Image:
+    """A PIL image from a PIL image, an [H, W, 3] uint8 array or an image file path."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    if isinstance(image, str | Path):
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    array = np.asarray(image)
+    if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
+        raise TyllmError(f"An image must be a PIL image, a file path or an [H, W, 3] uint8 "
+                         f"array, got {type(image).__name__} {getattr(array, 'shape', '')}.")
+    return Image.fromarray(array)
 
 
 def timestamps(frames: int, fps: float, temporal: int) -> list[float]:

@@ -12,16 +12,13 @@ from tyllm.vlm.layout import PREPROCESSOR
 
 
 def image_processor(folder: Path, vision_config=None) -> Qwen2VLImageProcessorPil:
-    """From the folder's preprocessor_config.json; without one, HF defaults with the vision
-    tower's patch, merge and temporal sizes."""
+    """From the folder's preprocessor_config.json; without one, the HF defaults (pixel limits,
+    mean, std) with the vision tower's patch, merge and temporal sizes."""
     if (folder / PREPROCESSOR).is_file():
         return Qwen2VLImageProcessorPil.from_pretrained(folder)
     v = vision_config
-    factor = v.patch_size * v.spatial_merge_size
     return Qwen2VLImageProcessorPil(patch_size=v.patch_size, merge_size=v.spatial_merge_size,
-                                    temporal_patch_size=v.temporal_patch_size,
-                                    size={"shortest_edge": 4 * factor * factor,
-                                          "longest_edge": 16384 * factor * factor})
+                                    temporal_patch_size=v.temporal_patch_size)
 
 
 def patch_grid(processor, size: tuple[int, int]) -> tuple[int, int]:
