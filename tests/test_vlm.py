@@ -79,9 +79,13 @@ def test_tree_layout(vlm_tree):
     assert not list(tree.parent.glob(".*partial*"))
 
 
+def two_size_image_tree(vlm_tree):
+    return vlm_tree("qwen2_5_vl", 1, sizes=((56, 84), (84, 56)), modalities=("image",))
+
+
 def test_several_image_sizes(vlm_tree, vlm_checkpoint, caplog):
-    arch, small, large = "qwen2_5_vl", (56, 84), (84, 56)
-    tree = vlm_tree(arch, 1, sizes=(small, large))
+    arch, large = "qwen2_5_vl", (84, 56)
+    tree = two_size_image_tree(vlm_tree)
     assert (tree / "visual" / "vit_die0_84x56.so").is_file()
     prompt = "w1 <|vision_start|><|image_pad|><|vision_end|> w2"
     tall = [picture(large, 7)]
@@ -96,16 +100,14 @@ def test_several_image_sizes(vlm_tree, vlm_checkpoint, caplog):
 
 def test_bad_inputs(vlm_tree, vlm_checkpoint, checkpoint_factory, tmp_path):
     arch = "qwen2_5_vl"
-    image_only = Path(build_and_compile_vlm(
-        vlm_checkpoint(arch), tmp_path / "img" / "1die", image_sizes=(SIZES[arch],),
-        max_model_len=48, export_onnx=False, progress=False))
+    image_only = two_size_image_tree(vlm_tree)  # max_model_len 160, 6 tokens per image
     prompt = "<|vision_start|><|video_pad|><|vision_end|> w1"
     with runtime.load(image_only) as session:
         with pytest.raises(TyllmError, match="not videos"):
             session.generate_multimodal(prompt, videos=inputs(arch)[1])
-        many = "".join("<|vision_start|><|image_pad|><|vision_end|>" for _ in range(9))
+        many = "".join("<|vision_start|><|image_pad|><|vision_end|>" for _ in range(30))
         with pytest.raises(TyllmError, match="max_model_len"):
-            session.generate_multimodal(many, images=[picture(SIZES[arch], i) for i in range(9)])
+            session.generate_multimodal(many, images=[picture(SIZES[arch], i) for i in range(30)])
         with pytest.raises(TyllmError, match="placeholders"):
             session.generate_multimodal("w1 w2", images=[picture(SIZES[arch], 0)])
     with pytest.raises(TyllmError, match="not a vision-language model"):

@@ -34,53 +34,38 @@ def expected(tree, prompt, images, tokens):
         return session.generate_multimodal(prompt, images=images, max_new_tokens=tokens)
 
 
-def test_llm_generate_with_images(tree, tmp_path):
-    size = SIZES[ARCH]
-    images = [picture(size, 1), picture(size, 2), picture((140, 56), 3)]  # the last is resized
-    paths = []
-    for i, image in enumerate(images):
-        paths.append(str(tmp_path / f"{i}.png"))
-        image.save(paths[-1])
-    requests = [{"prompt": ONE, "images": paths[:1]}, {"prompt": ONE, "images": paths[1:2]},
-                {"prompt": TWO, "images": [paths[2], paths[0]]}]
-    for r in requests:
-        r["sampling"] = {"temperature": 0, "max_tokens": 8, "ignore_eos": True}
-    served = engine_kwargs(tree)  # model folder, dies, max_model_len and the tree itself
-    kwargs = engine(served["model"], served["tensor_parallel_size"], served["max_model_len"],
-                    chunked=True, additional_config=served["additional_config"])
-    out = run_job(tmp_path / "job", kwargs | {"max_num_batched_tokens": 32}, requests)
-    from PIL import Image
-
-    for r, got in zip(requests, out, strict=True):
-        pics = [Image.open(p).convert("RGB") for p in r["images"]]
-        assert got["token_ids"] == expected(tree, r["prompt"], pics, 8)
-
-
-def test_llm_generate_with_videos(vlm_tree, tmp_path):
-    """Qwen3-VL (timestamped frame pairs, deepstack): a video + image prompt, a video prompt."""
+def test_llm_generate_with_images_and_videos(vlm_tree, tmp_path):
+    """Qwen3-VL (timestamped frame pairs, deepstack) under chunked prefill: one image, two
+    images (one resized to the compiled size), a video and an image, a video alone."""
     from PIL import Image
 
     arch = "qwen3_vl"
     tree, size = vlm_tree(arch, 2), SIZES[arch]
+    pictures = [picture(size, 20 + i) for i in range(6)] + [picture((160, 64), 30)]
     paths = []
-    for i in range(6):
+    for i, image in enumerate(pictures):
         paths.append(str(tmp_path / f"{i}.png"))
-        picture(size, 20 + i).save(paths[-1])
-    mixed = "w5 <|vision_start|><|video_pad|><|vision_end|> w9 " + PAD + " w7"
-    requests = [{"prompt": mixed, "videos": [paths[:3]], "images": [paths[3]]},
-                {"prompt": "<|vision_start|><|video_pad|><|vision_end|> w2", "videos": [paths[2:]]}]
+        image.save(paths[-1])
+    video = "<|vision_start|><|video_pad|><|vision_end|>"
+    requests = [{"prompt": ONE, "images": paths[:1]},
+                {"prompt": TWO, "images": [paths[6], paths[1]]},
+                {"prompt": f"w5 {video} w9 {PAD} w7", "videos": [paths[:3]], "images": [paths[3]]},
+                {"prompt": f"{video} w2", "videos": [paths[2:6]]}]
     for r in requests:
         r["sampling"] = {"temperature": 0, "max_tokens": 8, "ignore_eos": True}
-    served = engine_kwargs(tree)
-    kwargs = engine(served["model"], 2, served["max_model_len"], chunked=False,
+    served = engine_kwargs(tree)  # model folder, dies, max_model_len and the tree itself
+    kwargs = engine(served["model"], 2, served["max_model_len"], chunked=True,
                     additional_config=served["additional_config"])
-    out = run_job(tmp_path / "job", kwargs, requests)
+    out = run_job(tmp_path / "job", kwargs | {"max_num_batched_tokens": 32}, requests)
+
+    def load(paths):
+        return [Image.open(p).convert("RGB") for p in paths]
+
     with runtime.load(tree) as session:
         for r, got in zip(requests, out, strict=True):
-            load = [Image.open(p).convert("RGB") for p in r.get("images", [])]
-            videos = [[Image.open(p).convert("RGB") for p in v] for v in r["videos"]]
-            want = session.generate_multimodal(r["prompt"], images=load, videos=videos,
-                                               max_new_tokens=8)
+            want = session.generate_multimodal(
+                r["prompt"], images=load(r.get("images", [])),
+                videos=[load(v) for v in r.get("videos", [])], max_new_tokens=8)
             assert got["token_ids"] == want
 
 
