@@ -110,7 +110,7 @@ def run_verify(args) -> int:
 
     checks = verify_tree(args.artifacts)
     for c in checks:
-        print(f"die {c.die} seqlen {c.seq_len}: max |TVM - onnxruntime| = {c.max_abs_diff:.3g} "
+        print(f"{c.label()}: max |TVM - onnxruntime| = {c.max_abs_diff:.3g} "
               f"(relative {c.relative_diff:.3g}) {'ok' if c.ok else 'MISMATCH'}")
     print(f"all files match the manifest; {sum(c.ok for c in checks)}/{len(checks)} graphs agree")
     return 0 if all(c.ok for c in checks) else 1

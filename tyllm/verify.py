@@ -26,6 +26,12 @@ class GraphCheck:
     max_abs_diff: float
     relative_diff: float
     ok: bool
+    kind: str = "language"  # or "vision" (seq_len is then the graph's patch count)
+
+    def label(self) -> str:
+        if self.kind == "vision":
+            return f"vision die {self.die} ({self.seq_len} patches)"
+        return f"die {self.die} seqlen {self.seq_len}"
 
 
 def random_inputs(graph: dict, tree: Tree, gen: torch.Generator) -> dict[str, np.ndarray]:
@@ -44,16 +50,36 @@ def random_inputs(graph: dict, tree: Tree, gen: torch.Generator) -> dict[str, np
     return feeds
 
 
-def check_graph(tree: Tree, runner: DieRunner, graph: dict, gen) -> GraphCheck:
-    feeds = random_inputs(graph, tree, gen)
-    session = ort.InferenceSession(str(tree.root / graph["onnx"]),
-                                   providers=["CPUExecutionProvider"])
+def compare(tree: Tree, onnx: str, program, feeds: dict, die: int, key: int,
+            kind: str = "language") -> GraphCheck:
+    session = ort.InferenceSession(str(tree.root / onnx), providers=["CPUExecutionProvider"])
     expected = session.run(None, feeds)
-    got = runner.programs[graph["seq_len"]](*[torch.from_numpy(v) for v in feeds.values()])
+    got = program(*[torch.from_numpy(v) for v in feeds.values()])
     diff = max(float(np.abs(e - g.numpy()).max()) for e, g in zip(expected, got, strict=True))
     scale = max(float(np.abs(e).max()) for e in expected) or 1.0
     ok = diff / scale <= TOLERANCE[tree.config["dtype"]]
-    return GraphCheck(graph["die"], graph["seq_len"], diff, diff / scale, ok)
+    return GraphCheck(die, key, diff, diff / scale, ok, kind)
+
+
+def check_graph(tree: Tree, runner: DieRunner, graph: dict, gen) -> GraphCheck:
+    return compare(tree, graph["onnx"], runner.programs[graph["seq_len"]],
+                   random_inputs(graph, tree, gen), graph["die"], graph["seq_len"])
+
+
+def check_vision(tree: Tree, gen) -> list[GraphCheck]:
+    """VLM trees: every vision graph (key: its patch count) on random pixels."""
+    from tyllm.vlm.layout import size_tag
+    from tyllm.vlm.runners import VisionRunner, vision_buffers
+
+    checks = []
+    for rank in sorted({g["die"] for g in vision_buffers(tree)["graphs"]}):
+        runner = VisionRunner(tree, rank)
+        for g in (g for g in vision_buffers(tree)["graphs"] if g["die"] == rank):
+            pixels = torch.randn(g["inputs"][0]["shape"], generator=gen).numpy()
+            checks.append(compare(tree, g["onnx"], runner.programs[size_tag(g["size"])],
+                                  {"pixel_values": pixels}, rank, g["inputs"][0]["shape"][0],
+                                  "vision"))
+    return checks
 
 
 def verify_tree(root: Path, seed: int = 0) -> list[GraphCheck]:
@@ -65,4 +91,6 @@ def verify_tree(root: Path, seed: int = 0) -> list[GraphCheck]:
             runner = DieRunner(tree, die)
             checks += [check_graph(tree, runner, g, gen)
                        for _, g in sorted(tree.graphs_for(die).items()) if g["onnx"]]
+        if tree.config["kind"] == "vlm":
+            checks += check_vision(tree, gen)
     return checks
