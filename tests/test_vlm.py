@@ -142,6 +142,23 @@ def test_documents_match_their_schemas(vlm_tree, document, schema):
                         json.loads((SCHEMAS / f"{schema}.schema.json").read_text()))
 
 
+def test_tied_embeddings_and_float16(vlm_checkpoint, tmp_path):
+    """Real small Qwen-VLs tie the LM head to the embedding on the outer config (no lm_head
+    tensor in the checkpoint); a float16 tree takes the processor's float32 pixels."""
+    arch = "qwen2_5_vl_tied"
+    ckpt = vlm_checkpoint(arch)
+    prompt = "w9 <|vision_start|><|image_pad|><|vision_end|> w8"
+    images = [picture(SIZES[arch], 6)]
+    trees = {dtype: Path(build_and_compile_vlm(
+        ckpt, tmp_path / dtype / "1die", image_sizes=(SIZES[arch],), max_model_len=64,
+        dtype=dtype, export_onnx=False, progress=False)) for dtype in ("float32", "float16")}
+    with runtime.load(trees["float32"]) as session:
+        assert session.generate_multimodal(prompt, images=images, max_new_tokens=8) == \
+            hf_generate(ckpt, prompt, images, max_new_tokens=8)
+    with runtime.load(trees["float16"]) as session:
+        assert len(session.generate_multimodal(prompt, images=images, max_new_tokens=4)) == 4
+
+
 def test_text_only_prompt_matches_hf(vlm_tree, vlm_checkpoint):
     import torch
     from transformers import AutoModelForImageTextToText
@@ -151,3 +168,7 @@ def test_text_only_prompt_matches_hf(vlm_tree, vlm_checkpoint):
     out = model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False)
     with runtime.load(vlm_tree("qwen3_vl", 2)) as session:
         assert session.generate(ids, 8) == out[0, len(ids):].tolist()
+        text = " ".join(f"w{i}" for i in ids)  # no images: plain 1-D positions
+        assert session.generate_multimodal(text, max_new_tokens=8) == out[0, len(ids):].tolist()
+        with pytest.raises(TyllmError, match="generate_multimodal"):
+            session.generate([*ids, 202], 2)  # an image pad without its image

@@ -2,6 +2,7 @@
 saved as HF folders with a word-level tokenizer that knows the Qwen vision tokens and an image
 processor config (`preprocessor_config.json`)."""
 
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ TEXT = dict(vocab_size=WORDS + 16, hidden_size=64, intermediate_size=96, num_hid
             initializer_range=0.05, tie_word_embeddings=False, rms_norm_eps=1e-6)
 
 
-def qwen2_5_vl(folder: Path, seed: int = 0, vision_heads: int = 3) -> Path:
+def qwen2_5_vl(folder: Path, seed: int = 0, vision_heads: int = 3, tied: bool = False) -> Path:
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     ids = token_ids()
@@ -46,7 +47,8 @@ def qwen2_5_vl(folder: Path, seed: int = 0, vision_heads: int = 3) -> Path:
                               image_token_id=ids["<|image_pad|>"],
                               video_token_id=ids["<|video_pad|>"],
                               vision_start_token_id=ids["<|vision_start|>"],
-                              vision_end_token_id=ids["<|vision_end|>"])
+                              vision_end_token_id=ids["<|vision_end|>"],
+                              tie_word_embeddings=tied)  # real small Qwen-VLs tie, outer config
     return _save(folder, Qwen2_5_VLForConditionalGeneration, config, seed, patch=14)
 
 
@@ -98,9 +100,11 @@ def qwen2_vl(folder: Path, seed: int = 0, vision_heads: int = 3) -> Path:
     return _save(folder, Qwen2VLForConditionalGeneration, config, seed, patch=14)
 
 
-VLM_MAKERS = {"qwen2_vl": qwen2_vl, "qwen2_5_vl": qwen2_5_vl, "qwen3_vl": qwen3_vl}
+VLM_MAKERS = {"qwen2_vl": qwen2_vl, "qwen2_5_vl": qwen2_5_vl, "qwen3_vl": qwen3_vl,
+              "qwen2_5_vl_tied": partial(qwen2_5_vl, tied=True)}
 # one compiled size per model: on its patch grid (28 px for Qwen2.5-VL, 32 px for Qwen3-VL)
-SIZES = {"qwen2_vl": (56, 84), "qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96)}
+SIZES = {"qwen2_vl": (56, 84), "qwen2_5_vl": (56, 84), "qwen3_vl": (64, 96),
+         "qwen2_5_vl_tied": (56, 84)}
 
 
 def picture(size, seed: int) -> Image.Image:

@@ -23,7 +23,7 @@ from tyllm.request import CompileRequest, validate
 from tyllm.shard.plan import DiePlan, plan_dies
 
 TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                    "generation_config.json")
+                    "chat_template.json", "generation_config.json")
 
 
 class Checkpoint:

@@ -23,6 +23,9 @@ def item_of(feature, sizes: dict) -> VisionItem:
         raise TyllmError("A multimodal feature reached the worker without its data: keep "
                          "prefix caching off and the processor cache in memory (lru).")
     data = {name: elem.data for name, elem in feature.data.items()}
+    if not {"pixel_values", "pixel_values_videos"} & set(data):
+        raise TyllmError(f"A multimodal feature reached the worker as {sorted(data)}, not pixel "
+                         f"rows: start the engine with mm_processor_cache_type='lru' (not shm).")
     if feature.modality == "image":
         _, gh, gw = (int(x) for x in data["image_grid_thw"])
         return VisionItem("image", sizes[(gh, gw)], (gh, gw), [data["pixel_values"]])

@@ -42,10 +42,11 @@ class SlotRunner:
         if not self.free:
             raise TyllmError(f"No free KV slot for request {req_id}: the engine scheduled more "
                              f"than max_num_seqs={self.num_slots} sequences at once.")
-        request = SlotRequest(self.free.pop(0), sampling, num_computed, images)
-        self.requests[req_id] = request
+        request = SlotRequest(self.free[0], sampling, num_computed, images)
         if images:  # embeddings, 3-axis positions and deepstack rows of the whole prompt
             self.session.prepare(request.slot, sampling.prompt_ids, images)
+        self.requests[req_id] = request  # the slot is taken only once the request is ready
+        self.free.pop(0)
 
     def _release(self, req_id: str) -> SlotRequest | None:
         if (request := self.requests.pop(req_id, None)) is not None:

@@ -15,8 +15,10 @@ from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
 from tyllm.cache import cache_root
 from tyllm.compiler import TOKENIZER_EXTRAS
-from tyllm.vllm_ext.vlm_model import ARCH, TREE_KEY
 from tyllm.vlm.layout import PREPROCESSOR
+
+VLM_ARCH = "TyllmVlmForConditionalGeneration"  # registered by vlm_model.py (general plugin)
+TREE_KEY = "tyllm_tree"  # the served config.json of a VLM tree names its tree
 
 
 def is_tree(path: Path) -> bool:
@@ -40,7 +42,7 @@ def model_folder(tree: Path) -> Path:
     config = tree_config(tree)
     hf_config = config["hf_config"]
     if config["kind"] == "vlm":  # vLLM sees tyllm's multimodal architecture (vlm_model.py)
-        hf_config = hf_config | {"architectures": [ARCH], TREE_KEY: str(tree.resolve())}
+        hf_config = hf_config | {"architectures": [VLM_ARCH], TREE_KEY: str(tree.resolve())}
     (staging / layout.CONFIG).write_text(json.dumps(hf_config, indent=2))
     for name in (layout.TOKENIZER, *TOKENIZER_EXTRAS, PREPROCESSOR):
         if (tree / name).is_file():

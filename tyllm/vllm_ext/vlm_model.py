@@ -26,10 +26,10 @@ from vllm.multimodal.processing import (
     PromptUpdateDetails,
 )
 
+from tyllm.vllm_ext.tree_model import TREE_KEY, VLM_ARCH
 from tyllm.vlm.inputs import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, VisionItem
 
-ARCH = "TyllmVlmForConditionalGeneration"
-TREE_KEY = "tyllm_tree"  # the served config.json names its tree
+ARCH = VLM_ARCH
 VIDEO_FPS = 2.0  # frames given to vLLM are taken as sampled at this rate (as generate_multimodal)
 
 

@@ -54,10 +54,10 @@ class VlmCheckpoint:
         self.tokenizer = source_tokenizer or tokenizer_file(path)
 
 
-def max_vision_runs(request: VlmCompileRequest, grids: dict) -> int:
-    """Runs of vision tokens the rope-index graph accepts: as many as the smallest run fits."""
-    smallest = min(h * w for h, w in grids.values()) // 4
-    return max(1, min(1024, request.max_model_len // max(1, smallest)))
+def max_vision_runs(request: VlmCompileRequest, grids: dict, merge: int) -> int:
+    """Runs of vision tokens the rope-index graph accepts: as many as max_model_len holds."""
+    smallest = min(h * w for h, w in grids.values()) // merge**2
+    return max(1, request.max_model_len // max(1, smallest))
 
 
 def compile_language(ckpt, plans, request, root: Path, target, report) -> list[dict]:
@@ -170,7 +170,8 @@ def write_vlm_tree(ckpt, request, root: Path, report) -> None:
     vision = write_visual(ckpt, grids, request, root, target, report)
     graphs = compile_language(ckpt, plans, request, root, target, report)
     mrope = compile_mrope(ckpt, plans, request, root, target, report)
-    rope_index = compile_rope_index(request, max_vision_runs(request, grids), root, target, report)
+    runs = max_vision_runs(request, grids, ckpt.config.vision_config.spatial_merge_size)
+    rope_index = compile_rope_index(request, runs, root, target, report)
     # Step 3. Documents, tokenizer, processor config, embedding table.
     write_json(root / llm_layout.CONFIG, tree_config(ckpt, request, plans, vision, target))
     write_json(root / llm_layout.BUFFER_CONFIG, {

@@ -164,8 +164,11 @@ def as_image(image) -> Image.Image:
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     if isinstance(image, str | Path):
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
+        try:
+            with Image.open(image) as opened:
+                return opened.convert("RGB")
+        except OSError as e:
+            raise TyllmError(f"Cannot read image {image}: {e}. Give a PNG or JPEG file.") from e
     array = np.asarray(image)
     if array.ndim != 3 or array.shape[-1] != 3 or array.dtype != np.uint8:
         raise TyllmError(f"An image must be a PIL image, a file path or an [H, W, 3] uint8 "

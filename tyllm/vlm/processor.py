@@ -8,6 +8,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
     smart_resize,
 )
 
+from tyllm.errors import TyllmError
 from tyllm.vlm.layout import PREPROCESSOR
 
 
@@ -25,7 +26,11 @@ def patch_grid(processor, size: tuple[int, int]) -> tuple[int, int]:
     """(grid_h, grid_w) in patches that the processor gives an image of `size` (height, width):
     the processor's own smart_resize rule (multiples of patch * merge within its pixel limits)."""
     patch = processor.patch_size
-    h, w = smart_resize(size[0], size[1], factor=patch * processor.merge_size,
-                        min_pixels=processor.size["shortest_edge"],
-                        max_pixels=processor.size["longest_edge"])
+    try:
+        h, w = smart_resize(size[0], size[1], factor=patch * processor.merge_size,
+                            min_pixels=processor.size["shortest_edge"],
+                            max_pixels=processor.size["longest_edge"])
+    except ValueError as e:
+        raise TyllmError(f"Image size {size[0]}x{size[1]} cannot be processed: {e} Use an "
+                         f"image (or compiled size) with an aspect ratio below 200.") from e
     return h // patch, w // patch

@@ -13,7 +13,7 @@ from tyllm.errors import TyllmError
 from tyllm.runtime.session import Session, plan_chunks
 from tyllm.text import load_tokenizer
 from tyllm.vlm import layout
-from tyllm.vlm.inputs import Preprocessor, VisionItem
+from tyllm.vlm.inputs import VISION_END, VISION_START, Preprocessor, VisionItem
 from tyllm.vlm.processor import image_processor
 
 
@@ -98,6 +98,10 @@ class VlmSession(Session):
         self.deltas.pop(slot, None)
 
     def prefill(self, input_ids: list[int]) -> torch.Tensor:
+        pads = {self.tokens["image_token_id"], self.tokens["video_token_id"]}
+        if pads & set(input_ids):
+            raise TyllmError("input_ids hold image/video pad tokens: use generate_multimodal "
+                             "with the images or videos they stand for.")
         self.release(0)
         return super().prefill(input_ids)
 
@@ -113,13 +117,21 @@ class VlmSession(Session):
         return torch.cat(embeds), (torch.cat(deep, dim=1) if deep else None)
 
     def _positions(self, ids: torch.Tensor, runs) -> tuple[torch.Tensor, int]:
-        length = self.tree.max_kv
+        kinds = ((ids == self.tokens["image_token_id"]).long()
+                 + 2 * (ids == self.tokens["video_token_id"]).long())
+        starts = int(((kinds > 0) & (kinds != torch.cat([kinds.new_zeros(1), kinds[:-1]]))).sum())
+        if starts != len(runs):
+            raise TyllmError(f"The prompt holds {starts} runs of vision pads but its images and "
+                             f"videos make {len(runs)}: put each item's pads between its own "
+                             f"{VISION_START} and {VISION_END}.")
+        if not runs:  # text only: 1-D positions on all three axes
+            return torch.arange(len(ids)).expand(3, -1).contiguous(), 0
         if len(runs) > self.max_runs:
             raise TyllmError(f"The request has {len(runs)} images/frame groups but the tree "
-                             f"accepts {self.max_runs}: send fewer or recompile.")
-        types = torch.zeros(length, dtype=torch.int64)
-        types[:len(ids)] = ((ids == self.tokens["image_token_id"]).long()
-                            + 2 * (ids == self.tokens["video_token_id"]).long())
+                             f"accepts {self.max_runs} (max_model_len / the smallest image's "
+                             f"tokens): send fewer.")
+        types = torch.zeros(self.tree.max_kv, dtype=torch.int64)
+        types[:len(ids)] = kinds
         grids = torch.zeros(self.max_runs, 3, dtype=torch.int64)
         intervals = torch.zeros(self.max_runs, dtype=torch.float32)
         for i, (t, h, w, interval) in enumerate(runs):
@@ -167,6 +179,8 @@ class VlmSession(Session):
         image/video; returns the new token ids only."""
         if max_new_tokens < 1:
             raise TyllmError(f"max_new_tokens={max_new_tokens}: ask for at least one token.")
+        if not prompt:
+            raise TyllmError("The prompt is empty: give chat-templated text.")
         pre = self.preprocessor
         image_items = [pre.image(i) for i in images or []]
         video_items = [pre.video(list(v), video_fps) for v in videos or []]

@@ -38,10 +38,11 @@ def check_vision_dies(config, dies: int) -> None:
                          f"--vm_die_remap at most {heads} dies.")
 
 
-def pixel_input(config, grid: tuple[int, int], dtype) -> dict[str, torch.Tensor]:
+def pixel_input(config, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+    """Pixel rows stay float32 (what the processor gives); the graph casts them, as HF does."""
     v = config.vision_config
     width = v.in_channels * v.temporal_patch_size * v.patch_size * v.patch_size
-    return {"pixel_values": torch.zeros(grid[0] * grid[1], width, dtype=dtype)}
+    return {"pixel_values": torch.zeros(grid[0] * grid[1], width, dtype=torch.float32)}
 
 
 def is_grid_constant(name: str) -> bool:
@@ -62,7 +63,7 @@ def compile_vision_die(tower, config, plan: VisionPlan, grids: dict, request, ro
                     {n: p for n, p in params.items() if is_grid_constant(n)})
         onnx = layout.vit_onnx(plan.die, size)  # always: the vision twin is part of visual/
         with report.graph(plan.die, grid[0] * grid[1], f"vision {layout.size_tag(size)}") as t:
-            entry = compile_module(step, pixel_input(config, grid, request.torch_dtype),
+            entry = compile_module(step, pixel_input(config, grid),
                                    step.output_names, root,
                                    layout.vit_library(plan.die, size, default=i == 0), target,
                                    t, report, onnx, layout.vit_weights(plan.die))

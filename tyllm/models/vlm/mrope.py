@@ -8,6 +8,7 @@ recomposing axis labels, so the graph follows transformers exactly.
 import torch
 from torch import nn
 
+from tyllm.errors import TyllmError
 from tyllm.models.decoder import frozen
 
 
@@ -23,6 +24,10 @@ class MropeStep(nn.Module):
 
     def __init__(self, rotary, seq_len: int, dtype=torch.float32):
         super().__init__()
+        if rotary.rope_type in ("dynamic", "longrope"):
+            raise TyllmError(f"rope_type={rotary.rope_type!r} rescales frequencies with the "
+                             f"sequence length at run time; tyllm compiles static rope tables. "
+                             f"Use a checkpoint with default, linear or yarn rope.")
         axis = axis_of_dim(rotary)
         half = rotary.inv_freq.shape[0]
         self.inv_freq = frozen(half, dtype=torch.float32)

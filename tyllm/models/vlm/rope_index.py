@@ -32,7 +32,9 @@ class RopeIndexStep(nn.Module):
         first_token = torch.cumsum(sizes, 0) - sizes  # vision-token rank where each run starts
         rank = torch.cumsum(vision.to(torch.int64), 0) - 1
         offset = rank - torch.index_select(first_token, 0, run)
-        hr, wr = torch.index_select(h, 0, run), torch.index_select(w, 0, run)
+        one = torch.ones(1, dtype=torch.int64)  # unused grid rows are zeros: never divide by 0
+        hr = torch.maximum(torch.index_select(h, 0, run), one)
+        wr = torch.maximum(torch.index_select(w, 0, run), one)
         ti = torch.div(offset, hr * wr, rounding_mode="floor")
         hi = torch.remainder(torch.div(offset, wr, rounding_mode="floor"), hr)
         wi = torch.remainder(offset, wr)

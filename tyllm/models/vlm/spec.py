@@ -1,6 +1,6 @@
 """What the compiler needs to know about one vision-language architecture."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from tyllm.models.dims import DecoderDims, dims_from_hf_config
 
@@ -17,9 +17,11 @@ class VlmSpec:
     video_frames_as_images: bool  # Qwen3-VL: each frame pair is its own run with a timestamp
 
     def text_dims(self, config) -> DecoderDims:
-        text = config.text_config
-        return dims_from_hf_config(text, qkv_bias=self.qkv_bias, o_bias=False, mlp_bias=False,
-                                   qk_norm=self.qk_norm)
+        """transformers 5 keeps tie_word_embeddings on the outer config of a VLM."""
+        dims = dims_from_hf_config(config.text_config, qkv_bias=self.qkv_bias, o_bias=False,
+                                   mlp_bias=False, qk_norm=self.qk_norm)
+        tied = bool(getattr(config, "tie_word_embeddings", False)) or dims.tie_word_embeddings
+        return replace(dims, tie_word_embeddings=tied)
 
     def hf_class(self, name: str):
         import importlib

@@ -81,6 +81,7 @@ class VisionAttention(nn.Module):
         qkv = nn.functional.linear(x, self.qkv_weight, self.qkv_bias)
         qkv = qkv.view(n, 3, self.heads, self.head_dim).permute(1, 2, 0, 3)  # [3, h, N, hd]
         q, k, v = qkv[0], qkv[1], qkv[2]
+        q, k = q.float(), k.float()  # rotary in fp32, like HF
         q = (q * cos + rotate_half(q) * sin).to(x.dtype)
         k = (k * cos + rotate_half(k) * sin).to(x.dtype)
         scores = torch.bmm(q, k.transpose(1, 2)) * self.scale  # [h, N, N]
@@ -176,6 +177,7 @@ class VisionDieStep(nn.Module):
         self.deepstack = nn.ModuleList(frozen_copy(m) for m in
                                        getattr(hf, "deepstack_merger_list", []))
         self.to(dtype)
+        self.rope_cos.data, self.rope_sin.data = cos.float(), sin.float()
 
     @staticmethod
     def _position_embeddings(hf, grid):
