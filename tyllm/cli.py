@@ -61,6 +61,20 @@ def add_prepare(sub) -> None:
     p.add_argument("--out", default=None, help="destination (default: ~/.cache/tyllm/...)")
 
 
+def add_eval(sub) -> None:
+    p = sub.add_parser("eval", help="perplexity: float, round-to-nearest int4, AWQ, compiled tree")
+    p.add_argument("model", help="the float HF checkpoint folder")
+    p.add_argument("--awq", default=None, help="an AWQ checkpoint of it (tyllm.quant / AutoAWQ)")
+    p.add_argument("--tree", default=None, help="a compiled <N>die tree to score on the emulator")
+    p.add_argument("--rtn-group-size", type=int, default=None,
+                   help="group size of the round-to-nearest baseline (default: the AWQ one)")
+    p.add_argument("--text", action="append", default=None,
+                   help="held-out .txt/.jsonl file (repeatable; default: CPython doc prose)")
+    p.add_argument("--blocks", type=int, default=16, help="held-out blocks")
+    p.add_argument("--block-len", type=int, default=256, help="tokens per block")
+    p.add_argument("--json", default=None, help="also write the scores to this JSON file")
+
+
 def add_serve(sub) -> None:
     p = sub.add_parser("serve", add_help=False,
                        help="vLLM's OpenAI-compatible server on emulated dies (vLLM flags pass "
@@ -133,6 +147,20 @@ def run_prepare(args) -> None:
     print(prepare_smollm2(args.out))
 
 
+def run_eval(args) -> None:
+    import json
+    from pathlib import Path
+
+    from tyllm.quant.evaluate import evaluate, table
+
+    scores = evaluate(Path(args.model), Path(args.awq) if args.awq else None,
+                      Path(args.tree) if args.tree else None, args.rtn_group_size, args.text,
+                      args.blocks, args.block_len)
+    print(table(scores))
+    if args.json:
+        Path(args.json).write_text(json.dumps([s.as_json() for s in scores], indent=1))
+
+
 def run_serve(args) -> int:
     from tyllm.vllm_ext.serve import serve
 
@@ -141,13 +169,14 @@ def run_serve(args) -> int:
 
 
 COMMANDS = {"compile": run_compile, "run": run_run, "verify": run_verify,
-            "doctor": run_doctor, "prepare-smollm2": run_prepare, "serve": run_serve}
+            "doctor": run_doctor, "prepare-smollm2": run_prepare, "serve": run_serve,
+            "eval": run_eval}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tyllm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_compile, add_run, add_verify, add_doctor, add_prepare, add_serve):
+    for add in (add_compile, add_run, add_verify, add_doctor, add_prepare, add_eval, add_serve):
         add(sub)
     return parser
 
