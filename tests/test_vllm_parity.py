@@ -60,8 +60,8 @@ def qwen3_trees(tmp_path_factory):
     return tmp_path_factory.mktemp("qwen3-trees")
 
 
-# every model, die layout and worker kind once, chunked prefill on and off (each engine start
-# costs ~45 s on two cores, so not the full cross product)
+# every model, die layout and worker kind once, chunked prefill on and off (an engine start plus
+# its requests takes ~40 s on two cores, so not the full cross product)
 CASES = [("smollm2", 1, "threads", True), ("smollm2", 1, "threads", False),
          ("smollm2", 3, "processes", True), ("qwen3", 2, "threads", True),
          ("qwen3", 4, "processes", False)]

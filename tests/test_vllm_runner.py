@@ -16,6 +16,9 @@ class CountingSession:
     def __init__(self):
         self.calls = []
 
+    def release(self, slot):  # the runner frees a finished request's slot state
+        self.calls.append(("release", slot))
+
     def extend(self, tokens, start, slot):
         self.calls.append((list(tokens), start, slot))
         return torch.nn.functional.one_hot(torch.tensor(start + len(tokens)), VOCAB).float()

@@ -110,16 +110,18 @@ def kv_cache_entries(graphs: list[dict]) -> list[dict]:
             for d, g in sorted(first.items())]
 
 
-def copy_tokenizer(ckpt: Checkpoint, root: Path) -> None:
+def copy_tokenizer(ckpt, root: Path, extras: tuple[str, ...] = ()) -> None:
+    """tokenizer.json (ckpt.tokenizer) plus the tokenizer/generation files the folder has."""
     shutil.copyfile(ckpt.tokenizer, root / layout.TOKENIZER)
-    for name in TOKENIZER_EXTRAS:
+    for name in (*TOKENIZER_EXTRAS, *extras):
         if (ckpt.path / name).is_file():
             shutil.copyfile(ckpt.path / name, root / name)
 
 
-def save_embedding(ckpt: Checkpoint, root: Path, dtype: torch.dtype) -> None:
+def save_embedding(ckpt, root: Path, dtype: torch.dtype,
+                   name: str = "model.embed_tokens.weight") -> None:
     with TensorReader(ckpt.path) as reader:
-        table = reader.read("model.embed_tokens.weight").to(dtype)
+        table = reader.read(name).to(dtype)
     save_params(root / layout.EMBEDDING, {"embed_tokens": table})
 
 

@@ -71,10 +71,10 @@ def check_vision(tree: Tree, gen) -> list[GraphCheck]:
     from tyllm.vlm.layout import size_tag
     from tyllm.vlm.runners import VisionRunner, vision_buffers
 
-    checks = []
-    for rank in sorted({g["die"] for g in vision_buffers(tree)["graphs"]}):
+    checks, graphs = [], vision_buffers(tree)["graphs"]
+    for rank in sorted({g["die"] for g in graphs}):
         runner = VisionRunner(tree, rank)
-        for g in (g for g in vision_buffers(tree)["graphs"] if g["die"] == rank):
+        for g in (g for g in graphs if g["die"] == rank):
             pixels = torch.randn(g["inputs"][0]["shape"], generator=gen).numpy()
             checks.append(compare(tree, g["onnx"], runner.programs[size_tag(g["size"])],
                                   {"pixel_values": pixels}, rank, g["inputs"][0]["shape"][0],

@@ -41,11 +41,6 @@ def save_params(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     save_file(stored, str(path), metadata=metadata)
 
 
-def read_aliases(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads((f.metadata() or {}).get(ALIASES, "{}"))
-
-
 def load_params(path: Path) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt") as f:

@@ -9,6 +9,11 @@ from tyllm.runtime.tree import Tree
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
+def bind_program(tree: Tree, graph: dict, params: dict) -> DieProgram:
+    """A graph's library with its parameters bound in the graph's `param_order`."""
+    return DieProgram(tree.root / graph["library"], [params[n] for n in graph["param_order"]])
+
+
 class DieRunner:
     def __init__(self, tree: Tree, die: int):
         graphs = tree.graphs_for(die)
@@ -26,7 +31,7 @@ class DieRunner:
         for key in ("constants", "graph_params"):
             if graph.get(key):
                 params |= load_params(tree.root / graph[key])
-        return DieProgram(tree.root / graph["library"], [params[n] for n in graph["param_order"]])
+        return bind_program(tree, graph, params)
 
     def cache(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The (K, V) cache of one sequence slot, allocated on first use."""

@@ -86,11 +86,16 @@ class Session:
         slot is one independent sequence); returns the logits of the last token."""
         if start + len(tokens) > self.tree.max_kv:
             raise TyllmError(f"Positions up to {start + len(tokens)} exceed the KV cache of "
-                             f"{self.tree.max_kv}: recompile with a larger max_kv_cache_size.")
+                             f"{self.tree.max_kv}: recompile with a larger max_kv_cache_size "
+                             f"(--max_model_len for VLM trees).")
         logits = None
         for offset, valid, m in plan_chunks(len(tokens), self.tree.seq_lens):
             logits = self._step(tokens[offset:offset + valid], start + offset, m, slot)
         return logits
+
+    def release(self, slot: int) -> None:
+        """A slot's sequence is over. Text sessions keep nothing per slot but its KV cache,
+        which the next sequence overwrites; VLM sessions drop the slot's prepared prompt."""
 
     def prefill(self, input_ids: list[int]) -> torch.Tensor:
         """Runs a whole prompt from position 0 (slot 0); returns the last token's logits."""
@@ -101,11 +106,16 @@ class Session:
         input_ids = flat_ids(input_ids)
         self._check_ids(input_ids)
         self._check_fits(len(input_ids), max_new_tokens)
-        logits, out = self.prefill(input_ids), []
+        return self.greedy(self.prefill(input_ids), len(input_ids), max_new_tokens, stop_at_eos)
+
+    def greedy(self, logits: torch.Tensor, length: int, max_new_tokens: int,
+               stop_at_eos: bool = True, slot: int = 0) -> list[int]:
+        """Decodes greedily after a prompt of `length` tokens whose last logits are given."""
+        out = []
         for i in range(max_new_tokens):
             token = int(torch.argmax(logits))
             out.append(token)
             if (stop_at_eos and token in self.eos) or i == max_new_tokens - 1:
                 break
-            logits = self._step([token], len(input_ids) + i, self.decode_len)
+            logits = self._step([token], length + i, self.decode_len, slot)
         return out

@@ -51,8 +51,7 @@ class SlotRunner:
     def _release(self, req_id: str) -> SlotRequest | None:
         if (request := self.requests.pop(req_id, None)) is not None:
             self.free.append(request.slot)
-            if hasattr(self.session, "release"):
-                self.session.release(request.slot)
+            self.session.release(request.slot)
         return request
 
     def _update_states(self, out) -> None:

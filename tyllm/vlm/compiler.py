@@ -5,7 +5,6 @@ like the LLM compile: an interrupted compile never leaves a tree that looks comp
 """
 
 import os
-import shutil
 from pathlib import Path
 
 import torch
@@ -16,7 +15,13 @@ from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, 
 from tyllm.artifacts.manifest import write_manifest
 from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
-from tyllm.compiler import TOKENIZER_EXTRAS, kv_cache_entries, sizes_per_die, write_atomically
+from tyllm.compiler import (
+    copy_tokenizer,
+    kv_cache_entries,
+    save_embedding,
+    sizes_per_die,
+    write_atomically,
+)
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import causal_mask
 from tyllm.models.registry import supported_architectures
@@ -52,6 +57,8 @@ class VlmCheckpoint:
                              f"({supported_architectures()}) with `tyllm compile`.")
         self.dims = self.spec.text_dims(self.config)
         self.tokenizer = source_tokenizer or tokenizer_file(path)
+        with TensorReader(path) as reader:  # where the decoder lives in this checkpoint
+            self.text_prefix = checkpoint_prefix(reader, TEXT_PREFIXES, "norm.weight")
 
 
 def max_vision_runs(request: VlmCompileRequest, grids: dict, merge: int) -> int:
@@ -64,7 +71,7 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
     graphs = []
     for plan in plans:
         with TensorReader(ckpt.path) as reader:
-            step = build_language_step(ckpt.spec, ckpt.config, plan, reader,
+            step = build_language_step(ckpt.spec, ckpt.config, plan, reader, ckpt.text_prefix,
                                        max_kv=request.max_model_len, dtype=request.torch_dtype)
         params = dict(step.named_parameters())
         weights = llm_layout.weights_file(plan.die)
@@ -146,20 +153,6 @@ def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
     }
 
 
-def copy_tokenizer_files(ckpt, root: Path) -> None:
-    shutil.copyfile(ckpt.tokenizer, root / llm_layout.TOKENIZER)
-    for name in (*TOKENIZER_EXTRAS, layout.PREPROCESSOR):
-        if (ckpt.path / name).is_file():
-            shutil.copyfile(ckpt.path / name, root / name)
-
-
-def save_embedding(ckpt, root: Path, dtype) -> None:
-    with TensorReader(ckpt.path) as reader:
-        prefix = checkpoint_prefix(reader, TEXT_PREFIXES, "norm.weight")
-        table = reader.read(f"{prefix}embed_tokens.weight").to(dtype)
-    save_params(root / llm_layout.EMBEDDING, {"embed_tokens": table})
-
-
 def write_vlm_tree(ckpt, request, root: Path, report) -> None:
     # Step 1. Plans, target, the patch grid of every compiled image size.
     plans = plan_dies(ckpt.dims, request.num_die)
@@ -177,10 +170,10 @@ def write_vlm_tree(ckpt, request, root: Path, report) -> None:
     write_json(root / llm_layout.BUFFER_CONFIG, {
         "format_version": FORMAT_VERSION, "graphs": graphs, "kv_cache": kv_cache_entries(graphs),
         "mrope": mrope, "rope_index": rope_index})
-    copy_tokenizer_files(ckpt, root)
+    copy_tokenizer(ckpt, root, extras=(layout.PREPROCESSOR,))
     if not (root / layout.PREPROCESSOR).is_file():
         processor.save_pretrained(root)
-    save_embedding(ckpt, root, request.torch_dtype)
+    save_embedding(ckpt, root, request.torch_dtype, f"{ckpt.text_prefix}embed_tokens.weight")
     (root / llm_layout.EMPTY).write_bytes(b"")
     summary = report.summary(sizes_per_die(root, request.num_die))
     write_json(root / llm_layout.REPORT, summary)

@@ -22,7 +22,3 @@ def compile_module(module, inputs: dict, output_names: tuple[str, ...], root: Pa
             "inputs": [t.as_json() for t in describe(inputs)],
             "outputs": [t.as_json() for t in describe_outputs(program, output_names)],
             "param_order": order}
-
-
-def count_all_reduces(program) -> int:
-    return sum(1 for n in program.graph.nodes if "all_reduce" in str(n.target))

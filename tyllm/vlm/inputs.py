@@ -108,8 +108,8 @@ class Preprocessor:
         return gh * gw
 
     def expand(self, prompt: str, images: list[VisionItem], videos: list[VisionItem]):
-        """The prompt with every pad expanded, runs [(t, h, w, interval)] and the items, both in
-        prompt order (features fill the pads in that order)."""
+        """The prompt with every pad expanded, and the items in prompt order (features fill the
+        pads in that order)."""
         found = re.findall(re.escape(IMAGE_PAD) + "|" + re.escape(VIDEO_PAD), prompt)
         wanted = {IMAGE_PAD: len(images), VIDEO_PAD: len(videos)}
         for pad, count in wanted.items():
@@ -118,21 +118,14 @@ class Preprocessor:
                                  f"{count} {'images' if pad == IMAGE_PAD else 'videos'} were "
                                  f"given: put one {VISION_START}{pad}{VISION_END} per item.")
         queues = {IMAGE_PAD: iter(images), VIDEO_PAD: iter(videos)}
-        runs: list[tuple[int, int, int, float]] = []
         ordered: list[VisionItem] = []
 
         def replace(match):
-            item = next(queues[match.group(0)])
-            text, item_runs = self._placeholder(item)
-            runs.extend(item_runs)
-            ordered.append(item)
-            return text
+            ordered.append(next(queues[match.group(0)]))
+            return self.placeholder_text(ordered[-1])
 
         expanded = re.sub(re.escape(IMAGE_PAD) + "|" + re.escape(VIDEO_PAD), replace, prompt)
-        return expanded, runs, ordered
-
-    def _placeholder(self, item: VisionItem):
-        return self.placeholder_text(item), self.runs(item)
+        return expanded, ordered
 
     def placeholder_text(self, item: VisionItem) -> str:
         """What one image/video pad of the prompt becomes."""

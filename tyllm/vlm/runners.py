@@ -3,23 +3,18 @@ graph) and, on the dies named by the vision remap, a vision program."""
 
 import torch
 
-from backends.emulated_cpu import DieProgram
 from tyllm.artifacts.documents import read_json
 from tyllm.artifacts.params import load_params
-from tyllm.runtime.die import DieRunner
+from tyllm.runtime.die import DieRunner, bind_program
 from tyllm.runtime.tree import Tree
 from tyllm.vlm import layout
-
-
-def program(tree: Tree, graph: dict, params: dict) -> DieProgram:
-    return DieProgram(tree.root / graph["library"], [params[n] for n in graph["param_order"]])
 
 
 class LanguageRunner(DieRunner):
     def __init__(self, tree: Tree, die: int):
         super().__init__(tree, die)
         self.deepstack = tree.config["vision"]["deepstack_layers"] > 0
-        self.mrope = {g["seq_len"]: program(tree, g, load_params(tree.root / g["params"]))
+        self.mrope = {g["seq_len"]: bind_program(tree, g, load_params(tree.root / g["params"]))
                       for g in tree.buffers["mrope"] if g["die"] == die}
 
     def step(self, seq_len: int, embeds: torch.Tensor, positions: torch.Tensor,
@@ -40,7 +35,7 @@ class VisionRunner:
     def __init__(self, tree: Tree, rank: int):
         graphs = [g for g in vision_buffers(tree)["graphs"] if g["die"] == rank]
         weights = load_params(tree.root / graphs[0]["weights"])
-        self.programs = {layout.size_tag(g["size"]): program(
+        self.programs = {layout.size_tag(g["size"]): bind_program(
             tree, g, weights | load_params(tree.root / g["constants"])) for g in graphs}
 
     @staticmethod

@@ -6,15 +6,25 @@ features scattered into the text embeddings (and deepstack rows) -> prefill chun
 language die's mrope + language graphs -> greedy decode at positions index + rope delta.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 from backends.emulated_cpu import DieProgram
 from tyllm.errors import TyllmError
-from tyllm.runtime.session import Session, plan_chunks
+from tyllm.runtime.session import Session
 from tyllm.text import load_tokenizer
 from tyllm.vlm import layout
 from tyllm.vlm.inputs import VISION_END, VISION_START, Preprocessor, VisionItem
 from tyllm.vlm.processor import image_processor
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    embeds: torch.Tensor  # [P, H], vision features in place of the pads
+    positions: torch.Tensor  # [3, P]
+    deepstack: torch.Tensor | None  # [K, P, H] (Qwen3-VL)
+    delta: int  # decode positions are index + delta
 
 
 def preprocessor_for(tree) -> Preprocessor:
@@ -36,8 +46,7 @@ class VlmSession(Session):
         rope = tree.buffers["rope_index"]
         self.rope_index = DieProgram(tree.root / rope["library"], [])
         self.max_runs = rope["max_runs"]
-        self.deltas: dict[int, int] = {}  # slot -> rope delta of its sequence
-        self.prompts: dict[int, tuple] = {}  # slot -> (embeds, positions, deepstack) of its prompt
+        self.prompts: dict[int, PreparedPrompt] = {}  # slot -> its multimodal prompt
 
     def close(self) -> None:
         super().close()
@@ -46,60 +55,47 @@ class VlmSession(Session):
             self.vision = None
 
     # -- language dies -------------------------------------------------------------------------
-    def _chunk(self, embeds, positions, deepstack, start: int, seq_len: int, slot: int):
-        valid = embeds.shape[0]
-        pad = seq_len - valid
+    def _step(self, tokens: list[int], start: int, seq_len: int, slot: int = 0) -> torch.Tensor:
+        """One chunk (Session.extend plans them): its rows, padded to the graph's seq_len."""
+        if self.workers is None:
+            raise TyllmError("This session is closed: load the tree again.")
+        embeds, positions, deepstack = self._rows(tokens, start, slot)
+        pad = seq_len - len(tokens)
         embeds = torch.nn.functional.pad(embeds, (0, 0, 0, pad))
         positions = torch.nn.functional.pad(positions, (0, pad))
         if deepstack is not None:
             deepstack = torch.nn.functional.pad(deepstack, (0, 0, 0, pad))
-        slices = self.workers.step(seq_len, embeds, positions, deepstack, start, valid, slot)
+        slices = self.workers.step(seq_len, embeds, positions, deepstack, start, len(tokens),
+                                   slot)
         return torch.cat(slices, dim=-1)[0]
 
-    def _run(self, embeds, positions, deepstack, start: int, slot: int) -> torch.Tensor:
-        if self.workers is None:
-            raise TyllmError("This session is closed: load the tree again.")
-        logits = None
-        for offset, valid, m in plan_chunks(embeds.shape[0], self.tree.seq_lens):
-            rows = slice(offset, offset + valid)
-            deep = deepstack[:, rows] if deepstack is not None else None
-            logits = self._chunk(embeds[rows], positions[:, rows], deep, start + offset, m, slot)
-        return logits
+    def _no_deepstack(self, rows: int, embeds: torch.Tensor) -> torch.Tensor | None:
+        if not self.deepstack_layers:
+            return None
+        return torch.zeros(self.deepstack_layers, rows, embeds.shape[1], dtype=embeds.dtype)
 
     def _rows(self, tokens: list[int], start: int, slot: int):
         """Embeddings, positions and deepstack rows of `tokens` at `start`..: from the slot's
         prepared multimodal prompt where they fall inside it, else text rows (index + delta)."""
-        embeds = self.embedding[torch.tensor(tokens)]
-        pos = (torch.arange(start, start + len(tokens)) + self.deltas.get(slot, 0)).expand(3, -1)
-        pos = pos.contiguous()
-        deep = (torch.zeros(self.deepstack_layers, len(tokens), embeds.shape[1], dtype=embeds.dtype)
-                if self.deepstack_layers else None)
         prepared = self.prompts.get(slot)
-        if prepared is not None and start < prepared[0].shape[0]:
-            inside = slice(start, min(start + len(tokens), prepared[0].shape[0]))
+        embeds = self.embedding[torch.tensor(tokens)]
+        delta = prepared.delta if prepared is not None else 0
+        pos = (torch.arange(start, start + len(tokens)) + delta).expand(3, -1).contiguous()
+        deep = self._no_deepstack(len(tokens), embeds)
+        if prepared is not None and start < len(prepared.embeds):
+            inside = slice(start, min(start + len(tokens), len(prepared.embeds)))
             n = inside.stop - inside.start
-            embeds[:n], pos[:, :n] = prepared[0][inside], prepared[1][:, inside]
+            embeds[:n], pos[:, :n] = prepared.embeds[inside], prepared.positions[:, inside]
             if deep is not None:
-                deep[:, :n] = prepared[2][:, inside]
+                deep[:, :n] = prepared.deepstack[:, inside]
         return embeds, pos, deep
-
-    def extend(self, tokens: list[int], start: int, slot: int) -> torch.Tensor:
-        if start + len(tokens) > self.tree.max_kv:
-            raise TyllmError(f"Positions up to {start + len(tokens)} exceed the KV cache of "
-                             f"{self.tree.max_kv}: recompile with a larger --max_model_len.")
-        return self._run(*self._rows(tokens, start, slot), start, slot)
-
-    def _step(self, tokens: list[int], start: int, seq_len: int, slot: int = 0) -> torch.Tensor:
-        return self.extend(tokens, start, slot)
 
     def release(self, slot: int) -> None:
         """Forgets a slot's prepared prompt (its request finished)."""
         self.prompts.pop(slot, None)
-        self.deltas.pop(slot, None)
 
     def prefill(self, input_ids: list[int]) -> torch.Tensor:
-        pads = {self.tokens["image_token_id"], self.tokens["video_token_id"]}
-        if pads & set(input_ids):
+        if self._kinds(torch.tensor(input_ids)).any():
             raise TyllmError("input_ids hold image/video pad tokens: use generate_multimodal "
                              "with the images or videos they stand for.")
         self.release(0)
@@ -116,9 +112,13 @@ class VlmSession(Session):
                     deep.append(out[1])
         return torch.cat(embeds), (torch.cat(deep, dim=1) if deep else None)
 
+    def _kinds(self, ids: torch.Tensor) -> torch.Tensor:
+        """Per token: 0 text, 1 image pad, 2 video pad."""
+        return ((ids == self.tokens["image_token_id"]).long()
+                + 2 * (ids == self.tokens["video_token_id"]).long())
+
     def _positions(self, ids: torch.Tensor, runs) -> tuple[torch.Tensor, int]:
-        kinds = ((ids == self.tokens["image_token_id"]).long()
-                 + 2 * (ids == self.tokens["video_token_id"]).long())
+        kinds = self._kinds(ids)
         starts = int(((kinds > 0) & (kinds != torch.cat([kinds.new_zeros(1), kinds[:-1]]))).sum())
         if starts != len(runs):
             raise TyllmError(f"The prompt holds {starts} runs of vision pads but its images and "
@@ -157,11 +157,10 @@ class VlmSession(Session):
         ids_t = torch.tensor(ids)
         self._check_ids(ids)
         embeds = self.embedding[ids_t].clone()
-        deep = (torch.zeros(self.deepstack_layers, len(ids), embeds.shape[1], dtype=embeds.dtype)
-                if self.deepstack_layers else None)
+        deep = self._no_deepstack(len(ids), embeds)
         if items:
             features, deep_features = self._features(items)
-            mask = self._vision_mask(ids_t)
+            mask = self._kinds(ids_t) > 0
             if int(mask.sum()) != features.shape[0]:
                 raise TyllmError(f"The prompt holds {int(mask.sum())} vision pads but the "
                                  f"images/videos give {features.shape[0]} features.")
@@ -170,8 +169,7 @@ class VlmSession(Session):
                 deep[:, mask] = deep_features.to(deep.dtype)
         runs = [r for item in items for r in self.preprocessor.runs(item)]
         positions, delta = self._positions(ids_t, runs)
-        self.prompts[slot] = (embeds, positions, deep)
-        self.deltas[slot] = delta
+        self.prompts[slot] = PreparedPrompt(embeds, positions, deep, delta)
 
     def generate_multimodal(self, prompt: str, images=None, videos=None,
                             max_new_tokens: int = 32, video_fps: float = 2.0) -> list[int]:
@@ -184,22 +182,8 @@ class VlmSession(Session):
         pre = self.preprocessor
         image_items = [pre.image(i) for i in images or []]
         video_items = [pre.video(list(v), video_fps) for v in videos or []]
-        text, _, order = pre.expand(prompt, image_items, video_items)
+        text, order = pre.expand(prompt, image_items, video_items)
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         self._check_budget(len(ids), max_new_tokens, order)
         self.prepare(0, ids, order)
-        logits = self.extend(ids, 0, slot=0)
-        return self._decode(logits, len(ids), max_new_tokens)
-
-    def _vision_mask(self, ids: torch.Tensor) -> torch.Tensor:
-        return (ids == self.tokens["image_token_id"]) | (ids == self.tokens["video_token_id"])
-
-    def _decode(self, logits, length: int, max_new_tokens: int) -> list[int]:
-        out = []
-        for i in range(max_new_tokens):
-            token = int(torch.argmax(logits))
-            out.append(token)
-            if token in self.eos or i == max_new_tokens - 1:
-                break
-            logits = self.extend([token], length + i, slot=0)
-        return out
+        return self.greedy(self.extend(ids, 0, slot=0), len(ids), max_new_tokens)

@@ -45,22 +45,17 @@ def pixel_input(config, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
     return {"pixel_values": torch.zeros(grid[0] * grid[1], width, dtype=torch.float32)}
 
 
-def is_grid_constant(name: str) -> bool:
-    return name in GRID_CONSTANTS
-
-
 def compile_vision_die(tower, config, plan: VisionPlan, grids: dict, request, root: Path,
                        target, report) -> list[dict]:
-    entries, weights_saved = [], False
+    entries = []
     for i, (size, grid) in enumerate(grids.items()):
         step = VisionDieStep(tower, plan, grid, request.torch_dtype).eval()
         params = dict(step.named_parameters())
-        if not weights_saved:
+        if i == 0:  # the weights are the same for every size
             save_params(ensure_parent(root, layout.vit_weights(plan.die)),
-                        {n: p for n, p in params.items() if not is_grid_constant(n)})
-            weights_saved = True
+                        {n: p for n, p in params.items() if n not in GRID_CONSTANTS})
         save_params(root / layout.vit_grid_params(plan.die, size),
-                    {n: p for n, p in params.items() if is_grid_constant(n)})
+                    {n: p for n, p in params.items() if n in GRID_CONSTANTS})
         onnx = layout.vit_onnx(plan.die, size)  # always: the vision twin is part of visual/
         with report.graph(plan.die, grid[0] * grid[1], f"vision {layout.size_tag(size)}") as t:
             entry = compile_module(step, pixel_input(config, grid),

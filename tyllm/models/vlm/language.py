@@ -54,18 +54,14 @@ def language_inputs(step: DecoderStep, seq_len: int) -> dict[str, torch.Tensor]:
                      "v_cache": torch.zeros(kv_shape, dtype=dtype)}
 
 
-def build_language_step(spec: VlmSpec, config, plan: DiePlan, reader: TensorReader, *,
-                        max_kv: int, dtype) -> DecoderStep:
+def build_language_step(spec: VlmSpec, config, plan: DiePlan, reader: TensorReader,
+                        prefix: str, *, max_kv: int, dtype) -> DecoderStep:
+    """`prefix`: where the decoder lives in the checkpoint (checkpoint_prefix)."""
     dims = spec.text_dims(config)
     deep = deepstack_count(config)
     cls = DeepstackLanguageStep if deep else LanguageStep
     step = cls(dims, plan, seq_len=1, max_kv=max_kv, embedding_as_input=True, dtype=dtype,
                rope_tables=False)
     step.deepstack_layers = deep
-    prefix = checkpoint_prefix(reader, TEXT_PREFIXES, "norm.weight")
     load_die_weights(step, weight_table(dims, True, prefix), plan, reader, dtype)
     return step.eval()
-
-
-def language_weight_names(spec: VlmSpec, config) -> list[str]:
-    return list(weight_table(spec.text_dims(config), True))
