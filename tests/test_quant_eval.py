@@ -14,10 +14,10 @@ from tyllm.cli import main
 from tyllm.quant import (
     get_awq_config,
     get_dataloader,
-    load_quantized_model,
     quantize_model,
     save_quantized_model,
 )
+from tyllm.quant.convert import convert_checkpoint
 from tyllm.quant.evaluate import round_to_nearest
 
 pytestmark = pytest.mark.slow
@@ -38,9 +38,8 @@ def test_eval_table(checkpoint_factory, tmp_path):
     calib = get_dataloader(word_texts(8, 0), tokenizer, max_sequence_length=128)
     awq = save_quantized_model(quantize_model(copy.deepcopy(model), get_awq_config(group_size=32),
                                               calib, tokenizer), tmp_path / "awq", tokenizer)
-    load_quantized_model(awq).save_pretrained(tmp_path / "awq-float")  # what the tree compiles
-    tokenizer.save_pretrained(tmp_path / "awq-float")
-    tree = build_and_compile_llm(tmp_path / "awq-float", tmp_path / "tree" / "1die",
+    converted = convert_checkpoint(awq, tmp_path / "awq-int4")  # the tree keeps int4 weights
+    tree = build_and_compile_llm(converted, tmp_path / "tree" / "1die",
                                  max_kv_cache_size=64, seq_len_list=[1, 8], export_onnx=False,
                                  progress=False)
     held_out = tmp_path / "held_out.txt"
@@ -49,11 +48,13 @@ def test_eval_table(checkpoint_factory, tmp_path):
     assert main(["eval", str(tmp_path / "float"), "--awq", str(awq), "--tree", tree,
                  "--text", str(held_out), "--blocks", "2", "--block-len", "48",
                  "--json", str(out)]) == 0
-    scores = {s["name"].split(" ")[0]: s["perplexity"] for s in json.loads(out.read_text())}
+    rows = json.loads(out.read_text())
+    scores = {s["name"].split(" ")[0]: s["perplexity"] for s in rows}
     assert list(scores) == ["float32", "round-to-nearest", "AWQ", "compiled"]
     assert abs(scores["AWQ"] - scores["float32"]) < abs(scores["round-to-nearest"]
                                                         - scores["float32"])
     assert abs(scores["compiled"] / scores["AWQ"] - 1) < 0.005
+    assert all(r["probes"] == 2 * 2 and 0 <= r["next_token_accuracy"] <= 1 for r in rows)
 
 
 def test_round_to_nearest_refuses_a_group_size_that_does_not_divide(checkpoint_factory):

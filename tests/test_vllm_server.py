@@ -135,3 +135,21 @@ def test_wrong_api_key_is_refused(served):
     client = served[0]
     with pytest.raises(openai.AuthenticationError):
         client.with_options(api_key="wrong").models.list()
+
+
+def test_eval_scores_the_served_model_like_the_local_one(served, smollm2_path, tmp_path):
+    """`tyllm eval --api`: the served fp32 tree's greedy next tokens are the float model's."""
+    import json
+
+    from tyllm.cli import main
+
+    client, model, _ = served
+    out = tmp_path / "scores.json"
+    assert main(["eval", str(smollm2_path), "--api", str(client.base_url), "--api-model", model,
+                 "--api-key", API_KEY, "--blocks", "2", "--block-len", "64",
+                 "--probe-stride", "8", "--json", str(out)]) == 0
+    local, remote = json.loads(out.read_text())
+    assert remote["name"].startswith(f"served {model}") and remote["perplexity"] is None
+    assert remote["probes"] == local["probes"] == 14
+    assert abs(remote["next_token_accuracy"] - local["next_token_accuracy"]) <= 1 / 14
+    assert 0 < local["next_token_accuracy"] < 1

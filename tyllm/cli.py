@@ -62,7 +62,8 @@ def add_prepare(sub) -> None:
 
 
 def add_eval(sub) -> None:
-    p = sub.add_parser("eval", help="perplexity: float, round-to-nearest int4, AWQ, compiled tree")
+    p = sub.add_parser("eval", help="perplexity and next-token accuracy: float, round-to-nearest "
+                                          "int4, AWQ, compiled tree, served model")
     p.add_argument("model", help="the float HF checkpoint folder")
     p.add_argument("--awq", default=None, help="an AWQ checkpoint of it (tyllm.quant / AutoAWQ)")
     p.add_argument("--tree", default=None, help="a compiled <N>die tree to score on the emulator")
@@ -73,6 +74,12 @@ def add_eval(sub) -> None:
     p.add_argument("--blocks", type=int, default=16, help="held-out blocks")
     p.add_argument("--block-len", type=int, default=256, help="tokens per block")
     p.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    p.add_argument("--api", default=None,
+                   help="also score a served model: its OpenAI /v1 URL (tyllm/vllm serve)")
+    p.add_argument("--api-model", default=None, help="served model name (default: MODEL)")
+    p.add_argument("--api-key", default="EMPTY", help="API key of the server")
+    p.add_argument("--probe-stride", type=int, default=16,
+                   help="next-token accuracy probes every N tokens of a block")
 
 
 def add_serve(sub) -> None:
@@ -155,10 +162,22 @@ def run_eval(args) -> None:
 
     scores = evaluate(Path(args.model), Path(args.awq) if args.awq else None,
                       Path(args.tree) if args.tree else None, args.rtn_group_size, args.text,
-                      args.blocks, args.block_len)
+                      args.blocks, args.block_len, api=api_target(args),
+                      stride=args.probe_stride)
     print(table(scores))
     if args.json:
         Path(args.json).write_text(json.dumps([s.as_json() for s in scores], indent=1))
+
+
+def api_target(args):
+    if not args.api:
+        return None
+    from transformers import AutoTokenizer
+
+    from tyllm.quant.api_eval import ApiTarget
+
+    return ApiTarget(args.api, args.api_model or args.model,
+                     AutoTokenizer.from_pretrained(args.model), args.api_key)
 
 
 def run_serve(args) -> int:

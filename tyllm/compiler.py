@@ -16,8 +16,14 @@ from tyllm.capture.export import describe, describe_outputs, export_step
 from tyllm.capture.onnx_export import export_onnx
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.errors import TyllmError
-from tyllm.models.loading import GRAPH_CONSTANTS, SHARED_CONSTANTS, build_die_step
+from tyllm.models.loading import (
+    GRAPH_CONSTANTS,
+    SHARED_CONSTANTS,
+    build_die_step,
+    step_weight_table,
+)
 from tyllm.models.registry import arch_for_config
+from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.request import CompileRequest, validate
 from tyllm.shard.plan import DiePlan, plan_dies
@@ -34,6 +40,7 @@ class Checkpoint:
         self.config = load_config(path)
         self.arch = arch_for_config(self.config)
         self.dims = self.arch.dims_from_config(self.config)
+        self.int4 = read_int4_scheme(self.config)
         self.tokenizer = tokenizer_file(path)
 
 
@@ -76,9 +83,9 @@ def compile_die(ckpt, plan, request, root, target, report) -> list[dict]:
         step = build_die_step(ckpt.arch, ckpt.config, plan, reader,
                               max_kv=request.max_kv_cache_size,
                               embedding_as_input=request.embedding_as_input,
-                              dtype=request.torch_dtype)
+                              dtype=request.torch_dtype, int4=ckpt.int4)
     params = dict(step.named_parameters())
-    table = ckpt.arch.weight_table(ckpt.dims, request.embedding_as_input)
+    table = step_weight_table(step, ckpt.arch.weight_table(ckpt.dims, request.embedding_as_input))
     save_params(layout.ensure_parent(root, layout.weights_file(plan.die)),
                 {n: params[n] for n in table})
     return [compile_graph(step, plan, m, request, root, target, report)
@@ -98,6 +105,7 @@ def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: Target
         "die_plans": [plan_json(p) for p in plans],
         "target": {"kind": "llvm", "num_cores": target.num_cores},
         "hf_config": ckpt.config.to_dict(),
+        "quantization": ckpt.int4.as_json() if ckpt.int4 else None,
     }
 
 
@@ -136,7 +144,7 @@ def sizes_per_die(root: Path, dies: int) -> dict[int, int]:
 
 def write_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) -> None:
     # Step 1. Plan the dies and pick the target.
-    plans = plan_dies(ckpt.dims, request.dev_count)
+    plans = plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
     target = TargetSpec(num_cores=request.num_threads or os.cpu_count() or 1)
     # Step 2. Capture, export and lower every (die, seq_len) graph.
     graphs = [g for plan in plans for g in compile_die(ckpt, plan, request, root, target, report)]
@@ -167,7 +175,8 @@ def compile_llm(request: CompileRequest) -> Path:
     """Compiles into a staging folder beside the destination, then moves it into place."""
     validate(request)
     ckpt = Checkpoint(request.model_path)
-    plan_dies(ckpt.dims, request.dev_count)  # refuse impossible die counts before any work
+    # Refuse impossible die counts (and int4 groups split across dies) before any work.
+    plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
     report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress)
     return write_atomically(request.artifacts_path,
                             lambda staging: write_tree(ckpt, request, staging, report))

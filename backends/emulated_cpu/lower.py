@@ -55,7 +55,14 @@ def _convert_linear(node, importer):
     return importer.block_builder.emit(relax.op.linear(x, weight, bias, _dtype(x)))
 
 
+def _convert_right_shift(node, importer):  # the stock importer lacks `x >> n` (int4 unpacking)
+    x = importer.env[node.args[0]]
+    shift = relax.const(node.args[1], _dtype(x))
+    return importer.block_builder.emit(relax.op.right_shift(x, shift))
+
+
 CUSTOM_CONVERT_MAP = {
+    "__rshift__.Scalar": _convert_right_shift,
     "all_reduce.default": _convert_all_reduce,
     "mm.default": _convert_matmul,
     "bmm.default": _convert_matmul,

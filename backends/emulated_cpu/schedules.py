@@ -9,15 +9,21 @@ compiles very slowly. These rules keep every vector access contiguous instead:
   K runs outside the innermost output axis n, which is vectorised.
 
 Both keep a tile of accumulators in registers, run the tiles in parallel and accept one
-injective epilogue (bias add, silu * mul, residual add) fused after the matmul. A PrimFunc they
-do not recognise is left alone (the rule returns None), so correctness never depends on them.
+injective epilogue (bias add, silu * mul, residual add) fused after the matmul.
+
+- `Injective`: a fused chain of elementwise / layout ops (int4 weight unpacking, rope, casts)
+  becomes one loop nest: every block inlined into the last, rows in parallel when large, the
+  innermost axis vectorised.
+
+A PrimFunc they do not recognise is left alone (the rule returns None), so correctness never
+depends on them.
 """
 
 from math import prod
 
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
-from tvm.s_tir.dlight.base import ScheduleRule, try_inline_contiguous_spatial
+from tvm.s_tir.dlight.base import ScheduleRule, try_inline, try_inline_contiguous_spatial
 from tvm.s_tir.schedule import ScheduleError
 from tvm.target import Target
 
@@ -40,9 +46,11 @@ def _vector_width(extent: int) -> int | None:
     return next((w for w in VECTOR_WIDTHS if extent % w == 0), None)
 
 
-def _matmul_with_epilogue(sch: s_tir.Schedule) -> tuple[SBlockInfo, SBlockInfo | None] | None:
-    """The static-shape S..SR block `out += a * b` and its optional injective epilogue."""
-    infos = try_inline_contiguous_spatial(sch, normalize_prim_func(sch))
+def _matmul_with_epilogue(sch: s_tir.Schedule,
+                          skip: int = 0) -> tuple[SBlockInfo, SBlockInfo | None] | None:
+    """The static-shape S..SR block `out += a * b` and its optional injective epilogue; the
+    first `skip` blocks (a weight prologue) are left as they are."""
+    infos = try_inline_contiguous_spatial(sch, (normalize_prim_func(sch) or [])[skip:])
     if not infos or len(infos) > 2 or not infos[0].dom_kind().endswith("SR"):
         return None
     main, epilogue = infos[0], (infos[1] if len(infos) == 2 else None)
@@ -216,6 +224,103 @@ class OuterReductionMatmul(_MatmulRule):
         return sch
 
 
+class Injective(ScheduleRule):
+    """All-spatial PrimFuncs: inline every block into the one writing the output, then run the
+    outer axes in parallel (when there is enough work to share) and vectorise the innermost."""
+
+    MIN_PARALLEL = 1 << 14  # elements: smaller kernels are not worth a thread-pool launch
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if not infos or any(not i.is_injective() for i in infos):
+            return None
+        try:
+            remaining = try_inline(sch, infos)
+            if len(remaining) != 1:
+                return None
+            self._parallel_vectorize(sch, remaining[0].block_rv)
+        except ScheduleError:
+            return None
+        return sch
+
+    def _parallel_vectorize(self, sch: s_tir.Schedule, block) -> None:
+        loops = sch.get_loops(block)
+        extents = [_static(sch.get(loop).extent) for loop in loops]
+        if not loops or any(e is None for e in extents):
+            return
+        if len(loops) > 1 and prod(extents) >= self.MIN_PARALLEL:
+            outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
+            sch.parallel(outer)
+        _vectorize_innermost(sch, block)
+
+
+class DequantizeMatmul(InnerReductionMatmul):
+    """x @ W^T where W is computed in the same PrimFunc from packed weights (int4 unpacking
+    fused in by the pipeline): the unpacking chain is inlined into one block that is computed
+    per parallel task, for just the weight rows the task reads, into a small buffer that stays
+    in cache; the matmul itself is scheduled as InnerReductionMatmul. The full-size float
+    weight is never written to memory."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            weight = _weight_prologue(sch)
+            found = weight and _matmul_with_epilogue(sch, skip=1)
+            roles = found and _roles(sch, found[0], self.K_LAST_IN_B)
+            if not roles or not _reads_buffer_of(sch, found[0].block_rv, weight):
+                return None
+            extents = [_static(d) for d in found[0].dom()]
+            if self.schedule(sch, *found, extents, *roles) is None:
+                return None
+            task = sch.get_loops(found[0].block_rv)[0]
+            sch.compute_at(weight, task, preserve_unit_loops=True)
+            _split_by_groups(sch, weight)
+            _vectorize_innermost(sch, weight)
+        except ScheduleError:
+            return None
+        return sch
+
+
+def _weight_prologue(sch: s_tir.Schedule):
+    """Inlines the injective blocks before the matmul into the last of them (the weight);
+    returns that block, or None when the PrimFunc does not start with such a chain reading
+    packed (uint8) weights."""
+    infos = normalize_prim_func(sch) or []
+    first_reduction = next((i for i, b in enumerate(infos) if not b.is_injective()), None)
+    if not first_reduction:
+        return None
+    chain = infos[:first_reduction]
+    if try_inline(sch, chain[:-1]):
+        return None
+    weight = chain[-1].block_rv
+    packed = any(str(r.source.dtype) == "uint8" for r in sch.get(weight).reads)
+    return weight if packed else None
+
+
+def _split_by_groups(sch: s_tir.Schedule, weight) -> None:
+    """Splits the weight's K loop into (group, half, element) when it reads per-group tensors
+    (scales, zeros): group and half become loop indices, so the unpacking of one half-group is
+    a plain vector load, mask or shift, convert, subtract and multiply."""
+    k_loop = sch.get_loops(weight)[-1]
+    k = _static(sch.get(k_loop).extent)
+    groups = [int(r.source.shape[-1]) for r in sch.get(weight).reads
+              if len(r.source.shape) >= 2 and isinstance(r.source.shape[-1], tirx.IntImm)]
+    groups = [g for g in groups if k and g < k and k % (2 * g) == 0]
+    if groups:
+        count = min(groups)
+        sch.split(k_loop, factors=[count, 2, k // count // 2])
+
+
+def _reads_buffer_of(sch: s_tir.Schedule, block, producer) -> bool:
+    written = sch.get(producer).writes[0].source
+    return any(r.source.same_as(written) for r in sch.get(block).reads)
+
+
 def cpu_rules() -> list[ScheduleRule]:
     """The rules for `dlight.ApplyDefaultSchedule`, tried in this order."""
-    return [InnerReductionMatmul(), OuterReductionMatmul()]
+    return [DequantizeMatmul(), InnerReductionMatmul(), OuterReductionMatmul(), Injective()]

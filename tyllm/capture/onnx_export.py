@@ -25,6 +25,12 @@ def _all_reduce_as_identity(x):
     return op.Identity(x)
 
 
+# The stock translation of `uint8 >> n` declares an int8 result, which onnxruntime refuses; the
+# int4 unpacking (tyllm.quant.int4) shifts uint8 only.
+def _uint8_right_shift(x, shift: int):
+    return op.BitShift(x, op.Cast(shift, to=onnx.TensorProto.UINT8), direction="RIGHT")
+
+
 def _all_reduce_function() -> onnx.FunctionProto:
     return helper.make_function(DOMAIN, "AllReduce", ["x"], ["y"],
                                 [helper.make_node("Identity", ["x"], ["y"])],
@@ -78,7 +84,8 @@ def export_onnx(program: torch.export.ExportedProgram, input_names: list[str], p
                 weights: Path, output_names: tuple[str, ...] = OUTPUT_NAMES) -> None:
     onnx_program = torch.onnx.export(
         program, (), dynamo=True, input_names=input_names, output_names=list(output_names),
-        custom_translation_table={torch.ops.tyllm.all_reduce.default: _all_reduce_as_identity},
+        custom_translation_table={torch.ops.tyllm.all_reduce.default: _all_reduce_as_identity,
+                                  torch.ops.aten.__rshift__.Scalar: _uint8_right_shift},
         optimize=False, verify=False, report=False, verbose=False)
     model = onnx_program.model_proto
     mark_all_reduce(model)

@@ -11,7 +11,9 @@ import torch
 from torch import nn
 
 from tyllm.capture.ops import all_reduce
+from tyllm.errors import TyllmError
 from tyllm.models.dims import DecoderDims
+from tyllm.quant.int4 import Int4Scheme, dequantize_int4
 from tyllm.shard.plan import DiePlan
 
 
@@ -41,6 +43,33 @@ class Linear(nn.Module):
         return nn.functional.linear(x, self.weight, self.bias)
 
 
+class Int4Linear(nn.Module):
+    """A linear with int4 weights (tyllm.quant.int4 layout), dequantized inside the graph."""
+
+    def __init__(self, out_features: int, in_features: int, bias: bool, dtype, group_size: int):
+        super().__init__()
+        if in_features % group_size:
+            raise TyllmError(f"A die's linear has {in_features} inputs, not a multiple of the "
+                             f"int4 group size {group_size}: choose a die count that splits "
+                             f"heads and MLP columns into whole groups.")
+        self.group_size = group_size
+        self.qweight = frozen(out_features, in_features // 2, dtype=torch.uint8)
+        self.scales = frozen(out_features, in_features // group_size, dtype=dtype)
+        self.qzeros = frozen(out_features, in_features // group_size, dtype=torch.uint8)
+        self.bias = frozen(out_features, dtype=dtype) if bias else None
+
+    def forward(self, x):
+        w = dequantize_int4(self.qweight, self.scales, self.qzeros, self.group_size, x.dtype)
+        return nn.functional.linear(x, w, self.bias)
+
+
+def make_linear(out_features: int, in_features: int, bias: bool, dtype,
+                int4: Int4Scheme | None) -> nn.Module:
+    if int4 is None:
+        return Linear(out_features, in_features, bias, dtype)
+    return Int4Linear(out_features, in_features, bias, dtype, int4.group_size)
+
+
 def causal_mask(seq_len: int) -> nn.Parameter:
     return nn.Parameter(torch.ones(seq_len, seq_len).tril().bool(), requires_grad=False)
 
@@ -56,17 +85,17 @@ def apply_rope(x, cos, sin):
 
 
 class Attention(nn.Module):
-    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype):
+    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None):
         super().__init__()
         d, h, kv = dims.head_dim, len(plan.q_heads), len(plan.kv_heads)
         self.heads, self.kv_heads, self.head_dim = h, kv, d
         self.group = plan.kv_group(dims.group_size)
         self.register_buffer("kv_index", torch.tensor(plan.kv_index(dims.group_size)),
                              persistent=False)
-        self.q_proj = Linear(h * d, dims.hidden_size, dims.qkv_bias, dtype)
-        self.k_proj = Linear(kv * d, dims.hidden_size, dims.qkv_bias, dtype)
-        self.v_proj = Linear(kv * d, dims.hidden_size, dims.qkv_bias, dtype)
-        self.o_proj = Linear(dims.hidden_size, h * d, False, dtype)
+        self.q_proj = make_linear(h * d, dims.hidden_size, dims.qkv_bias, dtype, int4)
+        self.k_proj = make_linear(kv * d, dims.hidden_size, dims.qkv_bias, dtype, int4)
+        self.v_proj = make_linear(kv * d, dims.hidden_size, dims.qkv_bias, dtype, int4)
+        self.o_proj = make_linear(dims.hidden_size, h * d, False, dtype, int4)
         self.o_bias = frozen(dims.hidden_size, dtype=dtype) if dims.o_bias else None
         self.q_norm = RMSNorm(d, dims.rms_norm_eps, dtype) if dims.qk_norm else None
         self.k_norm = RMSNorm(d, dims.rms_norm_eps, dtype) if dims.qk_norm else None
@@ -107,12 +136,12 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype):
+    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None):
         super().__init__()
         f, hs = len(plan.ffn), dims.hidden_size
-        self.gate_proj = Linear(f, hs, dims.mlp_bias, dtype)
-        self.up_proj = Linear(f, hs, dims.mlp_bias, dtype)
-        self.down_proj = Linear(hs, f, False, dtype)
+        self.gate_proj = make_linear(f, hs, dims.mlp_bias, dtype, int4)
+        self.up_proj = make_linear(f, hs, dims.mlp_bias, dtype, int4)
+        self.down_proj = make_linear(hs, f, False, dtype, int4)
         self.down_bias = frozen(hs, dtype=dtype) if dims.mlp_bias else None
 
     def forward(self, x):
@@ -121,12 +150,12 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype):
+    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None):
         super().__init__()
         self.input_layernorm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
-        self.self_attn = Attention(dims, plan, dtype)
+        self.self_attn = Attention(dims, plan, dtype, int4)
         self.post_attention_layernorm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
-        self.mlp = MLP(dims, plan, dtype)
+        self.mlp = MLP(dims, plan, dtype, int4)
 
     def forward(self, h, cos, sin, k_hist, v_hist, hist_mask, causal_mask):
         a, k, v = self.self_attn(self.input_layernorm(h), cos, sin, k_hist, v_hist,
@@ -136,15 +165,18 @@ class Layer(nn.Module):
 
 
 class DecoderStep(nn.Module):
-    """Parameters are the die's weights; `rope_*` and `causal_mask` are graph constants."""
+    """Parameters are the die's weights; `rope_*` and `causal_mask` are graph constants.
+    With `int4`, the decoder linears hold int4 weights (embeddings and LM head stay float)."""
 
     def __init__(self, dims: DecoderDims, plan: DiePlan, *, seq_len: int, max_kv: int,
-                 embedding_as_input: bool, dtype=torch.float32, rope_tables: bool = True):
+                 embedding_as_input: bool, dtype=torch.float32, rope_tables: bool = True,
+                 int4: Int4Scheme | None = None):
         super().__init__()
         self.max_kv = max_kv
         self.embed_tokens = None if embedding_as_input else frozen(
             dims.vocab_size, dims.hidden_size, dtype=dtype)
-        self.layers = nn.ModuleList(Layer(dims, plan, dtype) for _ in range(dims.num_layers))
+        self.layers = nn.ModuleList(Layer(dims, plan, dtype, int4)
+                                    for _ in range(dims.num_layers))
         self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
         self.lm_head = frozen(len(plan.vocab), dims.hidden_size, dtype=dtype)
         self.rope_cos = frozen(max_kv, dims.head_dim, dtype=dtype) if rope_tables else None

@@ -1,13 +1,16 @@
 """Building one die's step module from a checkpoint: shard-by-shard weight reads, rope tables."""
 
+from dataclasses import replace
+
 import torch
 
 from tyllm.checkpoint import TensorReader
 from tyllm.errors import TyllmError
-from tyllm.models.decoder import DecoderStep
-from tyllm.models.spec import ArchSpec
+from tyllm.models.decoder import DecoderStep, Int4Linear
+from tyllm.models.spec import ArchSpec, WeightSpec
+from tyllm.quant.int4 import Int4Scheme
 from tyllm.shard.plan import DiePlan
-from tyllm.shard.spec import shard_slices
+from tyllm.shard.spec import ShardDim, shard_slices
 
 SHARED_CONSTANTS = ("rope_cos", "rope_sin")  # the same for every seq_len graph
 GRAPH_CONSTANTS = ("causal_mask",)  # specific to one seq_len graph
@@ -22,24 +25,52 @@ def rope_tables(arch: ArchSpec, config, max_kv: int, dtype) -> tuple[torch.Tenso
     return cos[0].to(dtype), sin[0].to(dtype)
 
 
-def load_die_weights(step: DecoderStep, table, plan: DiePlan, reader: TensorReader, dtype):
-    params = dict(step.named_parameters())
+def int4_specs(module: str, spec: WeightSpec, group_size: int) -> dict[str, WeightSpec]:
+    """A float linear weight's entry as its int4 tensors; input-dim shards become byte and
+    group shards."""
+    source = spec.hf_name.removesuffix(".weight")
+    per = {"qweight": 2, "scales": group_size, "qzeros": group_size}
+    specs = {}
+    for suffix, p in per.items():
+        shard = spec.shard
+        if isinstance(shard, ShardDim) and shard.dim == 1:
+            shard = replace(shard, per=p)
+        specs[f"{module}.{suffix}"] = WeightSpec(f"{source}.{suffix}", shard)
+    return specs
+
+
+def step_weight_table(step: DecoderStep, table: dict[str, WeightSpec]) -> dict[str, WeightSpec]:
+    """The table the step's parameters read: an int4 linear reads qweight/scales/qzeros."""
+    int4 = {name: m for name, m in step.named_modules() if isinstance(m, Int4Linear)}
+    resolved = {}
     for name, spec in table.items():
+        module = name.removesuffix(".weight")
+        if module in int4:
+            resolved |= int4_specs(module, spec, int4[module].group_size)
+        else:
+            resolved[name] = spec
+    return resolved
+
+
+def load_die_weights(step: DecoderStep, table, plan: DiePlan, reader: TensorReader):
+    """Reads the die's slice of every table entry into the step (in the parameter's dtype)."""
+    params = dict(step.named_parameters())
+    for name, spec in step_weight_table(step, table).items():
         full_ndim = params[name].dim()
         tensor = reader.read(spec.hf_name, shard_slices(spec.shard, plan, full_ndim))
         if tensor.shape != params[name].shape:
             raise TyllmError(f"Weight {spec.hf_name} has shape {tuple(tensor.shape)} on die "
                              f"{plan.die}, expected {tuple(params[name].shape)}: the checkpoint "
                              f"does not match its config.json.")
-        params[name].data.copy_(tensor.to(dtype))
+        params[name].data.copy_(tensor.to(params[name].dtype))
 
 
 def build_die_step(arch: ArchSpec, config, plan: DiePlan, reader: TensorReader, *, max_kv: int,
-                   embedding_as_input: bool, dtype) -> DecoderStep:
+                   embedding_as_input: bool, dtype, int4: Int4Scheme | None = None) -> DecoderStep:
     dims = arch.dims_from_config(config)
     step = DecoderStep(dims, plan, seq_len=1, max_kv=max_kv,
-                       embedding_as_input=embedding_as_input, dtype=dtype)
-    load_die_weights(step, arch.weight_table(dims, embedding_as_input), plan, reader, dtype)
+                       embedding_as_input=embedding_as_input, dtype=dtype, int4=int4)
+    load_die_weights(step, arch.weight_table(dims, embedding_as_input), plan, reader)
     cos, sin = rope_tables(arch, config, max_kv, dtype)
     step.rope_cos.data.copy_(cos)
     step.rope_sin.data.copy_(sin)

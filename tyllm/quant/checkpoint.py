@@ -6,14 +6,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
-from tyllm.errors import TyllmError
+from tyllm.checkpoint import TensorReader
 from tyllm.quant.awq import AwqConfig
 from tyllm.quant.groups import dequantize
-from tyllm.quant.pack import pack_linear, unpack_linear
-
-REQUIRED = ("quant_method", "bits", "group_size", "zero_point")
+from tyllm.quant.pack import pack_linear
 
 
 @dataclass
@@ -23,10 +21,17 @@ class QuantizedModel:
     packed: dict  # module name -> {"q", "scales", "zeros"}
 
 
-def quantization_config(config: AwqConfig) -> dict:
+VISION_MODULES = ["visual"]  # a VLM's vision tower stays float (AutoAWQ's convention)
+
+
+def quantization_config(config: AwqConfig, not_converted: list[str] | None = None) -> dict:
     return {"quant_method": "awq", "bits": config.bits, "group_size": config.group_size,
             "zero_point": config.zero_point, "version": "gemm",
-            "modules_to_not_convert": None}
+            "modules_to_not_convert": not_converted}
+
+
+def is_vlm_config(config) -> bool:
+    return getattr(config, "vision_config", None) is not None
 
 
 def save_quantized_model(quantized: QuantizedModel, out, tokenizer=None) -> Path:
@@ -34,9 +39,9 @@ def save_quantized_model(quantized: QuantizedModel, out, tokenizer=None) -> Path
     out.mkdir(parents=True, exist_ok=True)
     state = {}
     for name, tensor in quantized.model.state_dict().items():
-        module = name.rsplit(".", 1)[0]
-        if module in quantized.packed:
-            continue  # written below as qweight/qzeros/scales (+ bias)
+        module, leaf = name.rsplit(".", 1)
+        if module in quantized.packed and leaf == "weight":
+            continue  # written below as qweight/qzeros/scales; a bias stays as it is
         state[name] = tensor.detach().to(torch.float16).contiguous()
     for module, t in quantized.packed.items():
         for key, value in pack_linear(t["q"], t["scales"], t["zeros"]).items():
@@ -45,56 +50,52 @@ def save_quantized_model(quantized: QuantizedModel, out, tokenizer=None) -> Path
         state.pop("lm_head.weight", None)
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     config = quantized.model.config.to_dict()
+    not_converted = VISION_MODULES if is_vlm_config(quantized.model.config) else None
     config.update(torch_dtype="float16", dtype="float16",
-                  quantization_config=quantization_config(quantized.config))
+                  quantization_config=quantization_config(quantized.config, not_converted))
     (out / "config.json").write_text(json.dumps(config, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out
 
 
-def read_quantization_config(folder: Path) -> dict:
-    config = json.loads((folder / "config.json").read_text())
-    q = config.get("quantization_config")
-    if q is None:
-        raise TyllmError(f"{folder}/config.json has no quantization_config: this is not a "
-                         f"quantized checkpoint.")
-    if missing := [k for k in REQUIRED if k not in q]:
-        raise TyllmError(f"{folder}/config.json quantization_config lacks {missing}: an AWQ "
-                         f"checkpoint needs quant_method, bits, group_size and zero_point.")
-    if q.get("quant_method", "awq") != "awq":
-        raise TyllmError(f"quant_method {q['quant_method']!r} is not supported: tyllm reads "
-                         f"AWQ (quant_method 'awq', version 'gemm').")
-    return q
+def quantized_format(folder: Path):
+    """(format, group size, reader) of any checkpoint checkpoint_convert reads (AutoAWQ GEMM,
+    compressed-tensors W4A16, tyllm int4); a clear error for anything else."""
+    from tyllm.quant.convert import load_config_json, quantization_of, source_format
+
+    return source_format(quantization_of(folder, load_config_json(folder)))
 
 
 def dequantized_state(folder: Path) -> dict[str, torch.Tensor]:
-    """All tensors in float32, each packed linear back to a dense weight."""
-    tensors = {}
-    for path in sorted(folder.glob("*.safetensors")):
-        tensors |= load_file(path)
+    """All tensors in float32, each quantized linear back to a dense weight."""
+    fmt, group_size, read = quantized_format(folder)
     state = {}
-    for name, t in tensors.items():
-        if name.endswith(".qweight"):
-            module = name[:-len(".qweight")]
-            q, scales, zeros = unpack_linear(t, tensors[f"{module}.qzeros"],
-                                             tensors[f"{module}.scales"])
-            state[f"{module}.weight"] = dequantize(q, scales, zeros)
-        elif not name.endswith((".qzeros", ".scales")):
-            state[name] = t.float()
+    with TensorReader(folder) as reader:
+        anchors = [n.removesuffix(f".{fmt.anchor}") for n in reader.files
+                   if n.endswith(f".{fmt.anchor}")]
+        packed = {n for m in anchors for n in fmt.tensor_names(m)}
+        for name in reader.files:
+            if name not in packed:
+                state[name] = reader.read(name).float()
+        for module in anchors:
+            t = read(reader.read, module, group_size)
+            state[f"{module}.weight"] = dequantize(t.q, t.scales.float(), t.zeros.float())
     return state
 
 
 def load_quantized_model(folder):
-    """The dequantized model as a float32 HF model (reference for the compiled int4 tree)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    """The dequantized model as a float32 HF model (reference for the compiled int4 tree); a
+    VLM comes back as its image-text-to-text class."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
     folder = Path(folder)
-    read_quantization_config(folder)
+    quantized_format(folder)  # refuses unknown formats before building the model
     config = AutoConfig.from_pretrained(folder)
     del config.quantization_config
     config.torch_dtype = torch.float32
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    auto = AutoModelForImageTextToText if is_vlm_config(config) else AutoModelForCausalLM
+    model = auto.from_config(config, dtype=torch.float32)
     model.load_state_dict(dequantized_state(folder), strict=False)
     model.tie_weights()
     return model.eval()

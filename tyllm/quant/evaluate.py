@@ -1,14 +1,16 @@
 """`tyllm eval`: perplexity on held-out text for the float model, a round-to-nearest int4
-baseline, an AWQ checkpoint and a compiled tree on the emulated dies, in one table.
+baseline, an AWQ checkpoint and a compiled tree on the emulated dies, in one table; and the
+greedy next-token accuracy of each, plus of a model served behind an OpenAI-compatible API.
 
 Held-out text defaults to the *last* CPython documentation topics (calibration's default reads
 from the first ones); pass your own files for anything else. A tree is scored teacher-forced, one
-decode step per token, from its own last-row logits.
+decode step per token, from its own last-row logits. Accuracy is measured at probe positions
+(every `stride`-th token of a block): does greedy decoding of the prefix give the next token?
 """
 
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -22,11 +24,40 @@ from tyllm.quant.layers import decoder_layers, linears_of
 @dataclass(frozen=True)
 class Score:
     name: str
-    perplexity: float
+    perplexity: float | None  # None for a served model (the API gives no prompt logprobs)
     tokens: int
+    accuracy: float | None = None  # greedy next-token accuracy at the probe positions
+    probes: int = 0
 
     def as_json(self) -> dict:
-        return {"name": self.name, "perplexity": self.perplexity, "tokens": self.tokens}
+        return {"name": self.name, "perplexity": self.perplexity, "tokens": self.tokens,
+                "next_token_accuracy": self.accuracy, "probes": self.probes}
+
+
+def probe_positions(block: list[int], stride: int) -> list[int]:
+    """Positions i whose next token block[i + 1] is predicted from block[: i + 1]."""
+    return list(range(stride - 1, len(block) - 1, stride))
+
+
+class Tally:
+    """Negative log-likelihood and probe hits over the blocks of one model."""
+
+    def __init__(self, stride: int):
+        self.stride, self.nll, self.count, self.hits, self.probes = stride, 0.0, 0, 0, 0
+
+    def add_block(self, logits: torch.Tensor, block: list[int]) -> None:
+        """`logits` [len(block) - 1, V]: row i predicts block[i + 1]."""
+        target = torch.tensor(block[1:])
+        self.nll += float(torch.nn.functional.cross_entropy(logits.float(), target,
+                                                            reduction="sum"))
+        self.count += len(target)
+        probes = probe_positions(block, self.stride)
+        self.hits += int((logits[probes].argmax(-1) == target[probes]).sum())
+        self.probes += len(probes)
+
+    def score(self, name: str = "") -> Score:
+        return Score(name, math.exp(self.nll / self.count), self.count,
+                     self.hits / max(1, self.probes), self.probes)
 
 
 def held_out_blocks(tokenizer, source=None, blocks: int = 16, length: int = 256,
@@ -40,24 +71,20 @@ def held_out_blocks(tokenizer, source=None, blocks: int = 16, length: int = 256,
 
 
 @torch.no_grad()
-def hf_perplexity(model, blocks: list[list[int]]) -> Score:
-    nll, count = 0.0, 0
+def hf_perplexity(model, blocks: list[list[int]], stride: int = 16) -> Score:
+    tally = Tally(stride)
     for block in blocks:
-        ids = torch.tensor([block])
-        logits = model(ids).logits[0, :-1].float()
-        nll += float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
-        count += len(block) - 1
-    return Score("", math.exp(nll / count), count)
+        tally.add_block(model(torch.tensor([block])).logits[0, :-1], block)
+    return tally.score()
 
 
-def tree_perplexity(session, blocks: list[list[int]]) -> Score:
-    nll, count = 0.0, 0
+def tree_perplexity(session, blocks: list[list[int]], stride: int = 16) -> Score:
+    tally = Tally(stride)
     for block in blocks:
-        for i, token in enumerate(block[:-1]):
-            logits = session.extend([token], i, slot=0).float()
-            nll -= float(torch.log_softmax(logits, -1)[block[i + 1]])
-        count += len(block) - 1
-    return Score("", math.exp(nll / count), count)
+        rows = [session.extend([token], i, slot=0).reshape(-1).float()
+                for i, token in enumerate(block[:-1])]
+        tally.add_block(torch.stack(rows), block)
+    return tally.score()
 
 
 @torch.no_grad()
@@ -74,38 +101,49 @@ def round_to_nearest(model, group_size: int):
 
 def evaluate(model_path: Path, awq_path: Path | None = None, tree: Path | None = None,
              rtn_group_size: int | None = None, source=None, blocks: int = 16,
-             length: int = 256, workers: str = "threads") -> list[Score]:
+             length: int = 256, workers: str = "threads", api=None,
+             stride: int = 16) -> list[Score]:
+    """`api`: an ApiTarget (tyllm.quant.api_eval) whose served model is scored too."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tyllm.quant.checkpoint import load_quantized_model, read_quantization_config
+    from tyllm.quant.checkpoint import load_quantized_model, quantized_format
 
     if not Path(model_path).is_dir():
         raise TyllmError(f"Model folder {model_path} does not exist.")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     data = held_out_blocks(tokenizer, source, blocks, length)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-    scores = [named(hf_perplexity(model, data), "float32")]
-    group = rtn_group_size or (read_quantization_config(awq_path)["group_size"] if awq_path
-                               else None)
+    scores = [named(hf_perplexity(model, data, stride), "float32")]
+    group = rtn_group_size or (quantized_format(awq_path)[1] if awq_path else None)
     if group:
         rtn = round_to_nearest(model, group)
-        scores.append(named(hf_perplexity(rtn, data), f"round-to-nearest int4, group {group}"))
+        scores.append(named(hf_perplexity(rtn, data, stride),
+                            f"round-to-nearest int4, group {group}"))
     if awq_path is not None:
         awq = load_quantized_model(awq_path)
-        scores.append(named(hf_perplexity(awq, data), f"AWQ int4 ({Path(awq_path).name})"))
+        scores.append(named(hf_perplexity(awq, data, stride),
+                            f"AWQ int4 ({Path(awq_path).name})"))
     if tree is not None:
         from tyllm import runtime
 
         with runtime.load(tree, workers=workers) as session:
-            scores.append(named(tree_perplexity(session, data), f"compiled tree ({tree})"))
+            scores.append(named(tree_perplexity(session, data, stride),
+                                f"compiled tree ({tree})"))
+    if api is not None:
+        from tyllm.quant.api_eval import served_accuracy
+
+        scores.append(served_accuracy(api, data, stride))
     return scores
 
 
 def named(score: Score, name: str) -> Score:
-    return Score(name, score.perplexity, score.tokens)
+    return replace(score, name=name)
 
 
 def table(scores: list[Score]) -> str:
-    lines = ["| model | perplexity | tokens |", "|---|---:|---:|"]
-    lines += [f"| {s.name} | {s.perplexity:.3f} | {s.tokens} |" for s in scores]
+    lines = ["| model | perplexity | next-token accuracy | tokens | probes |",
+             "|---|---:|---:|---:|---:|"]
+    for s in scores:
+        ppl = "n/a (served)" if s.perplexity is None else f"{s.perplexity:.3f}"
+        lines.append(f"| {s.name} | {ppl} | {s.accuracy:.2%} | {s.tokens} | {s.probes} |")
     return "\n".join(lines)

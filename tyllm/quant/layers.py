@@ -1,5 +1,7 @@
 """Runs AWQ over a HF decoder (Llama, Qwen2, Qwen3 layouts: model.model.layers[i] with
-input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm, mlp.{gate,up,down}_proj)."""
+input_layernorm, self_attn.{q,k,v,o}_proj, post_attention_layernorm, mlp.{gate,up,down}_proj).
+For a VLM (Qwen2-VL family: model.model.language_model.layers) only the language model is
+quantized; the vision tower stays float."""
 
 import torch
 from torch import nn
@@ -25,13 +27,24 @@ class _Stop(Exception):
     pass
 
 
+DECODER_PATHS = ("model.layers", "model.language_model.layers")  # causal LMs, then VLMs
+
+
+def decoder_path(model) -> str:
+    """Where the decoder layers live in `model` (and in its state dict)."""
+    modules = dict(model.named_modules())
+    for path in DECODER_PATHS:
+        layers = modules.get(path)
+        if isinstance(layers, nn.ModuleList) and len(layers) and all(
+                hasattr(layers[0], a) for a in ("self_attn", "mlp")):
+            return path
+    raise TyllmError(f"{type(model).__name__} is not a Llama/Qwen-style decoder "
+                     f"({' or '.join(DECODER_PATHS)} with self_attn and mlp): tyllm's AWQ "
+                     f"cannot quantize it.")
+
+
 def decoder_layers(model) -> nn.ModuleList:
-    layers = getattr(getattr(model, "model", None), "layers", None)
-    if layers is None or not hasattr(layers[0], "mlp") or not hasattr(layers[0], "self_attn"):
-        raise TyllmError(f"{type(model).__name__} is not a Llama/Qwen-style decoder "
-                         f"(model.model.layers with self_attn and mlp): tyllm's AWQ cannot "
-                         f"quantize it.")
-    return layers
+    return model.get_submodule(decoder_path(model))
 
 
 def linears_of(layer) -> dict[str, nn.Linear]:
@@ -110,9 +123,9 @@ def quantize_layer(layer, hidden, kwargs, cfg: AwqConfig) -> dict:
 def awq_quantize(model, samples: list[torch.Tensor], cfg: AwqConfig) -> dict:
     """Quantizes every decoder linear of `model` in place; returns {module name: int tensors}."""
     hidden, kwargs = first_layer_inputs(model, samples)
-    packed = {}
+    path, packed = decoder_path(model), {}
     for i, layer in enumerate(tqdm(decoder_layers(model), desc="AWQ", unit="layer")):
         for name, tensors in quantize_layer(layer, hidden, kwargs, cfg).items():
-            packed[f"model.layers.{i}.{name}"] = tensors
+            packed[f"{path}.{i}.{name}"] = tensors
         hidden, _ = run_layer(layer, hidden, kwargs)
     return packed

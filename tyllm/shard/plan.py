@@ -7,6 +7,7 @@ are split near-evenly and each die holds (replicates) the KV heads its query hea
 split by intermediate size and the LM head by vocabulary, both near-evenly.
 """
 
+import math
 from dataclasses import dataclass
 
 from tyllm.errors import TyllmError
@@ -55,13 +56,37 @@ def _head_ranges(dims: DecoderDims, dies: int) -> list[tuple[range, range]]:
     return [(q, range(q.start // g, (q.stop - 1) // g + 1)) for q in q_parts]
 
 
-def plan_dies(dims: DecoderDims, dies: int) -> list[DiePlan]:
+def _ffn_ranges(dims: DecoderDims, dies: int, group_size: int) -> list[range]:
+    """Near-even MLP columns per die, in whole int4 groups (`group_size` 1 for float weights)."""
+    units = dims.intermediate_size // group_size
+    if dims.intermediate_size % group_size or units < dies:
+        raise TyllmError(f"intermediate_size={dims.intermediate_size} does not split into whole "
+                         f"int4 groups of {group_size} on {dies} dies: use fewer dies or a "
+                         f"smaller group size.")
+    return [range(r.start * group_size, r.stop * group_size) for r in even_split(units, dies)]
+
+
+def _check_head_groups(dims: DecoderDims, heads, group_size: int) -> None:
+    """o_proj reads a die's heads x head_dim inputs: int4 needs whole groups there."""
+    bad = [d for d, (q, _) in enumerate(heads) if len(q) * dims.head_dim % group_size]
+    if bad:
+        counts = [len(q) for q, _ in heads]
+        multiple = group_size // math.gcd(group_size, dims.head_dim)
+        raise TyllmError(f"Query heads per die {counts} x head_dim {dims.head_dim} are not whole "
+                         f"int4 groups of {group_size} on dies {bad}: choose a die count that "
+                         f"gives every die a multiple of {multiple} heads, or quantize with a "
+                         f"group size dividing {dims.head_dim}.")
+
+
+def plan_dies(dims: DecoderDims, dies: int, group_size: int = 1) -> list[DiePlan]:
+    """`group_size`: the int4 group size of a quantized checkpoint (shards hold whole groups)."""
     if dies < 1:
         raise TyllmError(f"dev_count={dies} is invalid: use 1 or more dies.")
     if dies > dims.num_heads:
         raise TyllmError(f"Cannot split {dims.num_heads} attention heads across {dies} dies: "
                          f"use at most {dims.num_heads} dies.")
     heads = _head_ranges(dims, dies)
-    ffn = even_split(dims.intermediate_size, dies)
+    _check_head_groups(dims, heads, group_size)
+    ffn = _ffn_ranges(dims, dies, group_size)
     vocab = even_split(dims.vocab_size, dies)
     return [DiePlan(d, dies, heads[d][0], heads[d][1], ffn[d], vocab[d]) for d in range(dies)]

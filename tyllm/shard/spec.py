@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 
+from tyllm.errors import TyllmError
 from tyllm.shard.plan import DiePlan
 
 
@@ -13,11 +14,13 @@ class Replicate:
 @dataclass(frozen=True)
 class ShardDim:
     """Split tensor dimension `dim` along a plan axis ("q_heads", "kv_heads", "ffn", "vocab");
-    each axis item covers `unit` consecutive elements (head_dim for heads)."""
+    each axis item covers `unit` consecutive elements (head_dim for heads), divided by `per`
+    when the tensor packs `per` elements into one (2 for int4 bytes, G for group scales)."""
 
     dim: int
     axis: str
     unit: int = 1
+    per: int = 1
 
 
 def shard_slices(spec: Replicate | ShardDim, plan: DiePlan, ndim: int) -> tuple[slice, ...]:
@@ -25,5 +28,10 @@ def shard_slices(spec: Replicate | ShardDim, plan: DiePlan, ndim: int) -> tuple[
     slices = [slice(None)] * ndim
     if isinstance(spec, ShardDim):
         r = plan.axis(spec.axis)
-        slices[spec.dim] = slice(r.start * spec.unit, r.stop * spec.unit)
+        start, stop = r.start * spec.unit, r.stop * spec.unit
+        if start % spec.per or stop % spec.per:
+            raise TyllmError(f"Die {plan.die} holds elements [{start}, {stop}) of a tensor that "
+                             f"packs {spec.per} per entry: the split is not aligned; choose "
+                             f"another die count.")
+        slices[spec.dim] = slice(start // spec.per, stop // spec.per)
     return tuple(slices)

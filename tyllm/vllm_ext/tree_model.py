@@ -19,6 +19,7 @@ from tyllm.vlm.layout import PREPROCESSOR
 
 VLM_ARCH = "TyllmVlmForConditionalGeneration"  # registered by vlm_model.py (general plugin)
 TREE_KEY = "tyllm_tree"  # the served config.json of a VLM tree names its tree
+SERVED_FORMAT = b"2"  # bump when what model_folder writes changes: old cached folders go stale
 
 
 def is_tree(path: Path) -> bool:
@@ -32,7 +33,7 @@ def tree_config(tree: Path) -> dict:
 def model_folder(tree: Path) -> Path:
     """A HF folder (config.json + tokenizer) for vLLM's front end, keyed by the tree's manifest."""
     manifest = (tree / layout.MANIFEST).read_bytes()
-    key = hashlib.sha256(str(tree.resolve()).encode() + manifest).hexdigest()[:16]
+    key = hashlib.sha256(SERVED_FORMAT + str(tree.resolve()).encode() + manifest).hexdigest()[:16]
     folder = cache_root() / "served" / f"{tree.resolve().parent.name}-{tree.name}-{key}"
     if (folder / layout.CONFIG).is_file():
         return folder
@@ -40,7 +41,8 @@ def model_folder(tree: Path) -> Path:
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     config = tree_config(tree)
-    hf_config = config["hf_config"]
+    # The dies dequantize int4 weights themselves: vLLM must not look for a quantization method.
+    hf_config = {k: v for k, v in config["hf_config"].items() if k != "quantization_config"}
     if config["kind"] == "vlm":  # vLLM sees tyllm's multimodal architecture (vlm_model.py)
         hf_config = hf_config | {"architectures": [VLM_ARCH], TREE_KEY: str(tree.resolve())}
     (staging / layout.CONFIG).write_text(json.dumps(hf_config, indent=2))

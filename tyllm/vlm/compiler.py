@@ -34,6 +34,7 @@ from tyllm.models.vlm.language import (
 from tyllm.models.vlm.mrope import MropeStep
 from tyllm.models.vlm.rope_index import RopeIndexStep
 from tyllm.models.vlm.spec import supported_vlms, vlm_for_config
+from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.shard.plan import plan_dies
 from tyllm.vlm import layout
@@ -56,6 +57,7 @@ class VlmCheckpoint:
                              f"takes {supported_vlms()}. Compile text models "
                              f"({supported_architectures()}) with `tyllm compile`.")
         self.dims = self.spec.text_dims(self.config)
+        self.int4 = read_int4_scheme(self.config)  # the language model's; vision stays float
         self.tokenizer = source_tokenizer or tokenizer_file(path)
         with TensorReader(path) as reader:  # where the decoder lives in this checkpoint
             self.text_prefix = checkpoint_prefix(reader, TEXT_PREFIXES, "norm.weight")
@@ -72,7 +74,8 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
     for plan in plans:
         with TensorReader(ckpt.path) as reader:
             step = build_language_step(ckpt.spec, ckpt.config, plan, reader, ckpt.text_prefix,
-                                       max_kv=request.max_model_len, dtype=request.torch_dtype)
+                                       max_kv=request.max_model_len, dtype=request.torch_dtype,
+                                       int4=ckpt.int4)
         params = dict(step.named_parameters())
         weights = llm_layout.weights_file(plan.die)
         save_params(llm_layout.ensure_parent(root, weights),
@@ -150,12 +153,13 @@ def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
         "tokens_per_second": getattr(v, "tokens_per_second", None),
         "video_frames_as_images": ckpt.spec.video_frames_as_images,
         "hf_config": ckpt.config.to_dict(),
+        "quantization": ckpt.int4.as_json() if ckpt.int4 else None,
     }
 
 
 def write_vlm_tree(ckpt, request, root: Path, report) -> None:
     # Step 1. Plans, target, the patch grid of every compiled image size.
-    plans = plan_dies(ckpt.dims, request.num_die)
+    plans = plan_dies(ckpt.dims, request.num_die, shard_unit(ckpt.int4))
     target = TargetSpec(num_cores=request.num_threads or os.cpu_count() or 1)
     processor = image_processor(ckpt.path, ckpt.config.vision_config)
     grids = {size: patch_grid(processor, size) for size in request.image_sizes}
@@ -185,7 +189,7 @@ def write_vlm_tree(ckpt, request, root: Path, report) -> None:
 def compile_vlm(request: VlmCompileRequest) -> Path:
     validate(request)
     ckpt = VlmCheckpoint(request.model_path, request.source_tokenizer)
-    plan_dies(ckpt.dims, request.num_die)
+    plan_dies(ckpt.dims, request.num_die, shard_unit(ckpt.int4))
     check_vision_dies(ckpt.config, len(request.vision_remap))
     total = (len(request.vision_remap) * len(request.image_sizes)
              + 2 * request.num_die * len(request.seq_len_list) + 1)

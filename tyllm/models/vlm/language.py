@@ -12,6 +12,7 @@ from tyllm.models.decoder import DecoderStep
 from tyllm.models.llama.weights import weight_table
 from tyllm.models.loading import load_die_weights
 from tyllm.models.vlm.spec import VlmSpec
+from tyllm.quant.int4 import Int4Scheme
 from tyllm.shard.plan import DiePlan
 
 TEXT_PREFIXES = ("model.language_model.", "model.")
@@ -55,13 +56,14 @@ def language_inputs(step: DecoderStep, seq_len: int) -> dict[str, torch.Tensor]:
 
 
 def build_language_step(spec: VlmSpec, config, plan: DiePlan, reader: TensorReader,
-                        prefix: str, *, max_kv: int, dtype) -> DecoderStep:
+                        prefix: str, *, max_kv: int, dtype,
+                        int4: Int4Scheme | None = None) -> DecoderStep:
     """`prefix`: where the decoder lives in the checkpoint (checkpoint_prefix)."""
     dims = spec.text_dims(config)
     deep = deepstack_count(config)
     cls = DeepstackLanguageStep if deep else LanguageStep
     step = cls(dims, plan, seq_len=1, max_kv=max_kv, embedding_as_input=True, dtype=dtype,
-               rope_tables=False)
+               rope_tables=False, int4=int4)
     step.deepstack_layers = deep
-    load_die_weights(step, weight_table(dims, True, prefix), plan, reader, dtype)
+    load_die_weights(step, weight_table(dims, True, prefix), plan, reader)
     return step.eval()
