@@ -167,16 +167,10 @@ def test_int4_tree_matches_the_dequantized_model(awq_qwen2, tmp_path, dies):
     params = load_file(tree / "batch_1" / "common_die0.params")
     assert params["layers.0.mlp.down_proj.qweight"].dtype == torch.uint8
     assert "layers.0.mlp.down_proj.weight" not in params
+    if dies == 2:  # the ONNX twins unpack the same way: onnxruntime agrees with TVM
+        from tyllm.cli import main
 
-
-@pytest.mark.slow
-def test_int4_tree_passes_verify_against_onnxruntime(awq_qwen2, tmp_path):
-    from tyllm.cli import main
-
-    converted = convert_checkpoint(awq_qwen2, tmp_path / "converted")
-    tree = build_and_compile_llm(converted, tmp_path / "tree" / "2die", max_kv_cache_size=64,
-                                 seq_len_list=[1, 8], dev_count=2, progress=False)
-    assert main(["verify", tree]) == 0
+        assert main(["verify", str(tree)]) == 0
 
 
 def test_unsupported_quant_type_is_refused(awq_qwen2, tmp_path):
@@ -222,7 +216,7 @@ def test_script_reports_errors_and_refuses_a_non_empty_destination(awq_qwen2, tm
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "checkpoint_convert.py"),
                           "--src", str(awq_qwen2), "--dst", str(tmp_path / "taken"),
                           "--quant_type", "awq"], capture_output=True, text=True)
-    assert run.returncode == 2 and "not empty" in run.stderr
+    assert run.returncode == 2 and "not an empty folder" in run.stderr
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
@@ -290,3 +284,26 @@ def test_load_quantized_model_reads_every_format(awq_qwen2, tmp_path):
     ids = torch.tensor([PROMPTS[1]])
     with torch.no_grad():
         assert torch.equal(a(ids).logits, b(ids).logits)
+
+
+def test_failed_conversion_leaves_nothing_behind(awq_qwen2, tmp_path):
+    converted = convert_checkpoint(awq_qwen2, tmp_path / "converted")
+    config = json.loads((converted / "config.json").read_text())
+    config["quantization_config"]["group_size"] = 64  # the tensors hold groups of 32
+    (converted / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TyllmError, match="do not match group_size=64"):
+        convert_checkpoint(converted, tmp_path / "back")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["converted"]
+
+
+def test_compressed_tensors_schemes_tyllm_cannot_run_are_named(tmp_path):
+    weights = {"num_bits": 4, "type": "int", "symmetric": True, "strategy": "group",
+               "group_size": 32, "actorder": "group"}
+    config = {"quantization_config": {
+        "quant_method": "compressed-tensors", "format": "pack-quantized",
+        "config_groups": {"group_0": {"targets": ["Linear"], "weights": weights,
+                                      "input_activations": {"num_bits": 8}}}}}
+    (tmp_path / "ct").mkdir()
+    (tmp_path / "ct" / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TyllmError, match=r"activation quantization.*actorder 'group'"):
+        convert_checkpoint(tmp_path / "ct", tmp_path / "out")

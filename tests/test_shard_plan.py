@@ -58,3 +58,19 @@ def test_shard_slices_read_only_the_declaration():
     assert shard_slices(ShardDim(0, "q_heads", 8), plan, 2) == (slice(24, 48), slice(None))
     assert shard_slices(ShardDim(1, "ffn"), plan, 2) == (slice(None), slice(45, 90))
     assert shard_slices(Replicate(), plan, 1) == (slice(None),)
+
+
+def test_int4_groups_stay_whole_on_every_die():
+    plans = plan_dies(dims(6, 2, ffn=96), 3, group_size=16)  # 6 groups of MLP columns
+    assert [len(p.ffn) for p in plans] == [32, 32, 32]
+    assert all(p.ffn.start % 16 == 0 for p in plans)
+    with pytest.raises(TyllmError, match="does not divide hidden_size=48"):
+        plan_dies(dims(6, 2, ffn=96), 1, group_size=32)
+    with pytest.raises(TyllmError, match="not whole int4 groups of 16"):
+        plan_dies(dims(6, 2, ffn=96), 4, group_size=16)  # 2, 2, 1, 1 heads of 8 inputs
+
+
+def test_int4_input_slices_are_in_bytes_and_groups():
+    plan = plan_dies(dims(6, 2, ffn=96), 3, group_size=16)[1]
+    assert shard_slices(ShardDim(1, "ffn", per=2), plan, 2) == (slice(None), slice(16, 32))
+    assert shard_slices(ShardDim(1, "ffn", per=16), plan, 2) == (slice(None), slice(2, 4))

@@ -13,6 +13,12 @@ def int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ints") from e
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return int(text)
+
+
 def add_compile(sub) -> None:
     p = sub.add_parser("compile", help="compile a HF checkpoint into a per-die artifact tree")
     p.add_argument("model", help="HF checkpoint folder (config.json, safetensors, tokenizer)")
@@ -63,9 +69,11 @@ def add_prepare(sub) -> None:
 
 def add_eval(sub) -> None:
     p = sub.add_parser("eval", help="perplexity and next-token accuracy: float, round-to-nearest "
-                                          "int4, AWQ, compiled tree, served model")
+                                    "int4, AWQ, compiled tree, served model")
     p.add_argument("model", help="the float HF checkpoint folder")
-    p.add_argument("--awq", default=None, help="an AWQ checkpoint of it (tyllm.quant / AutoAWQ)")
+    p.add_argument("--awq", default=None,
+                   help="an int4 checkpoint of it (AutoAWQ GEMM, compressed-tensors W4A16 or "
+                        "tyllm int4), scored dequantized in HF")
     p.add_argument("--tree", default=None, help="a compiled <N>die tree to score on the emulator")
     p.add_argument("--rtn-group-size", type=int, default=None,
                    help="group size of the round-to-nearest baseline (default: the AWQ one)")
@@ -78,7 +86,7 @@ def add_eval(sub) -> None:
                    help="also score a served model: its OpenAI /v1 URL (tyllm/vllm serve)")
     p.add_argument("--api-model", default=None, help="served model name (default: MODEL)")
     p.add_argument("--api-key", default="EMPTY", help="API key of the server")
-    p.add_argument("--probe-stride", type=int, default=16,
+    p.add_argument("--probe-stride", type=positive_int, default=16,
                    help="next-token accuracy probes every N tokens of a block")
 
 

@@ -14,9 +14,10 @@ MAX_MATMUL_ARGS = 4  # x, weight, and up to two epilogue operands (bias, residua
 
 
 def _unpack_then_matmul(num_args: int):
-    """call_tir(unpack, (qweight uint8, ...)) feeding call_tir(matmul, (x, weight, ...))."""
-    unpack = is_op("relax.call_tir")(GlobalVarPattern(), TuplePattern([wildcard()] * 3),
-                                     add_constraint=False)
+    """call_tir(unpack, (qweight uint8, scales, zeros)) feeding call_tir(matmul, (x, weight,
+    ...)); a consumer that is not a matmul is still correct, only not scheduled as one."""
+    packed = TuplePattern([wildcard() for _ in range(3)])  # distinct: a shared one must match
+    unpack = is_op("relax.call_tir")(GlobalVarPattern(), packed, add_constraint=False)
     operands = [wildcard(), unpack] + [wildcard() for _ in range(num_args - 2)]
     matmul = is_op("relax.call_tir")(GlobalVarPattern(), TuplePattern(operands),
                                      add_constraint=False)
@@ -24,8 +25,8 @@ def _unpack_then_matmul(num_args: int):
 
 
 def _reads_packed_weights(ctx) -> bool:
-    packed = ctx.annotated_expr["unpack"].args[1][0]
-    return str(packed.ty.dtype) == "uint8"
+    """The unpacking kernel takes a uint8 tensor (tyllm's int4 layout, any argument order)."""
+    return any(str(a.ty.dtype) == "uint8" for a in ctx.annotated_expr["unpack"].args[1])
 
 
 def fuse_dequantize_passes() -> list[tvm.transform.Pass]:

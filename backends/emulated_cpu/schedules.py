@@ -158,6 +158,7 @@ class InnerReductionMatmul(_MatmulRule):
     parallel. Decode (M = 1) streams one weight row at a time: purely sequential reads."""
 
     K_LAST_IN_B = True
+    SERIAL_M = False  # True: a parallel task covers all M rows of its weight rows
 
     def schedule(self, sch, main, epilogue, extents, batch, m) -> s_tir.Schedule | None:
         width = _vector_width(extents[-1])
@@ -171,10 +172,11 @@ class InnerReductionMatmul(_MatmulRule):
         n_task, ng, ni = sch.split(loops[-2], factors=[None, group, n_tile])
         ko, ki = sch.split(loops[-1], factors=[None, width])
         sch.reorder(*[loops[i] for i in batch], n_task, *mo, ng, ko, *mi, ni, ki)
-        sch.fuse(*[loops[i] for i in batch], n_task, *mo)
+        sch.fuse(*[loops[i] for i in batch], n_task, *([] if self.SERIAL_M else mo))
         out_dims = len(sch.get(main.block_rv).writes[0].region)
         rf = sch.rfactor(ki, factor_axis=out_dims)  # partial sums [..., n, width], contiguous
-        task, ng, ko, *tile, ki = sch.get_loops(rf)
+        task, *inner = sch.get_loops(rf)
+        ng, ko, *tile, ki = inner[len(mo):] if self.SERIAL_M else inner
         sch.parallel(task)
         sch.vectorize(ki)
         _unroll(sch, tile)
@@ -261,8 +263,11 @@ class DequantizeMatmul(InnerReductionMatmul):
     """x @ W^T where W is computed in the same PrimFunc from packed weights (int4 unpacking
     fused in by the pipeline): the unpacking chain is inlined into one block that is computed
     per parallel task, for just the weight rows the task reads, into a small buffer that stays
-    in cache; the matmul itself is scheduled as InnerReductionMatmul. The full-size float
-    weight is never written to memory."""
+    in cache; the matmul itself is scheduled as InnerReductionMatmul, except that a task runs
+    all M rows of its weight rows (prefill unpacks each weight row once, not once per M tile).
+    The full-size float weight is never written to memory."""
+
+    SERIAL_M = True
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
@@ -291,8 +296,8 @@ def _weight_prologue(sch: s_tir.Schedule):
     returns that block, or None when the PrimFunc does not start with such a chain reading
     packed (uint8) weights."""
     infos = normalize_prim_func(sch) or []
-    first_reduction = next((i for i, b in enumerate(infos) if not b.is_injective()), None)
-    if not first_reduction:
+    first_reduction = next((i for i, b in enumerate(infos) if not b.is_injective()), 0)
+    if first_reduction == 0:  # no reduction, or nothing before it
         return None
     chain = infos[:first_reduction]
     if try_inline(sch, chain[:-1]):
@@ -308,11 +313,11 @@ def _split_by_groups(sch: s_tir.Schedule, weight) -> None:
     a plain vector load, mask or shift, convert, subtract and multiply."""
     k_loop = sch.get_loops(weight)[-1]
     k = _static(sch.get(k_loop).extent)
-    groups = [int(r.source.shape[-1]) for r in sch.get(weight).reads
+    widths = [int(r.source.shape[-1]) for r in sch.get(weight).reads
               if len(r.source.shape) >= 2 and isinstance(r.source.shape[-1], tirx.IntImm)]
-    groups = [g for g in groups if k and g < k and k % (2 * g) == 0]
-    if groups:
-        count = min(groups)
+    group_counts = [g for g in widths if k and g < k and k % (2 * g) == 0]
+    if group_counts:
+        count = min(group_counts)
         sch.split(k_loop, factors=[count, 2, k // count // 2])
 
 

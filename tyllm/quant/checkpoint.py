@@ -9,6 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from tyllm.checkpoint import TensorReader
+from tyllm.errors import TyllmError
 from tyllm.quant.awq import AwqConfig
 from tyllm.quant.groups import dequantize
 from tyllm.quant.pack import pack_linear
@@ -96,6 +97,14 @@ def load_quantized_model(folder):
     config.torch_dtype = torch.float32
     auto = AutoModelForImageTextToText if is_vlm_config(config) else AutoModelForCausalLM
     model = auto.from_config(config, dtype=torch.float32)
-    model.load_state_dict(dequantized_state(folder), strict=False)
+    result = model.load_state_dict(dequantized_state(folder), strict=False)
+    tied = any(getattr(c, "tie_word_embeddings", False) for c in (config, config.get_text_config()))
+    missing = [k for k in result.missing_keys if not (tied and k == "lm_head.weight")]
+    if missing or result.unexpected_keys:
+        names = (missing or result.unexpected_keys)[:3]
+        raise TyllmError(f"{folder}: tensor names do not match {type(model).__name__} "
+                         f"({len(missing)} missing, {len(result.unexpected_keys)} unexpected, "
+                         f"e.g. {names}): the checkpoint was saved under another naming; "
+                         f"re-save it with this transformers version.")
     model.tie_weights()
     return model.eval()

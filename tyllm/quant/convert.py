@@ -8,8 +8,10 @@ copied unchanged, shard files keep their names, and the destination appears only
 import json
 import os
 import shutil
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import NamedTuple
 
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -22,6 +24,14 @@ from tyllm.quant.checkpoint import VISION_MODULES
 from tyllm.quant.checkpoint import quantization_config as awq_quantization_config
 
 QUANT_TYPES = ("awq",)
+
+
+class Source(NamedTuple):
+    """How to read a quantized checkpoint: its format, group size and per-linear reader."""
+
+    fmt: formats.Format
+    group_size: int
+    read: Callable
 CONVERTED_FROM = {"awq": "AutoAWQ GEMM", "compressed-tensors": "compressed-tensors",
                   int4.QUANT_METHOD: "tyllm int4"}
 
@@ -58,37 +68,50 @@ def autoawq_source(q: dict):
         raise TyllmError(f"AutoAWQ checkpoint with bits={q['bits']}, zero_point="
                          f"{q['zero_point']}, version={version!r}: tyllm imports 4-bit GEMM "
                          f"checkpoints with zero points (re-export with version='gemm').")
-    return formats.AUTOAWQ, int(q["group_size"]), formats.read_autoawq
+    return Source(formats.AUTOAWQ, int(q["group_size"]), formats.read_autoawq)
+
+
+REORDERING_ACTORDER = ("group", "dynamic", True)  # these need a g_idx permutation
 
 
 def compressed_source(q: dict):
     require(q, ("format", "config_groups"), "compressed-tensors")
-    groups = list(q["config_groups"].values())
-    weights = [g.get("weights") or {} for g in groups]
-    ok = (q["format"] == "pack-quantized" and len(groups) == 1
-          and not groups[0].get("input_activations")
-          and weights[0].get("num_bits") == 4 and weights[0].get("type", "int") == "int"
-          and weights[0].get("strategy") == "group" and weights[0].get("group_size")
-          and not weights[0].get("actorder"))
-    if not ok:
-        raise TyllmError(f"compressed-tensors checkpoint (format {q['format']!r}, "
-                         f"{len(groups)} config groups) is not W4A16 group quantization: tyllm "
-                         f"imports one pack-quantized group with 4-bit int weights, "
-                         f"strategy 'group', no activation ordering or activation quantization.")
-    read = partial(formats.read_compressed, symmetric=bool(weights[0].get("symmetric", True)))
-    return formats.COMPRESSED, int(weights[0]["group_size"]), read
+    groups = q["config_groups"]
+    if not isinstance(groups, dict) or len(groups) != 1:
+        raise TyllmError("compressed-tensors config_groups must hold exactly one group: tyllm "
+                         "imports one W4A16 scheme for all decoder linears.")
+    group = next(iter(groups.values())) or {}
+    weights = group.get("weights") or {}
+    problems = [
+        (q["format"] != "pack-quantized", f"format {q['format']!r} (need 'pack-quantized')"),
+        (bool(group.get("input_activations")), "activation quantization (need weight-only)"),
+        (weights.get("num_bits") != 4 or weights.get("type", "int") != "int",
+         f"{weights.get('num_bits')}-bit {weights.get('type')} weights (need 4-bit int)"),
+        (weights.get("strategy") != "group" or not weights.get("group_size"),
+         f"strategy {weights.get('strategy')!r} (need 'group' with a group_size)"),
+        (weights.get("actorder") in REORDERING_ACTORDER,
+         f"actorder {weights.get('actorder')!r} (a g_idx permutation)"),
+    ]
+    if bad := [text for failed, text in problems if failed]:
+        raise TyllmError(f"compressed-tensors checkpoint with {', '.join(bad)}: tyllm imports "
+                         f"W4A16 group quantization; re-export it with that scheme.")
+    read = partial(formats.read_compressed, symmetric=bool(weights.get("symmetric", True)))
+    return Source(formats.COMPRESSED, int(weights["group_size"]), read)
 
 
 def tyllm_source(q: dict):
     require(q, int4.REQUIRED, int4.QUANT_METHOD)
-    return formats.TYLLM, int(q["group_size"]), formats.read_tyllm
+    if q["bits"] != 4:
+        raise TyllmError(f"{int4.QUANT_METHOD} checkpoint with bits={q['bits']}: the layout is "
+                         f"4-bit; re-run checkpoint_convert.py.")
+    return Source(formats.TYLLM, int(q["group_size"]), formats.read_tyllm)
 
 
 SOURCES = {"awq": autoawq_source, "compressed-tensors": compressed_source,
            int4.QUANT_METHOD: tyllm_source}
 
 
-def source_format(q: dict):
+def source_format(q: dict) -> Source:
     method = q["quant_method"]
     if method not in SOURCES:
         raise TyllmError(f"quant_method {method!r} is not one tyllm converts: it reads AutoAWQ "
@@ -112,9 +135,9 @@ def convert_checkpoint(src, dst, quant_type: str = "awq") -> Path:
     fmt, group_size, read = source_format(quantization_of(src, config))
     int4.check_even_group(group_size)
     target = formats.AUTOAWQ if fmt is formats.TYLLM else formats.TYLLM
-    if dst.exists() and any(dst.iterdir()):
-        raise TyllmError(f"{dst} exists and is not empty: choose a new --dst; tyllm will not "
-                         f"overwrite it.")
+    if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
+        raise TyllmError(f"{dst} exists and is not an empty folder: choose a new --dst; tyllm "
+                         f"will not overwrite it.")
     staging = dst.parent / f".{dst.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)

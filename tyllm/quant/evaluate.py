@@ -56,8 +56,8 @@ class Tally:
         self.probes += len(probes)
 
     def score(self, name: str = "") -> Score:
-        return Score(name, math.exp(self.nll / self.count), self.count,
-                     self.hits / max(1, self.probes), self.probes)
+        accuracy = self.hits / self.probes if self.probes else None
+        return Score(name, math.exp(self.nll / self.count), self.count, accuracy, self.probes)
 
 
 def held_out_blocks(tokenizer, source=None, blocks: int = 16, length: int = 256,
@@ -114,7 +114,7 @@ def evaluate(model_path: Path, awq_path: Path | None = None, tree: Path | None =
     data = held_out_blocks(tokenizer, source, blocks, length)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     scores = [named(hf_perplexity(model, data, stride), "float32")]
-    group = rtn_group_size or (quantized_format(awq_path)[1] if awq_path else None)
+    group = rtn_group_size or (quantized_format(awq_path).group_size if awq_path else None)
     if group:
         rtn = round_to_nearest(model, group)
         scores.append(named(hf_perplexity(rtn, data, stride),
@@ -145,5 +145,6 @@ def table(scores: list[Score]) -> str:
              "|---|---:|---:|---:|---:|"]
     for s in scores:
         ppl = "n/a (served)" if s.perplexity is None else f"{s.perplexity:.3f}"
-        lines.append(f"| {s.name} | {ppl} | {s.accuracy:.2%} | {s.tokens} | {s.probes} |")
+        acc = "n/a" if s.accuracy is None else f"{s.accuracy:.2%}"
+        lines.append(f"| {s.name} | {ppl} | {acc} | {s.tokens} | {s.probes} |")
     return "\n".join(lines)

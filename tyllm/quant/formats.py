@@ -50,7 +50,11 @@ def read_autoawq(get, module: str, group_size: int) -> Int4Tensors:
 
 
 def read_compressed(get, module: str, group_size: int, symmetric: bool) -> Int4Tensors:
-    from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+    try:
+        from compressed_tensors.compressors.pack_quantized.helpers import unpack_from_int32
+    except ImportError as e:
+        raise TyllmError("Reading compressed-tensors checkpoints needs the compressed-tensors "
+                         "package (installed with vLLM): pip install compressed-tensors.") from e
 
     shape = torch.Size(get(f"{module}.weight_shape").tolist())
     scales = get(f"{module}.weight_scale")
@@ -65,8 +69,14 @@ def read_compressed(get, module: str, group_size: int, symmetric: bool) -> Int4T
 
 
 def read_tyllm(get, module: str, group_size: int) -> Int4Tensors:
-    q = int4.unpack_group_halves(get(f"{module}.qweight"), group_size).to(torch.int32)
-    return Int4Tensors(q, get(f"{module}.scales"), get(f"{module}.qzeros").to(torch.int32))
+    qweight, scales = get(f"{module}.qweight"), get(f"{module}.scales")
+    if 2 * qweight.shape[-1] != scales.shape[-1] * group_size:
+        raise TyllmError(f"{module}: qweight {tuple(qweight.shape)} and scales "
+                         f"{tuple(scales.shape)} do not match group_size={group_size} from "
+                         f"quantization_config; the checkpoint's config does not describe its "
+                         f"tensors.")
+    q = int4.unpack_group_halves(qweight, group_size).to(torch.int32)
+    return Int4Tensors(q, scales, get(f"{module}.qzeros").to(torch.int32))
 
 
 def write_tyllm(module: str, linear: Int4Tensors, group_size: int) -> dict[str, torch.Tensor]:
@@ -78,8 +88,7 @@ def write_tyllm(module: str, linear: Int4Tensors, group_size: int) -> dict[str, 
 
 def write_autoawq(module: str, linear: Int4Tensors, group_size: int) -> dict[str, torch.Tensor]:
     check_groups(module, linear, group_size)
-    packed = pack_linear(linear.q, linear.scales, linear.zeros)
-    packed["scales"] = linear.scales.t().contiguous()  # keep the checkpoint's dtype
+    packed = pack_linear(linear.q, linear.scales, linear.zeros)  # fp16 scales, as AutoAWQ
     return {f"{module}.{k}": v for k, v in packed.items()}
 
 

@@ -59,11 +59,20 @@ def _head_ranges(dims: DecoderDims, dies: int) -> list[tuple[range, range]]:
 def _ffn_ranges(dims: DecoderDims, dies: int, group_size: int) -> list[range]:
     """Near-even MLP columns per die, in whole int4 groups (`group_size` 1 for float weights)."""
     units = dims.intermediate_size // group_size
-    if dims.intermediate_size % group_size or units < dies:
-        raise TyllmError(f"intermediate_size={dims.intermediate_size} does not split into whole "
-                         f"int4 groups of {group_size} on {dies} dies: use fewer dies or a "
-                         f"smaller group size.")
+    if units < dies:
+        unit = f"int4 groups of {group_size}" if group_size > 1 else "columns"
+        raise TyllmError(f"intermediate_size={dims.intermediate_size} gives {units} {unit}, "
+                         f"fewer than {dies} dies: use at most {units} dies.")
     return [range(r.start * group_size, r.stop * group_size) for r in even_split(units, dies)]
+
+
+def _check_group_size(dims: DecoderDims, group_size: int) -> None:
+    """A quantized checkpoint's group size must divide the linears' input sizes."""
+    sizes = {"hidden_size": dims.hidden_size, "intermediate_size": dims.intermediate_size}
+    if bad := [f"{k}={v}" for k, v in sizes.items() if v % group_size]:
+        raise TyllmError(f"int4 group_size={group_size} does not divide {', '.join(bad)}: the "
+                         f"checkpoint's quantization_config does not match its config.json; "
+                         f"re-quantize with a group size that divides both.")
 
 
 def _check_head_groups(dims: DecoderDims, heads, group_size: int) -> None:
@@ -85,6 +94,7 @@ def plan_dies(dims: DecoderDims, dies: int, group_size: int = 1) -> list[DiePlan
     if dies > dims.num_heads:
         raise TyllmError(f"Cannot split {dims.num_heads} attention heads across {dies} dies: "
                          f"use at most {dims.num_heads} dies.")
+    _check_group_size(dims, group_size)
     heads = _head_ranges(dims, dies)
     _check_head_groups(dims, heads, group_size)
     ffn = _ffn_ranges(dims, dies, group_size)
