@@ -252,6 +252,7 @@ def test_vlm_quantizes_the_language_model_only(vlm_checkpoint, tmp_path):
     vision_before = {n: p.clone() for n, p in model.model.visual.named_parameters()}
     calib = get_dataloader(word_texts(4, 0), tokenizer, max_sequence_length=96)
     quantized = quantize_model(model, get_awq_config(group_size=16, n_grid=5), calib, tokenizer)
+    assert len(quantized.packed) == 7 * model.config.text_config.num_hidden_layers
     assert all(n.startswith("model.language_model.layers.") for n in quantized.packed)
     assert all(torch.equal(p, vision_before[n])
                for n, p in quantized.model.model.visual.named_parameters())

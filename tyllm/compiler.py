@@ -20,13 +20,14 @@ from tyllm.models.loading import (
     GRAPH_CONSTANTS,
     SHARED_CONSTANTS,
     build_die_step,
-    step_weight_table,
+    die_weights,
 )
 from tyllm.models.registry import arch_for_config
 from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.request import CompileRequest, validate
 from tyllm.shard.plan import DiePlan, plan_dies
+from tyllm.staging import write_atomically
 
 TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
                     "chat_template.json", "generation_config.json")
@@ -84,10 +85,7 @@ def compile_die(ckpt, plan, request, root, target, report) -> list[dict]:
                               max_kv=request.max_kv_cache_size,
                               embedding_as_input=request.embedding_as_input,
                               dtype=request.torch_dtype, int4=ckpt.int4)
-    params = dict(step.named_parameters())
-    table = step_weight_table(step, ckpt.arch.weight_table(ckpt.dims, request.embedding_as_input))
-    save_params(layout.ensure_parent(root, layout.weights_file(plan.die)),
-                {n: params[n] for n in table})
+    save_params(layout.ensure_parent(root, layout.weights_file(plan.die)), die_weights(step))
     return [compile_graph(step, plan, m, request, root, target, report)
             for m in sorted(request.seq_len_list)]
 
@@ -164,11 +162,11 @@ def write_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) ->
     write_manifest(root)
 
 
-def prepare_destination(dest: Path) -> None:
+def check_tree_destination(dest: Path) -> None:
+    """Only an empty folder or an older tyllm tree may be replaced."""
     if dest.exists() and any(dest.iterdir()) and not (dest / layout.MANIFEST).is_file():
         raise TyllmError(f"{dest} exists, is not empty and is not a tyllm artifact tree: "
                          f"choose another artifacts_path or empty it; tyllm will not overwrite it.")
-    dest.parent.mkdir(parents=True, exist_ok=True)
 
 
 def compile_llm(request: CompileRequest) -> Path:
@@ -179,28 +177,5 @@ def compile_llm(request: CompileRequest) -> Path:
     plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
     report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress)
     return write_atomically(request.artifacts_path,
-                            lambda staging: write_tree(ckpt, request, staging, report))
-
-
-def write_atomically(dest: Path, write) -> Path:
-    """Runs `write(staging)` in a staging folder beside `dest`, then moves it into place: a
-    failed or interrupted compile leaves nothing that looks like a tree."""
-    prepare_destination(dest)
-    staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
-    try:
-        write(staging)
-        replace_tree(staging, dest)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
-
-
-def replace_tree(new: Path, dest: Path) -> None:
-    """Moves `new` to `dest`; an older tree there is moved aside first and deleted last."""
-    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-    if dest.exists():
-        os.replace(dest, old)
-    os.replace(new, dest)
-    shutil.rmtree(old, ignore_errors=True)
+                            lambda staging: write_tree(ckpt, request, staging, report),
+                            check_tree_destination)

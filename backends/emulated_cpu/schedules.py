@@ -137,7 +137,7 @@ class _MatmulRule(ScheduleRule):
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
             return None
         sch = s_tir.Schedule(func)
-        found = _matmul_with_epilogue(sch)
+        found = self.find(sch)
         roles = found and _roles(sch, found[0], self.K_LAST_IN_B)
         if not roles:
             return None
@@ -146,6 +146,10 @@ class _MatmulRule(ScheduleRule):
             return self.schedule(sch, *found, extents, *roles)
         except ScheduleError:
             return None
+
+    def find(self, sch: s_tir.Schedule) -> tuple[SBlockInfo, SBlockInfo | None] | None:
+        """The matmul block and its optional epilogue, after inlining what can be inlined."""
+        return _matmul_with_epilogue(sch)
 
     def schedule(self, sch, main, epilogue, extents, batch, m) -> s_tir.Schedule | None:
         raise NotImplementedError
@@ -269,25 +273,18 @@ class DequantizeMatmul(InnerReductionMatmul):
 
     SERIAL_M = True
 
-    def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+    def find(self, sch: s_tir.Schedule) -> tuple[SBlockInfo, SBlockInfo | None] | None:
+        return _matmul_with_epilogue(sch, skip=1) if _weight_prologue(sch) else None
+
+    def schedule(self, sch, main, epilogue, extents, batch, m) -> s_tir.Schedule | None:
+        weight = next((b for b in sch.get_producers(main.block_rv) if _reads_packed(sch, b)),
+                      None)
+        if weight is None or super().schedule(sch, main, epilogue, extents, batch, m) is None:
             return None
-        sch = s_tir.Schedule(func)
-        try:
-            weight = _weight_prologue(sch)
-            found = weight and _matmul_with_epilogue(sch, skip=1)
-            roles = found and _roles(sch, found[0], self.K_LAST_IN_B)
-            if not roles or not _reads_buffer_of(sch, found[0].block_rv, weight):
-                return None
-            extents = [_static(d) for d in found[0].dom()]
-            if self.schedule(sch, *found, extents, *roles) is None:
-                return None
-            task = sch.get_loops(found[0].block_rv)[0]
-            sch.compute_at(weight, task, preserve_unit_loops=True)
-            _split_by_groups(sch, weight)
-            _vectorize_innermost(sch, weight)
-        except ScheduleError:
-            return None
+        task = sch.get_loops(main.block_rv)[0]
+        sch.compute_at(weight, task, preserve_unit_loops=True)
+        _split_by_groups(sch, weight)
+        _vectorize_innermost(sch, weight)
         return sch
 
 
@@ -303,8 +300,12 @@ def _weight_prologue(sch: s_tir.Schedule):
     if try_inline(sch, chain[:-1]):
         return None
     weight = chain[-1].block_rv
-    packed = any(str(r.source.dtype) == "uint8" for r in sch.get(weight).reads)
-    return weight if packed else None
+    return weight if _reads_packed(sch, weight) else None
+
+
+def _reads_packed(sch: s_tir.Schedule, block) -> bool:
+    """Whether `block` reads packed (uint8) weights."""
+    return any(str(r.source.dtype) == "uint8" for r in sch.get(block).reads)
 
 
 def _split_by_groups(sch: s_tir.Schedule, weight) -> None:
@@ -319,11 +320,6 @@ def _split_by_groups(sch: s_tir.Schedule, weight) -> None:
     if group_counts:
         count = min(group_counts)
         sch.split(k_loop, factors=[count, 2, k // count // 2])
-
-
-def _reads_buffer_of(sch: s_tir.Schedule, block, producer) -> bool:
-    written = sch.get(producer).writes[0].source
-    return any(r.source.same_as(written) for r in sch.get(block).reads)
 
 
 def cpu_rules() -> list[ScheduleRule]:

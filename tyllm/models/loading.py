@@ -25,6 +25,13 @@ def rope_tables(arch: ArchSpec, config, max_kv: int, dtype) -> tuple[torch.Tenso
     return cos[0].to(dtype), sin[0].to(dtype)
 
 
+def die_weights(step: DecoderStep) -> dict:
+    """The step's weights (what `common_die{d}.params` holds): its parameters but the graph
+    constants (rope tables, causal mask), which are saved per graph."""
+    return {n: p for n, p in step.named_parameters()
+            if n not in SHARED_CONSTANTS + GRAPH_CONSTANTS}
+
+
 def int4_specs(module: str, spec: WeightSpec, group_size: int) -> dict[str, WeightSpec]:
     """A float linear weight's entry as its int4 tensors; input-dim shards become byte and
     group shards."""

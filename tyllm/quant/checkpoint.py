@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from tyllm.checkpoint import TensorReader
 from tyllm.errors import TyllmError
 from tyllm.quant.awq import AwqConfig
+from tyllm.quant.formats import Source, load_config_json, quantization_of, source_format
 from tyllm.quant.groups import dequantize
 from tyllm.quant.pack import pack_linear
 
@@ -60,11 +61,9 @@ def save_quantized_model(quantized: QuantizedModel, out, tokenizer=None) -> Path
     return out
 
 
-def quantized_format(folder: Path):
-    """(format, group size, reader) of any checkpoint checkpoint_convert reads (AutoAWQ GEMM,
-    compressed-tensors W4A16, tyllm int4); a clear error for anything else."""
-    from tyllm.quant.convert import load_config_json, quantization_of, source_format
-
+def quantized_format(folder: Path) -> Source:
+    """How to read any checkpoint checkpoint_convert reads (AutoAWQ GEMM, compressed-tensors
+    W4A16, tyllm int4); a clear error for anything else."""
     return source_format(quantization_of(folder, load_config_json(folder)))
 
 
@@ -73,13 +72,10 @@ def dequantized_state(folder: Path) -> dict[str, torch.Tensor]:
     fmt, group_size, read = quantized_format(folder)
     state = {}
     with TensorReader(folder) as reader:
-        anchors = [n.removesuffix(f".{fmt.anchor}") for n in reader.files
-                   if n.endswith(f".{fmt.anchor}")]
-        packed = {n for m in anchors for n in fmt.tensor_names(m)}
         for name in reader.files:
-            if name not in packed:
+            if not fmt.is_packed(name):
                 state[name] = reader.read(name).float()
-        for module in anchors:
+        for module in fmt.modules(reader.files):
             t = read(reader.read, module, group_size)
             state[f"{module}.weight"] = dequantize(t.q, t.scales.float(), t.zeros.float())
     return state

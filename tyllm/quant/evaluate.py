@@ -71,14 +71,16 @@ def held_out_blocks(tokenizer, source=None, blocks: int = 16, length: int = 256,
 
 
 @torch.no_grad()
-def hf_perplexity(model, blocks: list[list[int]], stride: int = 16) -> Score:
+def hf_score(model, blocks: list[list[int]], stride: int = 16) -> Score:
+    """Perplexity and probe accuracy of a HF model, one forward pass per block."""
     tally = Tally(stride)
     for block in blocks:
         tally.add_block(model(torch.tensor([block])).logits[0, :-1], block)
     return tally.score()
 
 
-def tree_perplexity(session, blocks: list[list[int]], stride: int = 16) -> Score:
+def tree_score(session, blocks: list[list[int]], stride: int = 16) -> Score:
+    """Perplexity and probe accuracy of a compiled tree, one decode step per token."""
     tally = Tally(stride)
     for block in blocks:
         rows = [session.extend([token], i, slot=0).reshape(-1).float()
@@ -113,21 +115,21 @@ def evaluate(model_path: Path, awq_path: Path | None = None, tree: Path | None =
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     data = held_out_blocks(tokenizer, source, blocks, length)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-    scores = [named(hf_perplexity(model, data, stride), "float32")]
+    scores = [named(hf_score(model, data, stride), "float32")]
     group = rtn_group_size or (quantized_format(awq_path).group_size if awq_path else None)
     if group:
         rtn = round_to_nearest(model, group)
-        scores.append(named(hf_perplexity(rtn, data, stride),
+        scores.append(named(hf_score(rtn, data, stride),
                             f"round-to-nearest int4, group {group}"))
     if awq_path is not None:
         awq = load_quantized_model(awq_path)
-        scores.append(named(hf_perplexity(awq, data, stride),
+        scores.append(named(hf_score(awq, data, stride),
                             f"AWQ int4 ({Path(awq_path).name})"))
     if tree is not None:
         from tyllm import runtime
 
         with runtime.load(tree, workers=workers) as session:
-            scores.append(named(tree_perplexity(session, data, stride),
+            scores.append(named(tree_score(session, data, stride),
                                 f"compiled tree ({tree})"))
     if api is not None:
         from tyllm.quant.api_eval import served_accuracy

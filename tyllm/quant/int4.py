@@ -18,7 +18,7 @@ import torch
 from tyllm.errors import TyllmError
 
 QUANT_METHOD = "tyllm_int4"
-SUFFIXES = ("qweight", "scales", "qzeros")
+SUFFIXES = ("qweight", "scales", "qzeros")  # the tensors of one quantized linear
 REQUIRED = ("quant_method", "bits", "group_size")
 
 
@@ -80,10 +80,16 @@ def read_int4_scheme(config) -> Int4Scheme | None:
             f"not read directly: convert it first with `python scripts/checkpoint_convert.py "
             f"--src CHECKPOINT --dst CONVERTED --quant_type awq` (AutoAWQ GEMM and "
             f"compressed-tensors pack-quantized checkpoints are imported).")
+    return scheme_from_config(q)
+
+
+def scheme_from_config(q: dict) -> Int4Scheme:
+    """The scheme a `tyllm_int4` quantization_config describes, checked."""
     if missing := [k for k in REQUIRED if k not in q]:
         raise TyllmError(f"quantization_config lacks {missing}: a {QUANT_METHOD} checkpoint "
                          f"needs {list(REQUIRED)}; re-run checkpoint_convert.py.")
     if q["bits"] != 4:
-        raise TyllmError(f"quantization_config bits={q['bits']}: tyllm compiles 4-bit weights.")
+        raise TyllmError(f"quantization_config bits={q['bits']}: the {QUANT_METHOD} layout is "
+                         f"4-bit; re-run checkpoint_convert.py.")
     check_even_group(int(q["group_size"]))
     return Int4Scheme(int(q["group_size"]))

@@ -36,6 +36,6 @@ def pack_linear(q: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor) -> d
 
 
 def unpack_linear(qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor):
-    """Back to [out, in] integers and [out, groups] float scales and zeros."""
-    return (unpack_columns(qweight).t().contiguous(), scales.t().float().contiguous(),
-            unpack_columns(qzeros).t().float().contiguous())
+    """Back to tyllm's [out, in] integers, [out, groups] scales (as stored) and integer zeros."""
+    return (unpack_columns(qweight).t().contiguous(), scales.t().contiguous(),
+            unpack_columns(qzeros).t().contiguous())

@@ -16,14 +16,15 @@ from tyllm.artifacts.manifest import write_manifest
 from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.compiler import (
+    check_tree_destination,
     copy_tokenizer,
     kv_cache_entries,
     save_embedding,
     sizes_per_die,
-    write_atomically,
 )
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import causal_mask
+from tyllm.models.loading import die_weights
 from tyllm.models.registry import supported_architectures
 from tyllm.models.vlm.language import (
     TEXT_PREFIXES,
@@ -37,6 +38,7 @@ from tyllm.models.vlm.spec import supported_vlms, vlm_for_config
 from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.shard.plan import plan_dies
+from tyllm.staging import write_atomically
 from tyllm.vlm import layout
 from tyllm.vlm.graphs import compile_module
 from tyllm.vlm.processor import image_processor, patch_grid
@@ -76,10 +78,8 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
             step = build_language_step(ckpt.spec, ckpt.config, plan, reader, ckpt.text_prefix,
                                        max_kv=request.max_model_len, dtype=request.torch_dtype,
                                        int4=ckpt.int4)
-        params = dict(step.named_parameters())
         weights = llm_layout.weights_file(plan.die)
-        save_params(llm_layout.ensure_parent(root, weights),
-                    {n: p for n, p in params.items() if n != "causal_mask"})
+        save_params(llm_layout.ensure_parent(root, weights), die_weights(step))
         for m in request.seq_len_list:
             graphs.append(compile_language_graph(step, plan, m, request, root, target, report))
     return graphs
@@ -195,4 +195,5 @@ def compile_vlm(request: VlmCompileRequest) -> Path:
              + 2 * request.num_die * len(request.seq_len_list) + 1)
     report = CompileReport(total, request.progress)
     return write_atomically(request.artifacts_path,
-                            lambda staging: write_vlm_tree(ckpt, request, staging, report))
+                            lambda staging: write_vlm_tree(ckpt, request, staging, report),
+                            check_tree_destination)
