@@ -1,16 +1,17 @@
 """Benchmark: the compiled tree against HF eager, stock vLLM CPU and onnxruntime, in one run.
 
-    python scripts/bench.py                 # SmolLM2-135M-Instruct fp32, seq lens [1, 8], 3 dies
+    python scripts/bench.py                 # SmolLM2-135M-Instruct fp32, seq lens [1, 8]
     python scripts/bench.py --quick         # fewer decode tokens, same engines
     python scripts/bench.py --model DIR --dies 4 --threads 2 --out docs/bench/mine.json
 
 Same model, prompt, dtype (fp32) and thread count for every engine. Measures time to first token
-and decode tokens/s for: the tree at 1 die, at N dies (threads and processes workers), HF
-transformers eager `generate`, stock vLLM CPU `LLM.generate` and onnxruntime on the 1-die tree's
-ONNX graphs; compile time per graph and in total, peak RSS while compiling (above the process's
-RSS after imports); and the bandwidth roof: weight bytes read per decode token over this
-machine's measured copy bandwidth. Prints a table and writes JSON (ratios are what to quote:
-absolute times drift on shared machines).
+and decode tokens/s for: the tree at 1 die, at each N of --dies (threads and processes workers),
+the 1-die tree compiled with a --long-kv cache (decode reads the whole static cache: this shows
+what that costs), HF transformers eager `generate`, stock vLLM CPU `LLM.generate` and
+onnxruntime on the 1-die tree's ONNX graphs; compile time per graph and in total, peak RSS while
+compiling (above the process's RSS after imports); and the bandwidth roof: weight bytes read
+per decode token over this machine's measured copy bandwidth. Prints a table and writes JSON
+(ratios are what to quote: absolute times drift on shared machines).
 """
 
 import argparse
@@ -33,7 +34,9 @@ PROMPT = "Explain in a few sentences why the sky is blue."
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", default=None, help="HF checkpoint (default: SmolLM2-135M-Instruct)")
-    p.add_argument("--dies", type=int, default=3, help="the N of the N-die runs")
+    p.add_argument("--dies", default="3,4", help="the N of the N-die trees, e.g. 3,4")
+    p.add_argument("--long-kv", type=int, default=4096,
+                   help="KV cache size of the long-cache 1-die tree (0: skip it)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every engine")
     p.add_argument("--max-kv", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=64)
@@ -44,24 +47,39 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
+def die_counts(args) -> list[int]:
+    return sorted({int(n) for n in args.dies.split(",") if n.strip()} - {1})
+
+
 def compile_trees(args, model: Path, work: Path) -> dict:
     costs = {}
-    for dies in sorted({1, args.dies}):
-        costs[dies] = compile_cost(model, work / f"{dies}die", dies, args.max_kv, [1, 8],
-                                   args.threads)
-        print(f"compiled {dies} die(s): {costs[dies]['total_s']:.1f} s, peak RSS above imports "
-              f"{costs[dies]['peak_rss_above_imports_bytes'] / 2**20:.0f} MiB", flush=True)
+    for dies in [1, *die_counts(args)]:
+        costs[str(dies)] = compile_cost(model, work / f"{dies}die", dies, args.max_kv, [1, 8],
+                                        args.threads)
+    if args.long_kv:
+        costs[f"1-kv{args.long_kv}"] = compile_cost(model, long_kv_tree(args, work), 1,
+                                                    args.long_kv, [1, 8], args.threads)
+    for name, cost in costs.items():
+        print(f"compiled {name} die(s): {cost['total_s']:.1f} s, peak RSS above imports "
+              f"{cost['peak_rss_above_imports_bytes'] / 2**20:.0f} MiB", flush=True)
     return costs
+
+
+def long_kv_tree(args, work: Path) -> Path:
+    return work / f"kv{args.long_kv}" / "1die"
 
 
 def run_engines(args, model: Path, work: Path, prompt: list[int], n: int) -> dict:
     skip = set(filter(None, args.skip.split(",")))
     speeds = {"tyllm-1die": bench_tree(work / "1die", prompt, n, "threads", "tyllm-1die")}
-    if args.dies > 1:
+    for dies in die_counts(args):
         for workers in ("threads", "processes"):
             if workers not in skip:
-                label = f"tyllm-{args.dies}die-{workers}"
-                speeds[label] = bench_tree(work / f"{args.dies}die", prompt, n, workers, label)
+                label = f"tyllm-{dies}die-{workers}"
+                speeds[label] = bench_tree(work / f"{dies}die", prompt, n, workers, label)
+    if args.long_kv:
+        label = f"tyllm-1die-kv{args.long_kv}"
+        speeds[label] = bench_tree(long_kv_tree(args, work), prompt, n, "threads", label)
     if "hf" not in skip:
         speeds["hf-eager"] = bench_hf(model, prompt, n, args.threads)
     if "ort" not in skip:
@@ -86,7 +104,7 @@ def main() -> None:
     bandwidth = copy_bandwidth_gbs(args.threads)
     roof_tok_s = bandwidth * 1e9 / weight_bytes
     print(table(speeds, roof_tok_s))
-    summary = ratios(speeds, roof_tok_s, args.dies)
+    summary = ratios(speeds, roof_tok_s)
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
     write_report(Path(args.out), {
@@ -97,7 +115,7 @@ def main() -> None:
         "roof": {"copy_bandwidth_gbs": bandwidth, "decode_weight_bytes": weight_bytes,
                  "roof_tok_s": roof_tok_s,
                  "read_only_bandwidth_gbs": read_bandwidth_gbs(args.threads)},
-        "compile": {str(k): v for k, v in costs.items()}, "ratios": summary})
+        "long_kv_cache_size": args.long_kv, "compile": costs, "ratios": summary})
 
 
 if __name__ == "__main__":

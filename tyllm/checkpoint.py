@@ -5,7 +5,6 @@ opened, never every file in the folder: stray files there must not leak into a m
 """
 
 import json
-from contextlib import ExitStack
 from pathlib import Path
 
 import torch
@@ -48,31 +47,30 @@ def weight_map(model_path: Path) -> dict[str, Path]:
 
 
 class TensorReader:
-    """Reads named tensors, or slices of them, without loading whole files."""
+    """Reads named tensors, or slices of them, without loading whole files. Each read maps its
+    file only while it copies the tensor out, so the pages of tensors already read do not stay
+    resident (a compile holds one die's weights, not the checkpoint's mapped pages too)."""
 
     def __init__(self, model_path: Path):
         self.model_path = model_path
         self.files = weight_map(model_path)
-        self._stack = ExitStack()
-        self._open: dict[Path, object] = {}
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self._stack.close()
-
-    def _handle(self, path: Path):
-        if path not in self._open:
-            if not path.is_file():
-                raise TyllmError(f"{path.name} is listed in {INDEX_FILE} but missing from "
-                                 f"{self.model_path}: copy the whole checkpoint.")
-            self._open[path] = self._stack.enter_context(safe_open(path, framework="pt"))
-        return self._open[path]
+        return None
 
     def read(self, name: str, slices: tuple[slice, ...] | None = None) -> torch.Tensor:
         if name not in self.files:
             raise TyllmError(f"Weight {name!r} is missing from the checkpoint in "
                              f"{self.model_path}; the checkpoint does not match its config.")
-        tensor = self._handle(self.files[name]).get_slice(name)
-        return tensor[slices] if slices is not None else tensor[:]
+        path = self.files[name]
+        if not path.is_file():
+            raise TyllmError(f"{path.name} is listed in {INDEX_FILE} but missing from "
+                             f"{self.model_path}: copy the whole checkpoint.")
+        with safe_open(path, framework="pt") as handle:
+            tensor = handle.get_slice(name)
+            view = tensor[slices] if slices is not None else tensor[:]
+            # safetensors returns views of its file mapping: copy into owned, aligned memory.
+            return view.clone(memory_format=torch.contiguous_format)

@@ -16,6 +16,7 @@ from tyllm.capture.export import describe, describe_outputs, export_step
 from tyllm.capture.onnx_export import export_onnx
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.errors import TyllmError
+from tyllm.memory import return_free_memory
 from tyllm.models.loading import (
     GRAPH_CONSTANTS,
     SHARED_CONSTANTS,
@@ -79,13 +80,27 @@ def compile_graph(step, plan, seq_len, request, root, target, report) -> dict:
     return graph_entry(plan, seq_len, program, inputs, order, request.export_onnx)
 
 
+def save_die_weights(root: Path, plan: DiePlan, step) -> None:
+    """Writes the die's weights, then swaps them in the step for untouched memory of the same
+    shapes: capture, ONNX (linked to the file) and TVM (parameters detached) need only shapes,
+    so a compile holds one die's weights once, and only until they are on disk."""
+    weights = die_weights(step)
+    save_params(layout.ensure_parent(root, layout.weights_file(plan.die)), weights)
+    shapes = {name: (p.shape, p.dtype) for name, p in weights.items()}
+    for p in weights.values():  # drop every weight before allocating any stand-in
+        p.data = torch.empty(0, dtype=p.dtype)
+    return_free_memory()
+    for name, p in weights.items():
+        p.data = torch.empty(shapes[name][0], dtype=shapes[name][1])
+
+
 def compile_die(ckpt, plan, request, root, target, report) -> list[dict]:
     with TensorReader(ckpt.path) as reader:
         step = build_die_step(ckpt.arch, ckpt.config, plan, reader,
                               max_kv=request.max_kv_cache_size,
                               embedding_as_input=request.embedding_as_input,
                               dtype=request.torch_dtype, int4=ckpt.int4)
-    save_params(layout.ensure_parent(root, layout.weights_file(plan.die)), die_weights(step))
+    save_die_weights(root, plan, step)
     return [compile_graph(step, plan, m, request, root, target, report)
             for m in sorted(request.seq_len_list)]
 

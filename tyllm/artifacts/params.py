@@ -34,9 +34,22 @@ def deduplicate(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]]
     return stored, aliases
 
 
+def unshare(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copies tensors that share storage with an earlier one (a die's LM head rows viewing its
+    embedding table): safetensors stores every tensor in its own bytes."""
+    seen: set[int] = set()
+    out = {}
+    for name, t in tensors.items():
+        storage = t.untyped_storage().data_ptr()
+        out[name] = t.clone() if storage in seen else t
+        seen.add(storage)
+    return out
+
+
 def save_params(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     contiguous = {name: t.detach().contiguous() for name, t in tensors.items()}
     stored, aliases = deduplicate(contiguous)
+    stored = unshare(stored)
     metadata = {"format": PARAMS_FORMAT} | ({ALIASES: json.dumps(aliases)} if aliases else {})
     save_file(stored, str(path), metadata=metadata)
 

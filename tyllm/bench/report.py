@@ -8,15 +8,17 @@ from pathlib import Path
 from tyllm.artifacts.manifest import tool_versions
 
 
-def ratios(speeds: dict, roof_tok_s: float, dies: int) -> dict:
+def ratios(speeds: dict, roof_tok_s: float) -> dict:
+    """1-die decode over each other engine, fraction of the roof, and the per-token slowdown of
+    every other tree (N dies, long KV cache) against the 1-die tree."""
     one = speeds["tyllm-1die"].decode_tok_s
-    many = speeds.get(f"tyllm-{dies}die-threads")
-    out = {name: one / s.decode_tok_s for name, s in speeds.items()
-           if not name.startswith("tyllm")}
-    result = {f"decode_tyllm_1die_over_{k}": v for k, v in out.items()}
+    result = {f"decode_tyllm_1die_over_{name}": one / s.decode_tok_s
+              for name, s in speeds.items() if not name.startswith("tyllm")}
     result["decode_tyllm_1die_fraction_of_roof"] = one / roof_tok_s
-    if many:
-        result[f"per_token_slowdown_{dies}die_over_1die"] = one / many.decode_tok_s
+    for name, s in speeds.items():
+        if name.startswith("tyllm") and name != "tyllm-1die":
+            result[f"per_token_slowdown_{name.removeprefix('tyllm-')}_over_1die"] = (
+                one / s.decode_tok_s)
     return result
 
 

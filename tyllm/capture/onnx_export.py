@@ -10,6 +10,7 @@ import struct
 from pathlib import Path
 
 import onnx
+import onnx_ir as ir
 import torch
 from onnx import helper
 from onnxscript import opset18 as op
@@ -64,18 +65,17 @@ def safetensors_offsets(path: Path) -> dict[str, tuple[int, int, list[int]]]:
     return offsets
 
 
-def link_external_weights(model: onnx.ModelProto, weights: Path) -> int:
-    """Points initializers at their bytes in `weights` (a file in the ONNX file's folder)."""
+def link_external_weights(model: ir.Model, weights: Path) -> int:
+    """Points initializers at their bytes in `weights` (a file in the ONNX file's folder), on
+    the exporter's IR model, so the weights are never serialized into memory."""
     offsets, linked = safetensors_offsets(weights), 0
-    for init in model.graph.initializer:
-        entry = offsets.get(init.name)
-        if entry is None or list(entry[2]) != list(init.dims):
+    for name, value in model.graph.initializers.items():
+        entry, tensor = offsets.get(name), value.const_value
+        if entry is None or tensor is None or list(entry[2]) != list(tensor.shape):
             continue
-        init.ClearField("raw_data")
-        init.data_location = onnx.TensorProto.EXTERNAL
-        del init.external_data[:]
-        for key, value in (("location", weights.name), ("offset", entry[0]), ("length", entry[1])):
-            init.external_data.add(key=key, value=str(value))
+        value.const_value = ir.ExternalTensor(weights.name, entry[0], entry[1], tensor.dtype,
+                                              shape=tensor.shape, name=name,
+                                              base_dir=weights.parent)
         linked += 1
     return linked
 
@@ -87,7 +87,7 @@ def export_onnx(program: torch.export.ExportedProgram, input_names: list[str], p
         custom_translation_table={torch.ops.tyllm.all_reduce.default: _all_reduce_as_identity,
                                   torch.ops.aten.__rshift__.Scalar: _uint8_right_shift},
         optimize=False, verify=False, report=False, verbose=False)
-    model = onnx_program.model_proto
+    link_external_weights(onnx_program.model, weights)
+    model = ir.serde.serialize_model(onnx_program.model)
     mark_all_reduce(model)
-    link_external_weights(model, weights)
     onnx.save(model, str(path))

@@ -1,5 +1,6 @@
 """Building one die's step module from a checkpoint: shard-by-shard weight reads, rope tables."""
 
+from collections import Counter
 from dataclasses import replace
 
 import torch
@@ -59,17 +60,33 @@ def step_weight_table(step: DecoderStep, table: dict[str, WeightSpec]) -> dict[s
     return resolved
 
 
+def read_sources(entries: dict[str, WeightSpec], plan: DiePlan, reader: TensorReader, params):
+    """Yields (parameter name, die slice) for every entry. A checkpoint tensor that several
+    entries read (a tied embedding / LM head) is read once, and each entry gets a view of it,
+    so it is held once in memory."""
+    sources = Counter(spec.hf_name for spec in entries.values())
+    whole: dict[str, torch.Tensor] = {}
+    for name, spec in entries.items():
+        slices = shard_slices(spec.shard, plan, params[name].dim())
+        if sources[spec.hf_name] == 1:
+            yield name, reader.read(spec.hf_name, slices).to(params[name].dtype)
+            continue
+        if spec.hf_name not in whole:
+            whole[spec.hf_name] = reader.read(spec.hf_name).to(params[name].dtype)
+        yield name, whole[spec.hf_name][slices]
+
+
 def load_die_weights(step: DecoderStep, table, plan: DiePlan, reader: TensorReader):
-    """Reads the die's slice of every table entry into the step (in the parameter's dtype)."""
+    """Sets every parameter of the step to the die's slice of its table entry (in the
+    parameter's dtype)."""
     params = dict(step.named_parameters())
-    for name, spec in step_weight_table(step, table).items():
-        full_ndim = params[name].dim()
-        tensor = reader.read(spec.hf_name, shard_slices(spec.shard, plan, full_ndim))
+    entries = step_weight_table(step, table)
+    for name, tensor in read_sources(entries, plan, reader, params):
         if tensor.shape != params[name].shape:
-            raise TyllmError(f"Weight {spec.hf_name} has shape {tuple(tensor.shape)} on die "
-                             f"{plan.die}, expected {tuple(params[name].shape)}: the checkpoint "
-                             f"does not match its config.json.")
-        params[name].data.copy_(tensor.to(params[name].dtype))
+            raise TyllmError(f"Weight {entries[name].hf_name} has shape {tuple(tensor.shape)} "
+                             f"on die {plan.die}, expected {tuple(params[name].shape)}: the "
+                             f"checkpoint does not match its config.json.")
+        params[name].data = tensor
 
 
 def build_die_step(arch: ArchSpec, config, plan: DiePlan, reader: TensorReader, *, max_kv: int,

@@ -3,8 +3,13 @@
 Each die worker binds its group member to its own thread (`bind_member`); the packed function
 that compiled graphs call looks the member up there. Sums run in die order, so every die gets
 bit-identical results.
+
+`thread_group` / `process_group` return a `NativeGroup` (native/all_reduce.cc: no Python and no
+interpreter lock between the dies, one implementation for threads and processes) when the
+native library builds here, else the Python groups below, which are also the reference.
 """
 
+import ctypes
 import threading
 from contextlib import contextmanager
 from multiprocessing import shared_memory
@@ -13,7 +18,9 @@ import torch
 import tvm
 
 from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
+from tyllm.runtime.native import native_library
 
+PYTHON_PACKED_FUNC = "tyllm.die_all_reduce_python"  # the native function defers to it
 _bound = threading.local()
 
 
@@ -31,8 +38,21 @@ class ThreadGroup:
     def abort(self) -> None:
         self.barrier.abort()
 
+    def unlink(self) -> None:
+        """Nothing to release."""
 
-class ThreadMember:
+
+class PythonMember:
+    """Binds itself to the calling thread, where the Python packed function finds it."""
+
+    def bind(self) -> None:
+        _bound.member = self
+
+    def unbind(self) -> None:
+        _bound.member = None
+
+
+class ThreadMember(PythonMember):
     def __init__(self, group: ThreadGroup, rank: int):
         self.group, self.rank = group, rank
 
@@ -86,7 +106,7 @@ class SharedMemoryGroup:
             self._shm = None
 
 
-class SharedMemoryMember:
+class SharedMemoryMember(PythonMember):
     def __init__(self, group: SharedMemoryGroup, rank: int, shm: shared_memory.SharedMemory):
         self.group, self.rank, self.shm = group, rank, shm
         self.views: dict[torch.dtype, torch.Tensor] = {}
@@ -109,7 +129,7 @@ class SharedMemoryMember:
         return total.view_as(x)
 
 
-class IdentityMember:
+class IdentityMember(PythonMember):
     """One die on its own: the all-reduce of a single contribution (used by `tyllm verify`)."""
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,15 +144,89 @@ def _die_all_reduce(x, out) -> None:
     torch.from_dlpack(out).copy_(member.all_reduce(torch.from_dlpack(x)))
 
 
+class NativeGroup:
+    """N dies (threads or processes) reducing in native code over one shared-memory block:
+    a header (counters of the barrier) and one 64-byte aligned slot per die."""
+
+    def __init__(self, name: str, size: int, slot_bytes: int):
+        self.name, self.size, self.slot_bytes = name, size, slot_bytes
+        self._shm: shared_memory.SharedMemory | None = None
+        self._anchor = None  # a ctypes view of the block: its address for the library
+
+    @classmethod
+    def create(cls, lib, size: int, slot_bytes: int) -> "NativeGroup":
+        slot = -(-slot_bytes // 64) * 64
+        shm = shared_memory.SharedMemory(create=True, size=lib.tyllm_group_bytes(size, slot))
+        group = cls(shm.name, size, slot)
+        group._attach(shm)
+        lib.tyllm_group_init(group.address, size, slot)
+        return group
+
+    def _attach(self, shm: shared_memory.SharedMemory) -> None:
+        self._shm, self._anchor = shm, ctypes.c_char.from_buffer(shm.buf)
+
+    @property
+    def address(self) -> int:
+        if self._shm is None:
+            self._attach(shared_memory.SharedMemory(name=self.name))
+        return ctypes.addressof(self._anchor)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_shm": None, "_anchor": None}
+
+    def member(self, rank: int) -> "NativeMember":
+        return NativeMember(self, rank)
+
+    def abort(self) -> None:
+        native_library().tyllm_group_abort(self.address)
+
+    def unlink(self) -> None:
+        if self._shm is not None:
+            self._anchor = None
+            self._shm.close()
+            self._shm.unlink()
+            self._shm = None
+
+
+class NativeMember:
+    def __init__(self, group: NativeGroup, rank: int):
+        self.group, self.rank = group, rank
+
+    def bind(self) -> None:
+        native_library().tyllm_bind(self.group.address, self.rank)
+
+    def unbind(self) -> None:
+        native_library().tyllm_bind(None, -1)
+
+
+def thread_group(size: int, slot_bytes: int, native: bool = True) -> ThreadGroup | NativeGroup:
+    lib = native_library() if native else None
+    return NativeGroup.create(lib, size, slot_bytes) if lib else ThreadGroup(size)
+
+
+def process_group(size: int, slot_bytes: int, ctx,
+                  native: bool = True) -> SharedMemoryGroup | NativeGroup:
+    """`ctx`: the multiprocessing context of the die processes (for the Python group's barrier)."""
+    lib = native_library() if native else None
+    if lib:
+        return NativeGroup.create(lib, size, slot_bytes)
+    return SharedMemoryGroup.create(size, slot_bytes, ctx.Barrier(size))
+
+
 def register_all_reduce() -> None:
-    tvm.register_global_func(ALL_REDUCE_PACKED_FUNC, _die_all_reduce, override=True)
+    tvm.register_global_func(PYTHON_PACKED_FUNC, _die_all_reduce, override=True)
+    lib = native_library()
+    if lib is None:
+        tvm.register_global_func(ALL_REDUCE_PACKED_FUNC, _die_all_reduce, override=True)
+    elif lib.tyllm_register(ALL_REDUCE_PACKED_FUNC.encode()) != 0:
+        raise RuntimeError(f"registering the native {ALL_REDUCE_PACKED_FUNC} failed")
 
 
 @contextmanager
 def bind_member(member):
     register_all_reduce()
-    _bound.member = member
+    member.bind()
     try:
         yield member
     finally:
-        _bound.member = None
+        member.unbind()

@@ -16,6 +16,7 @@ import torch
 from tyllm.runtime import collective
 from tyllm.runtime.placement import pin_current_thread, pin_process
 from tyllm.runtime.tree import Tree
+from tyllm.runtime.wire import from_wire, to_wire
 
 
 class DieFailure(RuntimeError):
@@ -72,10 +73,12 @@ class ThreadWorkers:
     """`runner(tree, rank)` is built in each worker; rank r runs on physical die placement[r]
     (default: rank r on die r, one rank per die of the tree)."""
 
-    def __init__(self, tree: Tree, runner=None, placement: list[int] | None = None):
+    def __init__(self, tree: Tree, runner=None, placement: list[int] | None = None,
+                 native: bool = True):
         runner = runner or default_runner()
         placement = list(range(tree.dies)) if placement is None else list(placement)
-        self.group = collective.ThreadGroup(len(placement))
+        slot = getattr(runner, "all_reduce_bytes", all_reduce_bytes)(tree)
+        self.group = collective.thread_group(len(placement), slot, native)
         self.inboxes = [queue.Queue() for _ in placement]
         self.outboxes = [queue.Queue() for _ in placement]
         self.threads = [threading.Thread(target=self._die_main, args=(tree, r, p, runner),
@@ -104,12 +107,15 @@ class ThreadWorkers:
             box.put("stop")
         for t in self.threads:
             t.join(timeout=10)
+        if not any(t.is_alive() for t in self.threads):  # a stuck die may still read the group
+            self.group.unlink()
 
 
 def _process_main(root: str, rank: int, physical: int, dies: int, group, conn, runner) -> None:
     pin_process(physical, dies)
     with collective.bind_member(group.member(rank)):
-        serve(lambda: runner(Tree(Path(root)), rank), conn.recv, conn.send)
+        serve(lambda: runner(Tree(Path(root)), rank), lambda: from_wire(conn.recv()),
+              lambda message: conn.send(to_wire(message)))
 
 
 def all_reduce_bytes(tree: Tree) -> int:
@@ -120,13 +126,14 @@ def all_reduce_bytes(tree: Tree) -> int:
 class ProcessWorkers:
     """Same contract as ThreadWorkers; `runner` must be importable by name (spawned processes)."""
 
-    def __init__(self, tree: Tree, runner=None, placement: list[int] | None = None):
+    def __init__(self, tree: Tree, runner=None, placement: list[int] | None = None,
+                 native: bool = True):
         runner = runner or default_runner()
         placement = list(range(tree.dies)) if placement is None else list(placement)
         ranks = len(placement)
         ctx = multiprocessing.get_context("spawn")
         slot = getattr(runner, "all_reduce_bytes", all_reduce_bytes)(tree)
-        self.group = collective.SharedMemoryGroup.create(ranks, slot, ctx.Barrier(ranks))
+        self.group = collective.process_group(ranks, slot, ctx, native)
         pipes = [ctx.Pipe() for _ in placement]
         self.conns = [parent for parent, _ in pipes]
         self.procs = [ctx.Process(target=_process_main, daemon=True, name=f"tyllm-die{p}",
@@ -146,7 +153,7 @@ class ProcessWorkers:
     def _poll(conn, proc):
         try:
             if conn.poll(0.01):
-                return conn.recv()
+                return from_wire(conn.recv())
         except (EOFError, OSError):
             pass
         else:
@@ -156,7 +163,7 @@ class ProcessWorkers:
 
     def step(self, *args) -> list[torch.Tensor]:
         for c in self.conns:
-            c.send(("step", args))
+            c.send(("step", to_wire(args)))
         return self._gather()
 
     def kill(self) -> None:

@@ -19,12 +19,12 @@ from tyllm.compiler import (
     check_tree_destination,
     copy_tokenizer,
     kv_cache_entries,
+    save_die_weights,
     save_embedding,
     sizes_per_die,
 )
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import causal_mask
-from tyllm.models.loading import die_weights
 from tyllm.models.registry import supported_architectures
 from tyllm.models.vlm.language import (
     TEXT_PREFIXES,
@@ -78,8 +78,7 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
             step = build_language_step(ckpt.spec, ckpt.config, plan, reader, ckpt.text_prefix,
                                        max_kv=request.max_model_len, dtype=request.torch_dtype,
                                        int4=ckpt.int4)
-        weights = llm_layout.weights_file(plan.die)
-        save_params(llm_layout.ensure_parent(root, weights), die_weights(step))
+        save_die_weights(root, plan, step)
         for m in request.seq_len_list:
             graphs.append(compile_language_graph(step, plan, m, request, root, target, report))
     return graphs

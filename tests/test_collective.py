@@ -1,0 +1,116 @@
+"""The all-reduce graphs call (`tyllm.die_all_reduce`): the native group and the Python groups
+sum in die order, bit-identically, for dies as threads; a failing die releases the others."""
+
+import functools
+import operator
+import threading
+
+import pytest
+import torch
+import tvm
+
+from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
+from tyllm.runtime import collective
+from tyllm.runtime.native import native_library
+
+DTYPES = [torch.float32, torch.float16]
+
+
+def reduce_on_die(group, rank: int, x: torch.Tensor):
+    """Die `rank` reduces `x` through the registered packed function: the sum, or the error."""
+    with collective.bind_member(group.member(rank)):
+        out = torch.empty_like(x)
+        try:
+            tvm.get_global_func(ALL_REDUCE_PACKED_FUNC)(tvm.runtime.from_dlpack(x),
+                                                        tvm.runtime.from_dlpack(out))
+        except Exception as e:
+            return e
+        return out
+
+
+def run_dies(group, contributions: list[torch.Tensor]) -> list:
+    """One thread per die, all reducing at once."""
+    results: list = [None] * len(contributions)
+
+    def die(rank: int) -> None:
+        results[rank] = reduce_on_die(group, rank, contributions[rank])
+
+    threads = [threading.Thread(target=die, args=(r,)) for r in range(len(contributions))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    return results
+
+
+@pytest.fixture(params=["native", "python"])
+def make_group(request):
+    native = request.param == "native"
+    if native and native_library() is None:
+        pytest.fail("the native all-reduce did not build on this machine (g++ and tvm_ffi "
+                    "headers are part of the supported setup)")
+    groups = []
+
+    def make(size: int, slot_bytes: int):
+        groups.append(collective.thread_group(size, slot_bytes, native=native))
+        return groups[-1]
+
+    yield make
+    for g in groups:
+        g.unlink()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_die_gets_the_sum_in_die_order(make_group, dtype):
+    gen = torch.Generator().manual_seed(0)
+    parts = [torch.randn(7, 576, generator=gen).to(dtype) * 10 for _ in range(3)]
+    group = make_group(3, 7 * 576 * 4)
+    expected = functools.reduce(operator.add, parts)  # die 0 + die 1, then + die 2
+    for _ in range(3):  # the group is reusable round after round
+        results = run_dies(group, parts)
+        for r in results:
+            assert torch.equal(r, expected)
+
+
+def test_the_last_die_may_send_fewer_rows_than_the_slot(make_group):
+    group = make_group(2, 8 * 64 * 4)
+    parts = [torch.full((1, 64), 1.5), torch.full((1, 64), 2.0)]
+    assert all(torch.equal(r, torch.full((1, 64), 3.5)) for r in run_dies(group, parts))
+
+
+def test_abort_releases_a_die_waiting_for_another(make_group):
+    group = make_group(2, 256)
+    waiting: list = []
+
+    def lonely() -> None:
+        waiting.append(reduce_on_die(group, 0, torch.ones(4)))
+
+    t = threading.Thread(target=lonely)
+    t.start()
+    t.join(timeout=0.5)
+    assert t.is_alive()  # die 1 never comes: die 0 waits
+    group.abort()
+    t.join(timeout=30)
+    assert not t.is_alive() and isinstance(waiting[0], Exception)
+
+
+def test_outside_a_die_worker_the_error_says_how_to_run_graphs():
+    collective.register_all_reduce()
+    x = torch.ones(4)
+    with pytest.raises(Exception, match="outside a die worker"):
+        tvm.get_global_func(ALL_REDUCE_PACKED_FUNC)(tvm.runtime.from_dlpack(x),
+                                                    tvm.runtime.from_dlpack(torch.empty(4)))
+
+
+def test_tensors_cross_the_process_pipe_by_value():
+    import pickle
+
+    from tyllm.runtime.wire import from_wire, to_wire
+
+    message = ("step", (1, torch.arange(6).view(2, 3), [torch.ones(2, dtype=torch.float16)],
+                        {"pixels": torch.zeros(1, 4)}, 5, None))
+    back = from_wire(pickle.loads(pickle.dumps(to_wire(message))))
+    assert back[0] == "step" and back[1][0] == 1 and back[1][4:] == (5, None)
+    assert torch.equal(back[1][1], message[1][1])
+    assert back[1][2][0].dtype == torch.float16 and torch.equal(back[1][2][0], message[1][2][0])
+    assert torch.equal(back[1][3]["pixels"], message[1][3]["pixels"])
