@@ -48,7 +48,10 @@ def parse_args() -> argparse.Namespace:
 
 
 def die_counts(args) -> list[int]:
-    return sorted({int(n) for n in args.dies.split(",") if n.strip()} - {1})
+    counts = {int(n) for n in args.dies.split(",") if n.strip()}
+    if any(n < 1 for n in counts):
+        raise SystemExit(f"--dies {args.dies}: die counts are positive integers, e.g. 3,4")
+    return sorted(counts - {1})
 
 
 def compile_trees(args, model: Path, work: Path) -> dict:
@@ -60,7 +63,7 @@ def compile_trees(args, model: Path, work: Path) -> dict:
         costs[f"1-kv{args.long_kv}"] = compile_cost(model, long_kv_tree(args, work), 1,
                                                     args.long_kv, [1, 8], args.threads)
     for name, cost in costs.items():
-        print(f"compiled {name} die(s): {cost['total_s']:.1f} s, peak RSS above imports "
+        print(f"compiled tree {name}: {cost['total_s']:.1f} s, peak RSS above imports "
               f"{cost['peak_rss_above_imports_bytes'] / 2**20:.0f} MiB", flush=True)
     return costs
 

@@ -3,6 +3,7 @@ sum in die order, bit-identically, for dies as threads; a failing die releases t
 
 import functools
 import operator
+import shutil
 import threading
 
 import pytest
@@ -43,12 +44,19 @@ def run_dies(group, contributions: list[torch.Tensor]) -> list:
     return results
 
 
+def require_native() -> None:
+    """Skips without a C++ compiler (the runtime then uses the Python all-reduce); with one,
+    the native library must build."""
+    if shutil.which("g++") is None:
+        pytest.skip("no C++ compiler here: the runtime uses the Python all-reduce")
+    assert native_library() is not None, "g++ is here but the native all-reduce did not build"
+
+
 @pytest.fixture(params=["native", "python"])
 def make_group(request):
     native = request.param == "native"
-    if native and native_library() is None:
-        pytest.fail("the native all-reduce did not build on this machine (g++ and tvm_ffi "
-                    "headers are part of the supported setup)")
+    if native:
+        require_native()
     groups = []
 
     def make(size: int, slot_bytes: int):
@@ -57,6 +65,7 @@ def make_group(request):
 
     yield make
     for g in groups:
+        g.abort()  # a die a failed test left waiting returns before the memory goes
         g.unlink()
 
 
@@ -72,7 +81,7 @@ def test_every_die_gets_the_sum_in_die_order(make_group, dtype):
             assert torch.equal(r, expected)
 
 
-def test_the_last_die_may_send_fewer_rows_than_the_slot(make_group):
+def test_a_contribution_smaller_than_the_slot(make_group):
     group = make_group(2, 8 * 64 * 4)
     parts = [torch.full((1, 64), 1.5), torch.full((1, 64), 2.0)]
     assert all(torch.equal(r, torch.full((1, 64), 3.5)) for r in run_dies(group, parts))
@@ -114,3 +123,55 @@ def test_tensors_cross_the_process_pipe_by_value():
     assert torch.equal(back[1][1], message[1][1])
     assert back[1][2][0].dtype == torch.float16 and torch.equal(back[1][2][0], message[1][2][0])
     assert torch.equal(back[1][3]["pixels"], message[1][3]["pixels"])
+
+
+class ScaledReduceRunner:
+    """A die process that all-reduces (rank + 1) * x through the registered packed function."""
+
+    all_reduce_bytes = staticmethod(lambda tree: 4096)
+
+    def __init__(self, tree, rank: int):
+        self.rank = rank
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        mine, out = x * (self.rank + 1), torch.empty_like(x)
+        tvm.get_global_func(ALL_REDUCE_PACKED_FUNC)(tvm.runtime.from_dlpack(mine),
+                                                    tvm.runtime.from_dlpack(out))
+        return out
+
+
+@pytest.fixture(scope="module")
+def small_tree(checkpoint_factory, tmp_path_factory):
+    from tyllm.build_util import build_and_compile_llm
+    from tyllm.runtime.tree import Tree
+
+    out = tmp_path_factory.mktemp("collective") / "1die"
+    return Tree(build_and_compile_llm(checkpoint_factory("qwen3"), out, max_kv_cache_size=16,
+                                      seq_len_list=[1], export_onnx=False, progress=False))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_die_processes_reduce_through_shared_memory(native, small_tree):
+    from tyllm.runtime.workers import ProcessWorkers
+
+    if native:
+        require_native()
+    workers = ProcessWorkers(small_tree, runner=ScaledReduceRunner, placement=[0, 0, 0],
+                             native=native)
+    try:
+        x = torch.arange(12, dtype=torch.float32).view(3, 4)
+        assert all(torch.equal(r, x * 6) for r in workers.step(x))
+    finally:
+        workers.close()
+
+
+def test_a_bad_operand_is_refused_before_any_die_waits():
+    require_native()
+    group = collective.thread_group(1, 256)
+    try:
+        error = reduce_on_die(group, 0, torch.ones(4, dtype=torch.int64))
+        assert "float32 or float16" in str(error)
+        assert "slot" in str(reduce_on_die(group, 0, torch.ones(128)))  # 512 bytes > 256
+        assert torch.equal(reduce_on_die(group, 0, torch.ones(4)), torch.ones(4))  # still usable
+    finally:
+        group.unlink()

@@ -49,7 +49,8 @@ def weight_map(model_path: Path) -> dict[str, Path]:
 class TensorReader:
     """Reads named tensors, or slices of them, without loading whole files. Each read maps its
     file only while it copies the tensor out, so the pages of tensors already read do not stay
-    resident (a compile holds one die's weights, not the checkpoint's mapped pages too)."""
+    resident (a compile holds one die's weights, not the checkpoint's mapped pages too). It holds
+    no open file, so `with TensorReader(...)` only marks where reads happen."""
 
     def __init__(self, model_path: Path):
         self.model_path = model_path

@@ -81,13 +81,19 @@ def compile_graph(step, plan, seq_len, request, root, target, report) -> dict:
 
 
 def save_die_weights(root: Path, plan: DiePlan, step) -> None:
-    """Writes the die's weights, then swaps them in the step for untouched memory of the same
-    shapes: capture, ONNX (linked to the file) and TVM (parameters detached) need only shapes,
-    so a compile holds one die's weights once, and only until they are on disk."""
+    """Writes `common_die{d}.params`, then releases the weights: a compile holds one die's
+    weights once, and only until they are on disk."""
     weights = die_weights(step)
     save_params(layout.ensure_parent(root, layout.weights_file(plan.die)), weights)
+    release_weights(weights)
+
+
+def release_weights(weights: dict[str, torch.nn.Parameter]) -> None:
+    """Swaps saved weights for untouched memory of the same shapes: capture, the ONNX twin
+    (initializers linked to the params file) and TVM (parameters detached) need shapes only.
+    Every weight goes before any stand-in is allocated, so none reuses resident memory."""
     shapes = {name: (p.shape, p.dtype) for name, p in weights.items()}
-    for p in weights.values():  # drop every weight before allocating any stand-in
+    for p in weights.values():
         p.data = torch.empty(0, dtype=p.dtype)
     return_free_memory()
     for name, p in weights.items():

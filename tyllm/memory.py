@@ -1,14 +1,12 @@
 """Giving freed heap memory back to the operating system."""
 
 import ctypes
-import ctypes.util
 import functools
 
 
 @functools.cache
 def _malloc_trim():
-    libc = ctypes.util.find_library("c")
-    return getattr(ctypes.CDLL(libc), "malloc_trim", None) if libc else None
+    return getattr(ctypes.CDLL(None), "malloc_trim", None)  # the C library this process uses
 
 
 def return_free_memory() -> None:

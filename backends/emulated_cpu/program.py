@@ -28,6 +28,9 @@ class DieProgram:
     def __init__(self, library: Path, params: list[torch.Tensor]):
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
         self._main = self._vm["main"]
+        # Dies run as threads of one process and meet in native all-reduces: never hold the
+        # interpreter lock while a graph runs (tvm_ffi's default, made independent of it).
+        self._main.release_gil = True
         self._torch_params = [aligned(p) for p in params]  # TVM views this memory: keep it
         self._params = [to_tvm(p) for p in self._torch_params]
 

@@ -65,18 +65,30 @@ def safetensors_offsets(path: Path) -> dict[str, tuple[int, int, list[int]]]:
     return offsets
 
 
-def link_external_weights(model: ir.Model, weights: Path) -> int:
+def _torch_data(tensor) -> int | None:
+    raw = getattr(tensor, "raw", None)  # the exporter wraps the program's torch tensors
+    return raw.data_ptr() if isinstance(raw, torch.Tensor) and raw.numel() else None
+
+
+def link_external_weights(model: ir.Model, weights: Path, state_dict: dict) -> int:
     """Points initializers at their bytes in `weights` (a file in the ONNX file's folder), on
-    the exporter's IR model, so the weights are never serialized into memory."""
+    the exporter's IR model, so the weights are never serialized into memory. The compiler may
+    have released the memory of the program's tensors saved in `weights` (`state_dict`): one
+    of them that does not link is an error, never written."""
     offsets, linked = safetensors_offsets(weights), 0
+    saved = {t.data_ptr() for n, t in state_dict.items() if n in offsets and t.numel()}
     for name, value in model.graph.initializers.items():
         entry, tensor = offsets.get(name), value.const_value
-        if entry is None or tensor is None or list(entry[2]) != list(tensor.shape):
-            continue
-        value.const_value = ir.ExternalTensor(weights.name, entry[0], entry[1], tensor.dtype,
-                                              shape=tensor.shape, name=name,
-                                              base_dir=weights.parent)
-        linked += 1
+        if (entry is not None and tensor is not None and entry[1] == tensor.nbytes
+                and list(entry[2]) == list(tensor.shape)):
+            value.const_value = ir.ExternalTensor(weights.name, entry[0], entry[1], tensor.dtype,
+                                                  shape=tensor.shape, name=name,
+                                                  base_dir=weights.parent)
+            linked += 1
+        elif _torch_data(tensor) in saved:
+            raise RuntimeError(f"ONNX initializer {name!r} holds a weight of {weights.name} but "
+                               f"does not match its entry there (name, shape or size): the "
+                               f"exporter changed it; compile with export_onnx=False.")
     return linked
 
 
@@ -87,7 +99,7 @@ def export_onnx(program: torch.export.ExportedProgram, input_names: list[str], p
         custom_translation_table={torch.ops.tyllm.all_reduce.default: _all_reduce_as_identity,
                                   torch.ops.aten.__rshift__.Scalar: _uint8_right_shift},
         optimize=False, verify=False, report=False, verbose=False)
-    link_external_weights(onnx_program.model, weights)
+    link_external_weights(onnx_program.model, weights, program.state_dict)
     model = ir.serde.serialize_model(onnx_program.model)
     mark_all_reduce(model)
     onnx.save(model, str(path))

@@ -73,7 +73,7 @@ def read_sources(entries: dict[str, WeightSpec], plan: DiePlan, reader: TensorRe
             continue
         if spec.hf_name not in whole:
             whole[spec.hf_name] = reader.read(spec.hf_name).to(params[name].dtype)
-        yield name, whole[spec.hf_name][slices]
+        yield name, whole[spec.hf_name][slices].to(params[name].dtype)
 
 
 def load_die_weights(step: DecoderStep, table, plan: DiePlan, reader: TensorReader):

@@ -4,12 +4,13 @@ Each die worker binds its group member to its own thread (`bind_member`); the pa
 that compiled graphs call looks the member up there. Sums run in die order, so every die gets
 bit-identical results.
 
-`thread_group` / `process_group` return a `NativeGroup` (native/all_reduce.cc: no Python and no
+`thread_group` / `process_group` return a `NativeGroup` (csrc/all_reduce.cc: no Python and no
 interpreter lock between the dies, one implementation for threads and processes) when the
 native library builds here, else the Python groups below, which are also the reference.
 """
 
 import ctypes
+import mmap
 import threading
 from contextlib import contextmanager
 from multiprocessing import shared_memory
@@ -40,6 +41,8 @@ class ThreadGroup:
 
     def unlink(self) -> None:
         """Nothing to release."""
+
+    detach = unlink
 
 
 class PythonMember:
@@ -99,6 +102,9 @@ class SharedMemoryGroup:
         self._shm = self._shm or shared_memory.SharedMemory(name=self.name)
         return SharedMemoryMember(self, rank, self._shm)
 
+    def detach(self) -> None:
+        """Nothing: the members' tensor views keep the mapping until the process exits."""
+
     def unlink(self) -> None:
         if self._shm is not None:
             self._shm.close()
@@ -145,47 +151,56 @@ def _die_all_reduce(x, out) -> None:
 
 
 class NativeGroup:
-    """N dies (threads or processes) reducing in native code over one shared-memory block:
-    a header (counters of the barrier) and one 64-byte aligned slot per die."""
+    """N dies reducing in native code over one block of memory: a header (counters of the
+    barrier) and one 64-byte aligned slot per die. `shared`: a named shared-memory block that
+    spawned die processes attach to by name; else anonymous memory of this process (threads,
+    which then need no /dev/shm)."""
 
-    def __init__(self, name: str, size: int, slot_bytes: int):
-        self.name, self.size, self.slot_bytes = name, size, slot_bytes
-        self._shm: shared_memory.SharedMemory | None = None
-        self._anchor = None  # a ctypes view of the block: its address for the library
+    def __init__(self, lib, size: int, slot_bytes: int, shared: bool):
+        self.size, self.slot_bytes = size, -(-slot_bytes // 64) * 64
+        nbytes = lib.tyllm_group_bytes(size, self.slot_bytes)
+        self._shm = shared_memory.SharedMemory(create=True, size=nbytes) if shared else None
+        self.name, self._owner = (self._shm.name if shared else None), True
+        self._memory = self._shm.buf if shared else mmap.mmap(-1, nbytes)
+        self._anchor = ctypes.c_char.from_buffer(self._memory)  # its address, for the library
+        lib.tyllm_group_init(self.address, size, self.slot_bytes)
 
-    @classmethod
-    def create(cls, lib, size: int, slot_bytes: int) -> "NativeGroup":
-        slot = -(-slot_bytes // 64) * 64
-        shm = shared_memory.SharedMemory(create=True, size=lib.tyllm_group_bytes(size, slot))
-        group = cls(shm.name, size, slot)
-        group._attach(shm)
-        lib.tyllm_group_init(group.address, size, slot)
-        return group
+    def __getstate__(self):  # a die process attaches by name
+        if self.name is None:
+            raise TypeError("a thread group's memory cannot cross processes")
+        return {"name": self.name, "size": self.size, "slot_bytes": self.slot_bytes}
 
-    def _attach(self, shm: shared_memory.SharedMemory) -> None:
-        self._shm, self._anchor = shm, ctypes.c_char.from_buffer(shm.buf)
+    def __setstate__(self, state):
+        self.__dict__.update(state, _shm=None, _owner=False, _memory=None, _anchor=None)
 
     @property
     def address(self) -> int:
-        if self._shm is None:
-            self._attach(shared_memory.SharedMemory(name=self.name))
+        if self._anchor is None:
+            self._shm = shared_memory.SharedMemory(name=self.name)
+            self._memory = self._shm.buf
+            self._anchor = ctypes.c_char.from_buffer(self._memory)
         return ctypes.addressof(self._anchor)
-
-    def __getstate__(self):
-        return {**self.__dict__, "_shm": None, "_anchor": None}
 
     def member(self, rank: int) -> "NativeMember":
         return NativeMember(self, rank)
 
     def abort(self) -> None:
-        native_library().tyllm_group_abort(self.address)
+        required_native().tyllm_group_abort(self.address)
+
+    def detach(self) -> None:
+        """Unmaps the block (a die process, when its die stops)."""
+        self._anchor = None
+        if self._shm is not None:
+            self._shm.close()
+        elif isinstance(self._memory, mmap.mmap):
+            self._memory.close()
+        self._shm = self._memory = None
 
     def unlink(self) -> None:
-        if self._shm is not None:
-            self._anchor = None
-            self._shm.close()
-            self._shm.unlink()
-            self._shm = None
+        shm, owner = self._shm, self._owner
+        self.detach()
+        if shm is not None and owner:
+            shm.unlink()
 
 
 class NativeMember:
@@ -193,15 +208,25 @@ class NativeMember:
         self.group, self.rank = group, rank
 
     def bind(self) -> None:
-        native_library().tyllm_bind(self.group.address, self.rank)
+        required_native().tyllm_bind(self.group.address, self.rank)
 
     def unbind(self) -> None:
-        native_library().tyllm_bind(None, -1)
+        required_native().tyllm_bind(None, -1)
+
+
+def required_native():
+    """The native library, in a process that joins a native group (a die process)."""
+    lib = native_library()
+    if lib is None:
+        raise RuntimeError("this die process cannot load the native all-reduce the others use "
+                           "(see the warning above); load the tree with the Python all-reduce "
+                           "(native=False) or fix the C++ build.")
+    return lib
 
 
 def thread_group(size: int, slot_bytes: int, native: bool = True) -> ThreadGroup | NativeGroup:
     lib = native_library() if native else None
-    return NativeGroup.create(lib, size, slot_bytes) if lib else ThreadGroup(size)
+    return NativeGroup(lib, size, slot_bytes, shared=False) if lib else ThreadGroup(size)
 
 
 def process_group(size: int, slot_bytes: int, ctx,
@@ -209,7 +234,7 @@ def process_group(size: int, slot_bytes: int, ctx,
     """`ctx`: the multiprocessing context of the die processes (for the Python group's barrier)."""
     lib = native_library() if native else None
     if lib:
-        return NativeGroup.create(lib, size, slot_bytes)
+        return NativeGroup(lib, size, slot_bytes, shared=True)
     return SharedMemoryGroup.create(size, slot_bytes, ctx.Barrier(size))
 
 

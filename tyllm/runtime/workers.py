@@ -86,7 +86,11 @@ class ThreadWorkers:
                         for r, p in enumerate(placement)]
         for t in self.threads:
             t.start()
-        self._gather()
+        try:
+            self._gather()
+        except Exception:
+            self.close()
+            raise
 
     def _die_main(self, tree, rank, physical, runner_cls):
         pin_current_thread(physical, tree.dies)
@@ -113,9 +117,12 @@ class ThreadWorkers:
 
 def _process_main(root: str, rank: int, physical: int, dies: int, group, conn, runner) -> None:
     pin_process(physical, dies)
-    with collective.bind_member(group.member(rank)):
-        serve(lambda: runner(Tree(Path(root)), rank), lambda: from_wire(conn.recv()),
-              lambda message: conn.send(to_wire(message)))
+    try:
+        with collective.bind_member(group.member(rank)):
+            serve(lambda: runner(Tree(Path(root)), rank), lambda: from_wire(conn.recv()),
+                  lambda message: conn.send(to_wire(message)))
+    finally:
+        group.detach()
 
 
 def all_reduce_bytes(tree: Tree) -> int:

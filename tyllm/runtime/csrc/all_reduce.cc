@@ -8,7 +8,8 @@
 // overwritten while another die still reads it). Waiters spin briefly, then yield the core:
 // emulated dies may share cores.
 //
-// Built at first use by tyllm/runtime/native.py against tvm_ffi's C API.
+// Built at first use by tyllm/runtime/native.py against tvm_ffi's C API (needs _Float16:
+// GCC >= 12 or Clang >= 15 on x86-64; without it the runtime keeps the Python all-reduce).
 
 #include <atomic>
 #include <cstdint>
@@ -20,12 +21,14 @@
 
 namespace {
 
+static_assert(std::atomic<int32_t>::is_always_lock_free, "the header is shared by processes");
+
 struct alignas(64) Header {
   std::atomic<int32_t> arrived;
-  std::atomic<int32_t> round;
   std::atomic<int32_t> aborted;
   int32_t size;
   int64_t slot_bytes;
+  alignas(64) std::atomic<int32_t> round;  // its own cache line: waiters spin on it
 };
 
 const char* kPythonFunction = "tyllm.die_all_reduce_python";
@@ -37,9 +40,14 @@ char* slot(Header* g, int32_t rank) {
 }
 
 bool wait_round(Header* g, int32_t round) {
-  for (int spins = 0; g->round.load(std::memory_order_acquire) == round; ++spins) {
+  int spins = 0;
+  while (g->round.load(std::memory_order_acquire) == round) {
     if (g->aborted.load(std::memory_order_relaxed)) return false;
-    if (spins > 64) sched_yield();
+    if (spins < 64) {
+      ++spins;
+    } else {
+      sched_yield();
+    }
   }
   return true;
 }
@@ -66,18 +74,44 @@ void sum_in_die_order(Header* g, T* out, int64_t n) {
   }
 }
 
-DLTensor* as_tensor(const TVMFFIAny& arg) {
-  if (arg.type_index == kTVMFFIDLTensorPtr) return static_cast<DLTensor*>(arg.v_ptr);
-  if (arg.type_index == kTVMFFITensor) {
-    return reinterpret_cast<DLTensor*>(reinterpret_cast<char*>(arg.v_obj) + sizeof(TVMFFIObject));
-  }
-  return nullptr;
-}
-
 int64_t elements(const DLTensor* t) {
   int64_t n = 1;
   for (int32_t i = 0; i < t->ndim; ++i) n *= t->shape[i];
   return n;
+}
+
+DLTensor* as_tensor(const TVMFFIAny& arg) {
+  if (arg.type_index == kTVMFFIDLTensorPtr) return static_cast<DLTensor*>(arg.v_ptr);
+  if (arg.type_index == kTVMFFITensor) return TVMFFITensorGetDLTensorPtr(arg.v_obj);
+  return nullptr;
+}
+
+bool is_float(const DLTensor* t, int bits) {
+  return t->dtype.code == kDLFloat && t->dtype.bits == bits && t->dtype.lanes == 1;
+}
+
+bool is_dense(const DLTensor* t) {
+  int64_t expected = 1;
+  for (int32_t i = t->ndim - 1; t->strides != nullptr && i >= 0; --i) {
+    if (t->shape[i] != 1 && t->strides[i] != expected) return false;
+    expected *= t->shape[i];
+  }
+  return true;
+}
+
+// x and out: same float32/float16 dtype and size, dense; checked before any die waits.
+const char* check_operands(const DLTensor* x, const DLTensor* out, int64_t slot_bytes) {
+  if (x == nullptr || out == nullptr) return "tyllm.die_all_reduce takes (x, out) tensors";
+  if (!(is_float(x, 32) || is_float(x, 16)) || x->dtype.bits != out->dtype.bits ||
+      out->dtype.code != kDLFloat) {
+    return "tyllm.die_all_reduce takes float32 or float16 tensors of one dtype";
+  }
+  if (elements(x) != elements(out)) return "tyllm.die_all_reduce: x and out differ in size";
+  if (!is_dense(x) || !is_dense(out)) return "tyllm.die_all_reduce takes dense tensors";
+  if (elements(x) * (x->dtype.bits / 8) > slot_bytes) {
+    return "all-reduce larger than the group's slot: the group was sized for a shorter graph";
+  }
+  return nullptr;
 }
 
 int fail(const char* message) {
@@ -85,16 +119,17 @@ int fail(const char* message) {
   return -1;
 }
 
-// A thread bound to a Python group member (tyllm/runtime/collective.py) reduces there.
+// A thread bound to a Python group member (tyllm/runtime/collective.py) reduces there; looked
+// up at every call (re-registration replaces it), a cost next to calling Python at all.
 int python_all_reduce(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result) {
-  static TVMFFIObjectHandle function = nullptr;
-  if (function == nullptr) {
-    TVMFFIByteArray key{kPythonFunction, std::strlen(kPythonFunction)};
-    if (TVMFFIFunctionGetGlobal(&key, &function) != 0 || function == nullptr) {
-      return fail("tyllm.die_all_reduce_python is not registered");
-    }
+  TVMFFIObjectHandle function = nullptr;
+  TVMFFIByteArray key{kPythonFunction, std::strlen(kPythonFunction)};
+  if (TVMFFIFunctionGetGlobal(&key, &function) != 0 || function == nullptr) {
+    return fail("tyllm.die_all_reduce_python is not registered");
   }
-  return TVMFFIFunctionCall(function, const_cast<TVMFFIAny*>(args), num_args, result);
+  int status = TVMFFIFunctionCall(function, const_cast<TVMFFIAny*>(args), num_args, result);
+  TVMFFIObjectDecRef(function);
+  return status;
 }
 
 int all_reduce(void*, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result) {
@@ -102,20 +137,16 @@ int all_reduce(void*, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result
   if (g == nullptr) return python_all_reduce(args, num_args, result);
   DLTensor* x = num_args == 2 ? as_tensor(args[0]) : nullptr;
   DLTensor* out = num_args == 2 ? as_tensor(args[1]) : nullptr;
-  if (x == nullptr || out == nullptr) return fail("tyllm.die_all_reduce takes (x, out) tensors");
+  if (const char* problem = check_operands(x, out, g->slot_bytes)) return fail(problem);
   const int64_t n = elements(x);
-  const int64_t bytes = n * ((x->dtype.bits * x->dtype.lanes + 7) / 8);
-  if (bytes > g->slot_bytes) return fail("all-reduce larger than the group's slot");
-  std::memcpy(slot(g, bound_rank), static_cast<char*>(x->data) + x->byte_offset, bytes);
+  std::memcpy(slot(g, bound_rank), static_cast<char*>(x->data) + x->byte_offset,
+              n * (x->dtype.bits / 8));
   if (!barrier(g)) return fail("all-reduce aborted: another die failed");
   void* dst = static_cast<char*>(out->data) + out->byte_offset;
-  if (x->dtype.code == kDLFloat && x->dtype.bits == 32) {
+  if (x->dtype.bits == 32) {
     sum_in_die_order(g, static_cast<float*>(dst), n);
-  } else if (x->dtype.code == kDLFloat && x->dtype.bits == 16) {
-    sum_in_die_order(g, static_cast<_Float16*>(dst), n);
   } else {
-    g->aborted.store(1);
-    return fail("tyllm.die_all_reduce supports float32 and float16 tensors");
+    sum_in_die_order(g, static_cast<_Float16*>(dst), n);
   }
   if (!barrier(g)) return fail("all-reduce aborted: another die failed");
   result->type_index = kTVMFFINone;
