@@ -176,6 +176,8 @@ class NativeGroup:
     @property
     def address(self) -> int:
         if self._anchor is None:
+            if self.name is None:
+                raise RuntimeError("this die group was released; load the tree again")
             self._shm = shared_memory.SharedMemory(name=self.name)
             self._memory = self._shm.buf
             self._anchor = ctypes.c_char.from_buffer(self._memory)
