@@ -65,16 +65,14 @@ def test_tied_table_is_read_once_into_the_step(checkpoint_factory, dies):
     """A compile holds the tied table once: the LM head slice views the embedding's memory."""
     import torch
 
-    from tyllm.checkpoint import TensorReader
     from tyllm.compiler import Checkpoint
     from tyllm.models.loading import build_die_step
     from tyllm.shard.plan import plan_dies
 
     ckpt = Checkpoint(checkpoint_factory("qwen3", tie_word_embeddings=True))
     plan = plan_dies(ckpt.dims, dies, 1)[-1]
-    with TensorReader(ckpt.path) as reader:
-        step = build_die_step(ckpt.arch, ckpt.config, plan, reader, max_kv=16,
-                              embedding_as_input=False, dtype=torch.float32)
+    step = build_die_step(ckpt.arch, ckpt.config, plan, ckpt.reader, max_kv=16,
+                          embedding_as_input=False, dtype=torch.float32)
     head, table = step.lm_head, step.embed_tokens
     assert head.untyped_storage().data_ptr() == table.untyped_storage().data_ptr()
     assert torch.equal(head, table[plan.vocab.start:plan.vocab.stop])

@@ -73,7 +73,7 @@ def test_only_files_named_by_the_index_are_read(checkpoint_factory, tmp_path):
     (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
     save_file({k: v * 0 for k, v in tensors.items()}, ckpt / "delta-stray.safetensors")
     (ckpt / "delta-1.bin").write_bytes(b"garbage")
-    with TensorReader(ckpt) as reader:
-        assert {p.name for p in reader.files.values()} == {"model-00001-of-00001.safetensors"}
-        name = "model.layers.0.mlp.up_proj.weight"
-        assert reader.read(name).abs().sum() > 0
+    reader = TensorReader(ckpt)
+    assert {p.name for p in reader.files.values()} == {"model-00001-of-00001.safetensors"}
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert reader.read(name).abs().sum() > 0

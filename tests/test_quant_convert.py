@@ -220,8 +220,11 @@ def test_script_reports_errors_and_refuses_a_non_empty_destination(awq_qwen2, tm
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
-def test_int4_linear_matches_autoawq_dequantization(awq_qwen2, tmp_path):
-    """The graph's dequantization (tyllm layout) equals AutoAWQ's meaning of the same linear."""
+def test_graph_dequantization_of_converted_weights_equals_the_source_checkpoints(awq_qwen2,
+                                                                                  tmp_path):
+    """The graph's dequantization of the tyllm layout equals the dequantized AWQ source as
+    tyllm reads it (AWQ's nibble order and vLLM's own AWQ loader check that reading in
+    tests/test_quant.py)."""
     from tyllm.quant.checkpoint import dequantized_state
 
     converted = load_file(convert_checkpoint(awq_qwen2, tmp_path / "c") / "model.safetensors")

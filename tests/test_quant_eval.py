@@ -54,7 +54,9 @@ def test_eval_table(checkpoint_factory, tmp_path):
     assert abs(scores["AWQ"] - scores["float32"]) < abs(scores["round-to-nearest"]
                                                         - scores["float32"])
     assert abs(scores["compiled"] / scores["AWQ"] - 1) < 0.005
-    assert all(r["probes"] == 2 * 2 and 0 <= r["next_token_accuracy"] <= 1 for r in rows)
+    assert all(r["probes"] == 2 * 2 for r in rows)
+    accuracy = {s["name"].split(" ")[0]: s["next_token_accuracy"] for s in rows}
+    assert abs(accuracy["compiled"] - accuracy["AWQ"]) <= 1 / 4  # the same model: one probe at most
 
 
 def test_round_to_nearest_refuses_a_group_size_that_does_not_divide(checkpoint_factory):

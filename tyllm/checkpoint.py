@@ -50,17 +50,11 @@ class TensorReader:
     """Reads named tensors, or slices of them, without loading whole files. Each read maps its
     file only while it copies the tensor out, so the pages of tensors already read do not stay
     resident (a compile holds one die's weights, not the checkpoint's mapped pages too). It holds
-    no open file, so `with TensorReader(...)` only marks where reads happen."""
+    no open file: one reader serves a whole compile."""
 
     def __init__(self, model_path: Path):
         self.model_path = model_path
         self.files = weight_map(model_path)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
 
     def read(self, name: str, slices: tuple[slice, ...] | None = None) -> torch.Tensor:
         if name not in self.files:

@@ -44,6 +44,7 @@ class Checkpoint:
         self.dims = self.arch.dims_from_config(self.config)
         self.int4 = read_int4_scheme(self.config)
         self.tokenizer = tokenizer_file(path)
+        self.reader = TensorReader(path)
 
 
 def graph_entry(plan: DiePlan, seq_len: int, program, inputs, order, onnx: bool) -> dict:
@@ -101,11 +102,10 @@ def release_weights(weights: dict[str, torch.nn.Parameter]) -> None:
 
 
 def compile_die(ckpt, plan, request, root, target, report) -> list[dict]:
-    with TensorReader(ckpt.path) as reader:
-        step = build_die_step(ckpt.arch, ckpt.config, plan, reader,
-                              max_kv=request.max_kv_cache_size,
-                              embedding_as_input=request.embedding_as_input,
-                              dtype=request.torch_dtype, int4=ckpt.int4)
+    step = build_die_step(ckpt.arch, ckpt.config, plan, ckpt.reader,
+                          max_kv=request.max_kv_cache_size,
+                          embedding_as_input=request.embedding_as_input,
+                          dtype=request.torch_dtype, int4=ckpt.int4)
     save_die_weights(root, plan, step)
     return [compile_graph(step, plan, m, request, root, target, report)
             for m in sorted(request.seq_len_list)]
@@ -147,8 +147,7 @@ def copy_tokenizer(ckpt, root: Path, extras: tuple[str, ...] = ()) -> None:
 
 def save_embedding(ckpt, root: Path, dtype: torch.dtype,
                    name: str = "model.embed_tokens.weight") -> None:
-    with TensorReader(ckpt.path) as reader:
-        table = reader.read(name).to(dtype)
+    table = ckpt.reader.read(name).to(dtype)
     save_params(root / layout.EMBEDDING, {"embed_tokens": table})
 
 

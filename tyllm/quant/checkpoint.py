@@ -71,13 +71,13 @@ def dequantized_state(folder: Path) -> dict[str, torch.Tensor]:
     """All tensors in float32, each quantized linear back to a dense weight."""
     fmt, group_size, read = quantized_format(folder)
     state = {}
-    with TensorReader(folder) as reader:
-        for name in reader.files:
-            if not fmt.is_packed(name):
-                state[name] = reader.read(name).float()
-        for module in fmt.modules(reader.files):
-            t = read(reader.read, module, group_size)
-            state[f"{module}.weight"] = dequantize(t.q, t.scales.float(), t.zeros.float())
+    reader = TensorReader(folder)
+    for name in reader.files:
+        if not fmt.is_packed(name):
+            state[name] = reader.read(name).float()
+    for module in fmt.modules(reader.files):
+        t = read(reader.read, module, group_size)
+        state[f"{module}.weight"] = dequantize(t.q, t.scales.float(), t.zeros.float())
     return state
 
 

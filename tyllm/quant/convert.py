@@ -9,10 +9,9 @@ import json
 import shutil
 from pathlib import Path
 
-from safetensors import safe_open
 from safetensors.torch import save_file
 
-from tyllm.checkpoint import INDEX_FILE, TensorReader, weight_map
+from tyllm.checkpoint import INDEX_FILE, TensorReader
 from tyllm.errors import TyllmError
 from tyllm.quant import formats, int4
 from tyllm.quant.awq import AwqConfig
@@ -64,14 +63,13 @@ def target_config(target, group_size: int, source, config: dict) -> dict:
 
 
 def write_converted(src: Path, out: Path, fmt, target, group_size: int, read) -> None:
-    files = weight_map(src)
     write = formats.write_tyllm if target is formats.TYLLM else formats.write_autoawq
     new_map = {}
-    with TensorReader(src) as reader:
-        for file in sorted(set(files.values())):
-            tensors = convert_file(file, reader, fmt, group_size, read, write)
-            save_file(tensors, str(out / file.name), metadata={"format": "pt"})
-            new_map |= dict.fromkeys(tensors, file.name)
+    reader = TensorReader(src)
+    for file in sorted(set(reader.files.values())):
+        tensors = convert_file(file, reader, fmt, group_size, read, write)
+        save_file(tensors, str(out / file.name), metadata={"format": "pt"})
+        new_map |= dict.fromkeys(tensors, file.name)
     if (src / INDEX_FILE).is_file():
         index = {"metadata": {}, "weight_map": dict(sorted(new_map.items()))}
         (out / INDEX_FILE).write_text(json.dumps(index, indent=2))
@@ -80,8 +78,7 @@ def write_converted(src: Path, out: Path, fmt, target, group_size: int, read) ->
 def convert_file(file: Path, reader: TensorReader, fmt, group_size: int, read, write) -> dict:
     """The converted tensors of one shard file: each quantized linear goes where its anchor
     tensor was; companions stored elsewhere are read from their own files."""
-    with safe_open(str(file), framework="pt") as f:
-        names = list(f.keys())
+    names = [n for n, f in reader.files.items() if f == file]
     tensors = {n: reader.read(n) for n in names if not fmt.is_packed(n)}
     for module in fmt.modules(names):
         tensors |= write(module, read(reader.read, module, group_size), group_size)

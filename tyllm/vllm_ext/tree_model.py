@@ -15,6 +15,7 @@ from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
 from tyllm.cache import cache_root
 from tyllm.compiler import TOKENIZER_EXTRAS
+from tyllm.staging import write_atomically
 from tyllm.vlm.layout import PREPROCESSOR
 
 VLM_ARCH = "TyllmVlmForConditionalGeneration"  # registered by vlm_model.py (general plugin)
@@ -37,21 +38,20 @@ def model_folder(tree: Path) -> Path:
     folder = cache_root() / "served" / f"{tree.resolve().parent.name}-{tree.name}-{key}"
     if (folder / layout.CONFIG).is_file():
         return folder
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    return write_atomically(folder, lambda staging: write_model_folder(tree, staging),
+                            lambda _: None)
+
+
+def write_model_folder(tree: Path, out: Path) -> None:
     config = tree_config(tree)
     # The dies dequantize int4 weights themselves: vLLM must not look for a quantization method.
     hf_config = {k: v for k, v in config["hf_config"].items() if k != "quantization_config"}
     if config["kind"] == "vlm":  # vLLM sees tyllm's multimodal architecture (vlm_model.py)
         hf_config = hf_config | {"architectures": [VLM_ARCH], TREE_KEY: str(tree.resolve())}
-    (staging / layout.CONFIG).write_text(json.dumps(hf_config, indent=2))
+    (out / layout.CONFIG).write_text(json.dumps(hf_config, indent=2))
     for name in (layout.TOKENIZER, *TOKENIZER_EXTRAS, PREPROCESSOR):
         if (tree / name).is_file():
-            shutil.copyfile(tree / name, staging / name)
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.replace(folder)
-    return folder
+            shutil.copyfile(tree / name, out / name)
 
 
 def engine_kwargs(tree: Path, workers: str = "threads") -> dict:

@@ -61,8 +61,9 @@ class VlmCheckpoint:
         self.dims = self.spec.text_dims(self.config)
         self.int4 = read_int4_scheme(self.config)  # the language model's; vision stays float
         self.tokenizer = source_tokenizer or tokenizer_file(path)
-        with TensorReader(path) as reader:  # where the decoder lives in this checkpoint
-            self.text_prefix = checkpoint_prefix(reader, TEXT_PREFIXES, "norm.weight")
+        self.reader = TensorReader(path)
+        # where the decoder lives in this checkpoint
+        self.text_prefix = checkpoint_prefix(self.reader, TEXT_PREFIXES, "norm.weight")
 
 
 def max_vision_runs(request: VlmCompileRequest, grids: dict, merge: int) -> int:
@@ -74,10 +75,9 @@ def max_vision_runs(request: VlmCompileRequest, grids: dict, merge: int) -> int:
 def compile_language(ckpt, plans, request, root: Path, target, report) -> list[dict]:
     graphs = []
     for plan in plans:
-        with TensorReader(ckpt.path) as reader:
-            step = build_language_step(ckpt.spec, ckpt.config, plan, reader, ckpt.text_prefix,
-                                       max_kv=request.max_model_len, dtype=request.torch_dtype,
-                                       int4=ckpt.int4)
+        step = build_language_step(ckpt.spec, ckpt.config, plan, ckpt.reader, ckpt.text_prefix,
+                                   max_kv=request.max_model_len, dtype=request.torch_dtype,
+                                   int4=ckpt.int4)
         save_die_weights(root, plan, step)
         for m in request.seq_len_list:
             graphs.append(compile_language_graph(step, plan, m, request, root, target, report))

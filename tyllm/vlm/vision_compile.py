@@ -90,8 +90,7 @@ def write_visual(ckpt, grids: dict, request, root: Path, target, report) -> dict
     sizes = vision_sizes(config.vision_config)
     plans = plan_vision(config.vision_config.num_heads, sizes.intermediate,
                         len(request.vision_remap))
-    with TensorReader(ckpt.path) as reader:
-        tower = load_vision_tower(ckpt.spec, config, reader, request.torch_dtype)
+    tower = load_vision_tower(ckpt.spec, config, ckpt.reader, request.torch_dtype)
     graphs = [g for plan in plans for g in
               compile_vision_die(tower, config, plan, grids, request, root, target, report)]
     v = config.vision_config

@@ -52,7 +52,8 @@ bool wait_round(Header* g, int32_t round) {
   return true;
 }
 
-// A sense-counting barrier: the last die to arrive resets the counter and opens the round.
+// A central-counter barrier: the last die to arrive resets the counter and opens the next
+// round; the others wait for the round number to change.
 bool barrier(Header* g) {
   int32_t round = g->round.load(std::memory_order_acquire);
   if (g->arrived.fetch_add(1, std::memory_order_acq_rel) == g->size - 1) {
