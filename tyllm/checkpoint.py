@@ -5,10 +5,11 @@ opened, never every file in the folder: stray files there must not leak into a m
 """
 
 import json
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from transformers import AutoConfig
 
 from tyllm.errors import TyllmError
@@ -21,7 +22,48 @@ def load_config(model_path: Path):
     if not (model_path / "config.json").is_file():
         raise TyllmError(f"{model_path} has no config.json: pass the folder of a HF checkpoint "
                          f"(config.json, safetensors weights, tokenizer.json).")
-    return AutoConfig.from_pretrained(model_path, trust_remote_code=False)
+    read_json_file(model_path / "config.json")
+    try:
+        return AutoConfig.from_pretrained(model_path, trust_remote_code=False)
+    except (OSError, ValueError, KeyError) as e:
+        raise TyllmError(f"{model_path / 'config.json'} is not a config transformers can read "
+                         f"({e}): restore the checkpoint's original config.json.") from e
+
+
+def read_json_file(path: Path) -> dict:
+    """A JSON object from a checkpoint file, or an error naming the file and the fix."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise TyllmError(f"{path} is not valid JSON ({e}): restore the file from the original "
+                         f"checkpoint.") from e
+    if not isinstance(document, dict):
+        raise TyllmError(f"{path} holds a JSON {type(document).__name__}, not an object: restore "
+                         f"the file from the original checkpoint.")
+    return document
+
+
+@contextmanager
+def open_safetensors(path: Path):
+    """safe_open, with a damaged file named in one sentence instead of a parser traceback."""
+    try:
+        handle = safe_open(path, framework="pt")
+    except (OSError, SafetensorError) as e:
+        raise TyllmError(f"{path} is not a readable safetensors file ({e}): the file is "
+                         f"truncated or damaged; copy it again from the original "
+                         f"checkpoint.") from e
+    with handle:
+        yield handle
+
+
+def shard_path(model_path: Path, file: str) -> Path:
+    """A shard named by the index, refused unless it lies inside the checkpoint folder."""
+    path = model_path / file
+    if Path(file).is_absolute() or not path.resolve().is_relative_to(model_path.resolve()):
+        raise TyllmError(f"{model_path / INDEX_FILE} names {file!r}, outside the checkpoint "
+                         f"folder: tyllm reads weights only from inside {model_path}; fix the "
+                         f"index.")
+    return path
 
 
 def tokenizer_file(model_path: Path) -> Path:
@@ -36,11 +78,14 @@ def weight_map(model_path: Path) -> dict[str, Path]:
     """Tensor name -> the safetensors file that holds it."""
     index = model_path / INDEX_FILE
     if index.is_file():
-        names = json.loads(index.read_text())["weight_map"]
-        return {name: model_path / file for name, file in names.items()}
+        names = read_json_file(index).get("weight_map")
+        if not isinstance(names, dict):
+            raise TyllmError(f"{index} has no weight_map: restore the index from the original "
+                             f"checkpoint.")
+        return {name: shard_path(model_path, file) for name, file in names.items()}
     single = model_path / SINGLE_FILE
     if single.is_file():
-        with safe_open(single, framework="pt") as f:
+        with open_safetensors(single) as f:
             return dict.fromkeys(f.keys(), single)
     raise TyllmError(f"{model_path} has neither {INDEX_FILE} nor {SINGLE_FILE}: tyllm reads "
                      f"safetensors only; re-save the model with save_pretrained(folder).")
@@ -64,7 +109,7 @@ class TensorReader:
         if not path.is_file():
             raise TyllmError(f"{path.name} is listed in {INDEX_FILE} but missing from "
                              f"{self.model_path}: copy the whole checkpoint.")
-        with safe_open(path, framework="pt") as handle:
+        with open_safetensors(path) as handle:
             tensor = handle.get_slice(name)
             view = tensor[slices] if slices is not None else tensor[:]
             # safetensors returns views of its file mapping: copy into owned, aligned memory.

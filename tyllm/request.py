@@ -1,5 +1,6 @@
 """A compile request, validated before any work starts."""
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,5 +49,23 @@ def validate(request: CompileRequest) -> None:
     if request.dtype not in DTYPES:
         raise TyllmError(f"dtype={request.dtype!r} is not supported; choose one of "
                          f"{list(DTYPES)}.")
-    if not request.model_path.is_dir():
-        raise TyllmError(f"Model folder {request.model_path} does not exist.")
+    check_model_folder(request.model_path)
+    check_die_folder(request.artifacts_path, request.dev_count, "dev_count")
+
+
+def check_model_folder(path: Path) -> None:
+    if path.exists() and not path.is_dir():
+        raise TyllmError(f"Model path {path} is a file: pass the checkpoint's folder (the one "
+                         f"holding config.json, the safetensors weights and tokenizer.json).")
+    if not path.is_dir():
+        raise TyllmError(f"Model folder {path} does not exist: pass the folder of a HF "
+                         f"checkpoint (config.json, safetensors weights, tokenizer.json).")
+
+
+def check_die_folder(dest: Path, dies: int, option: str) -> None:
+    """A destination named `<K>die` must be compiled for K dies: every loader refuses others."""
+    named = re.fullmatch(r"(\d+)die", dest.name)
+    if named and int(named[1]) != dies:
+        raise TyllmError(f"The destination {dest} is named for {named[1]} dies but {option}="
+                         f"{dies}: write to {dest.parent / f'{dies}die'} or set {option}="
+                         f"{named[1]}.")

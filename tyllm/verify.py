@@ -4,10 +4,12 @@ Each die graph runs on its own (the all-reduce is the one-die identity on both s
 the same random inputs in TVM and in onnxruntime on the exported ONNX graph.
 """
 
+import posixpath
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import torch
 
@@ -50,9 +52,22 @@ def random_inputs(graph: dict, tree: Tree, gen: torch.Generator) -> dict[str, np
     return feeds
 
 
+def onnx_inside(tree: Tree, name: str) -> Path:
+    """An ONNX twin whose external weight files all lie inside the tree (onnxruntime would open
+    whatever path the graph names)."""
+    path = tree.file(name)
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                tree.file(posixpath.normpath(posixpath.join(posixpath.dirname(name),
+                                                            entry.value)))
+    return path
+
+
 def compare(tree: Tree, onnx: str, program, feeds: dict, die: int, key: int,
             kind: str = "language") -> GraphCheck:
-    session = ort.InferenceSession(str(tree.root / onnx), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_inside(tree, onnx)), providers=["CPUExecutionProvider"])
     expected = session.run(None, feeds)
     got = program(*[torch.from_numpy(v) for v in feeds.values()])
     diff = max(float(np.abs(e - g.numpy()).max()) for e, g in zip(expected, got, strict=True))
@@ -69,9 +84,9 @@ def check_graph(tree: Tree, runner: DieRunner, graph: dict, gen) -> GraphCheck:
 def check_vision(tree: Tree, gen) -> list[GraphCheck]:
     """VLM trees: every vision graph (key: its patch count) on random pixels."""
     from tyllm.vlm.layout import size_tag
-    from tyllm.vlm.runners import VisionRunner, vision_buffers
+    from tyllm.vlm.runners import VisionRunner
 
-    checks, graphs = [], vision_buffers(tree)["graphs"]
+    checks, graphs = [], tree.vision_buffers["graphs"]
     for rank in sorted({g["die"] for g in graphs}):
         runner = VisionRunner(tree, rank)
         for g in (g for g in graphs if g["die"] == rank):

@@ -9,13 +9,16 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from tyllm.errors import ArtifactError
 
 PARAMS_FORMAT = "tyllm.params/1"
 ALIASES = "tyllm.aliases"
+DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "I8": torch.int8,
+          "BOOL": torch.bool}
 
 
 def deduplicate(tensors: dict[str, torch.Tensor]) -> tuple[dict, dict[str, str]]:
@@ -62,15 +65,35 @@ def load_params(path: Path) -> dict[str, torch.Tensor]:
         if tag != PARAMS_FORMAT:
             raise ArtifactError(f"{path} is not a tyllm params file (format {tag!r}, expected "
                                 f"{PARAMS_FORMAT!r}); recompile the tree.")
-        tensors = load_file(str(path))
+        tensors = read_owned(path)
         for alias, name in json.loads(metadata.get(ALIASES, "{}")).items():
             tensors[alias] = tensors[name]
         return tensors
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, KeyError, SafetensorError) as e:
         if isinstance(e, ArtifactError):
             raise
         raise ArtifactError(f"Cannot read {path}: {e}. The file is damaged or truncated; "
                             f"recompile the tree.") from e
+
+
+def read_owned(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a safetensors file (already validated by safe_open) read into memory of
+    its own, 64-byte aligned as TVM wants it: no file mapping stays behind and nothing is copied
+    twice, so a loaded tree holds each of its bytes once."""
+    tensors = {}
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header, base = json.loads(f.read(size)), 8 + size
+        for name, info in header.items():
+            if name == "__metadata__":
+                continue
+            begin, end = info["data_offsets"]
+            raw = torch.empty(end - begin, dtype=torch.uint8)
+            f.seek(base + begin)
+            if f.readinto(raw.numpy()) != end - begin:
+                raise ValueError(f"tensor {name!r} is cut short")
+            tensors[name] = raw.view(DTYPES[info["dtype"]]).reshape(info["shape"])
+    return tensors
 
 
 def unique_bytes(tensors: dict[str, torch.Tensor]) -> int:

@@ -8,12 +8,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from tyllm.artifacts.manifest import CHECKPOINT_FORMAT, write_manifest, written_by_tyllm
 from tyllm.checkpoint import TensorReader
 from tyllm.errors import TyllmError
 from tyllm.quant.awq import AwqConfig
 from tyllm.quant.formats import Source, load_config_json, quantization_of, source_format
 from tyllm.quant.groups import dequantize
 from tyllm.quant.pack import pack_linear
+from tyllm.staging import write_atomically
 
 
 @dataclass
@@ -37,8 +39,21 @@ def is_vlm_config(config) -> bool:
 
 
 def save_quantized_model(quantized: QuantizedModel, out, tokenizer=None) -> Path:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    """Writes the AutoAWQ GEMM checkpoint into `out`: a new or empty folder, or one this function
+    wrote before (its manifest lists exactly the files there); anything else is refused."""
+    return write_atomically(Path(out), lambda staging: write_quantized(quantized, staging,
+                                                                        tokenizer),
+                            check_checkpoint_destination)
+
+
+def check_checkpoint_destination(out: Path) -> None:
+    if out.is_dir() and any(out.iterdir()) and not written_by_tyllm(out, CHECKPOINT_FORMAT):
+        raise TyllmError(f"{out} exists, is not empty and was not written by "
+                         f"save_quantized_model: choose a new folder or empty it yourself; tyllm "
+                         f"will not overwrite files it did not write.")
+
+
+def write_quantized(quantized: QuantizedModel, out: Path, tokenizer) -> None:
     state = {}
     for name, tensor in quantized.model.state_dict().items():
         module, leaf = name.rsplit(".", 1)
@@ -58,7 +73,7 @@ def save_quantized_model(quantized: QuantizedModel, out, tokenizer=None) -> Path
     (out / "config.json").write_text(json.dumps(config, indent=2))
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
-    return out
+    write_manifest(out, CHECKPOINT_FORMAT)
 
 
 def quantized_format(folder: Path) -> Source:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from tyllm.artifacts.layout import MANIFEST
 from tyllm.checkpoint import INDEX_FILE, TensorReader
 from tyllm.errors import TyllmError
 from tyllm.quant import formats, int4
@@ -89,5 +90,5 @@ def copy_side_files(src: Path, out: Path) -> None:
     """Tokenizer, generation and processor files: everything but weights and config.json."""
     for path in src.iterdir():
         if path.is_file() and path.suffix != ".safetensors" and path.name not in (
-                "config.json", INDEX_FILE):
+                "config.json", INDEX_FILE, MANIFEST):
             shutil.copyfile(path, out / path.name)

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import torch
 
-from tyllm.errors import TyllmError
+from tyllm.checkpoint import load_config
 from tyllm.quant.data import get_dataloader, load_texts
 from tyllm.quant.groups import check_group_size, fake_quantize
 from tyllm.quant.layers import decoder_layers, linears_of
+from tyllm.request import check_model_folder
 
 
 @dataclass(frozen=True)
@@ -101,6 +102,19 @@ def round_to_nearest(model, group_size: int):
     return model
 
 
+def check_inputs(model_path: Path, awq_path: Path | None, tree: Path | None) -> None:
+    """Every folder named, checked before minutes of scoring start."""
+    from tyllm.quant.checkpoint import quantized_format
+    from tyllm.runtime.tree import Tree
+
+    check_model_folder(model_path)
+    load_config(model_path)
+    if awq_path is not None:
+        quantized_format(Path(awq_path))
+    if tree is not None:
+        Tree(Path(tree))
+
+
 def evaluate(model_path: Path, awq_path: Path | None = None, tree: Path | None = None,
              rtn_group_size: int | None = None, source=None, blocks: int = 16,
              length: int = 256, workers: str = "threads", api=None,
@@ -110,8 +124,7 @@ def evaluate(model_path: Path, awq_path: Path | None = None, tree: Path | None =
 
     from tyllm.quant.checkpoint import load_quantized_model, quantized_format
 
-    if not Path(model_path).is_dir():
-        raise TyllmError(f"Model folder {model_path} does not exist.")
+    check_inputs(Path(model_path), awq_path, tree)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     data = held_out_blocks(tokenizer, source, blocks, length)
     model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()

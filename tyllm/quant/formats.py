@@ -12,7 +12,6 @@ weight = (q - zeros) * scales.
 reader) or refuses it with the reason; checkpoint_convert and load_quantized_model share it.
 """
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -21,9 +20,11 @@ from typing import NamedTuple
 
 import torch
 
+from tyllm.checkpoint import read_json_file
 from tyllm.errors import TyllmError
 from tyllm.quant import int4
 from tyllm.quant.pack import pack_linear, unpack_linear
+from tyllm.request import check_model_folder
 
 
 @dataclass(frozen=True)
@@ -124,10 +125,11 @@ class Source(NamedTuple):
 
 
 def load_config_json(src: Path) -> dict:
+    check_model_folder(src)
     path = src / "config.json"
     if not path.is_file():
         raise TyllmError(f"{src} has no config.json: pass the folder of a quantized checkpoint.")
-    return json.loads(path.read_text())
+    return read_json_file(path)
 
 
 def quantization_of(src: Path, config: dict) -> dict:

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from tyllm.artifacts.manifest import verify_files
 from tyllm.errors import TyllmError
 from tyllm.runtime.session import Session
 from tyllm.runtime.tree import Tree
@@ -13,12 +14,11 @@ def load(artifacts_path, workers: str = "threads", dies: int | None = None) -> S
     if workers not in WORKER_KINDS:
         raise TyllmError(f"Unknown workers={workers!r}; choose one of {list(WORKER_KINDS)}.")
     tree = Tree(Path(artifacts_path), dies=dies)
+    verify_files(tree.root, tree.manifest)  # sha256 of every file, before anything is loaded
     if tree.config["kind"] == "vlm":
         from tyllm.vlm.load import load_vlm
 
         return load_vlm(tree, WORKER_KINDS[workers])
-    for die in range(tree.dies):
-        tree.verify_die_files(die)  # sha256 of every file a die will load
     return Session(tree, WORKER_KINDS[workers](tree))
 
 

@@ -11,13 +11,13 @@ TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 def bind_program(tree: Tree, graph: dict, params: dict) -> DieProgram:
     """A graph's library with its parameters bound in the graph's `param_order`."""
-    return DieProgram(tree.root / graph["library"], [params[n] for n in graph["param_order"]])
+    return DieProgram(tree.file(graph["library"]), [params[n] for n in graph["param_order"]])
 
 
 class DieRunner:
     def __init__(self, tree: Tree, die: int):
         graphs = tree.graphs_for(die)
-        weights = load_params(tree.root / next(iter(graphs.values()))["weights"])
+        weights = load_params(tree.file(next(iter(graphs.values()))["weights"]))
         self.programs = {m: self._program(tree, g, weights) for m, g in graphs.items()}
         kv = tree.kv_cache_for(die)
         k = kv["k_cache"]
@@ -30,7 +30,7 @@ class DieRunner:
         params = dict(weights)
         for key in ("constants", "graph_params"):
             if graph.get(key):
-                params |= load_params(tree.root / graph[key])
+                params |= load_params(tree.file(graph[key]))
         return bind_program(tree, graph, params)
 
     def cache(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,5 +1,7 @@
 """Greedy generation on emulated dies: prefill in chunks of the compiled lengths, then decode."""
 
+import operator
+
 import torch
 
 from tyllm.artifacts import layout
@@ -21,11 +23,25 @@ def plan_chunks(length: int, seq_lens: list[int]) -> list[tuple[int, int, int]]:
 
 
 def flat_ids(input_ids) -> list[int]:
-    """Accepts a list, a 1-D tensor/array, or a batch of one ([1, P])."""
+    """One prompt: a list of ints, a 1-D integer tensor/array, or a batch of one ([1, P])."""
     ids = input_ids.tolist() if hasattr(input_ids, "tolist") else list(input_ids)
-    if len(ids) == 1 and isinstance(ids[0], list | tuple):
+    if ids and isinstance(ids[0], list | tuple):
+        if len(ids) != 1:
+            raise TyllmError(f"generate takes one prompt but got a batch of {len(ids)}: call "
+                             f"generate once per prompt.")
         ids = list(ids[0])
-    return [int(t) for t in ids]
+    return [token_id(t) for t in ids]
+
+
+def token_id(value) -> int:
+    """An integer token id; floats are refused, never truncated."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TyllmError(f"Token id {value!r} is not an integer: pass the tokenizer's ids as "
+                         f"ints (a list of int or an int64 tensor), not floats.") from None
 
 
 class Session:
@@ -34,7 +50,7 @@ class Session:
     def __init__(self, tree: Tree, workers):
         self.tree, self.workers = tree, workers
         self.eos = set(tree.config["eos_token_ids"])
-        self.embedding = (load_params(tree.root / layout.EMBEDDING)["embed_tokens"]
+        self.embedding = (load_params(tree.file(layout.EMBEDDING))["embed_tokens"]
                           if tree.config["embedding_as_input"] else None)
         self.decode_len = min(tree.seq_lens)
 
@@ -60,6 +76,8 @@ class Session:
         room = self.tree.max_kv
         if prompt < 1:
             raise TyllmError("input_ids is empty: give at least one prompt token.")
+        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
+            raise TyllmError(f"max_new_tokens={max_new_tokens!r} must be an integer.")
         if max_new_tokens < 1:
             raise TyllmError(f"max_new_tokens={max_new_tokens}: ask for at least one token.")
         if prompt > room:

@@ -1,12 +1,27 @@
-"""An artifact tree opened for running: documents read and checked, nothing loaded yet."""
+"""An artifact tree opened for running: documents checked against the manifest and against each
+other, every file they name proven inside the tree and listed; nothing loaded yet."""
 
 import re
 from pathlib import Path
 
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
-from tyllm.artifacts.manifest import read_manifest, verify_files
+from tyllm.artifacts.manifest import inside, read_manifest, verify_files
 from tyllm.errors import ArtifactError
+
+VISION_BUFFER_CONFIG = "visual/buffer_config.json"  # VLM trees (tyllm/vlm/layout.py)
+FILE_KEYS = ("library", "weights", "constants", "graph_params", "onnx", "params")
+
+
+def named_files(document) -> list[str]:
+    """Every file a buffer document names (values of FILE_KEYS, at any depth)."""
+    if isinstance(document, list):
+        return [name for item in document for name in named_files(item)]
+    if not isinstance(document, dict):
+        return []
+    own = [v for k, v in document.items() if k in FILE_KEYS and v is not None]
+    return own + [name for k, v in document.items() if k not in FILE_KEYS
+                  for name in named_files(v)]
 
 
 class Tree:
@@ -16,10 +31,30 @@ class Tree:
             raise ArtifactError(f"Artifact tree {self.root} does not exist: run `tyllm compile` "
                                 f"first, or pass the `<N>die` folder it wrote.")
         self.manifest = read_manifest(self.root)
-        self.config = read_json(self.root / layout.CONFIG, "config")
-        self.buffers = read_json(self.root / layout.BUFFER_CONFIG, "buffer_config")
+        self.config = self.document(layout.CONFIG, "config")
+        self.buffers = self.document(layout.BUFFER_CONFIG, "buffer_config")
+        self.vision_buffers = (self.document(VISION_BUFFER_CONFIG, "buffer_config")
+                               if self.config["kind"] == "vlm" else None)
         self.dies = self.config["dies"]
         self._check_die_count(dies)
+        self._check_shapes()
+
+    def file(self, name: str) -> Path:
+        """A file the tree's documents name: inside the tree and listed in its manifest."""
+        path = inside(self.root, name)
+        if name not in self.manifest["files"]:
+            raise ArtifactError(f"{path} is named by the tree's documents but not listed in its "
+                                f"{layout.MANIFEST}: the tree was edited; recompile it.")
+        return path
+
+    def document(self, name: str, kind: str) -> dict:
+        """A JSON document of the tree, its sha256 checked before it is read; the files it
+        names are checked to lie inside the tree and be listed."""
+        verify_files(self.root, self.manifest, [name])
+        document = read_json(self.file(name), kind)
+        for named in named_files(document):
+            self.file(named)
+        return document
 
     def _check_die_count(self, dies: int | None) -> None:
         named = re.fullmatch(r"(\d+)die", self.root.name)
@@ -27,19 +62,32 @@ class Tree:
             if n is not None and n != self.dies:
                 raise ArtifactError(f"{self.root} was compiled for {self.dies} dies but {n} were "
                                     f"{source}: run it with {self.dies} dies or recompile with "
-                                    f"dev_count={n}.")
+                                    f"dev_count={n} into a folder named {n}die.")
+
+    def _check_shapes(self) -> None:
+        """config.json's limits must be what the graphs hold: the runtime checks ids and
+        positions against them before any graph sees one."""
+        for entry in self.buffers["kv_cache"]:
+            held = entry["k_cache"]["shape"][2]
+            if held != self.max_kv:
+                raise ArtifactError(f"{self.root}: config.json says max_kv_cache_size="
+                                    f"{self.max_kv} but die {entry['die']}'s graphs hold {held} "
+                                    f"positions: the documents disagree; recompile the tree.")
+        widths = {}
+        for g in self.buffers["graphs"]:
+            widths.setdefault(g["seq_len"], {})[g["die"]] = g["outputs"][0]["shape"][-1]
+        for m, per_die in widths.items():
+            if sum(per_die.values()) != self.config["vocab_size"]:
+                raise ArtifactError(f"{self.root}: config.json says vocab_size="
+                                    f"{self.config['vocab_size']} but the seq_len {m} graphs "
+                                    f"return {sum(per_die.values())} logits: the documents "
+                                    f"disagree; recompile the tree.")
 
     def graphs_for(self, die: int) -> dict[int, dict]:
         return {g["seq_len"]: g for g in self.buffers["graphs"] if g["die"] == die}
 
     def kv_cache_for(self, die: int) -> dict:
         return next(e for e in self.buffers["kv_cache"] if e["die"] == die)
-
-    def verify_die_files(self, die: int) -> None:
-        names = {name for g in self.graphs_for(die).values()
-                 for name in (g["library"], g["weights"], g["constants"], g["graph_params"])
-                 if name}
-        verify_files(self.root, self.manifest, sorted(names))
 
     @property
     def seq_lens(self) -> list[int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from tyllm.errors import TyllmError
 from tyllm.runtime import collective
 from tyllm.runtime.placement import pin_current_thread, pin_process
 from tyllm.runtime.tree import Tree
@@ -130,11 +131,26 @@ def all_reduce_bytes(tree: Tree) -> int:
     return tree.config["hidden_size"] * max(tree.seq_lens) * 4
 
 
+UNGUARDED_EXIT = 86  # a die process found itself re-running the user's unguarded script
+UNGUARDED = ("die processes could not start: the script that loads the tree runs again in every "
+             "die process (Python's spawn start method) and has no main guard. Put the code that "
+             "calls tyllm.runtime.load(..., workers=\"processes\") under "
+             "`if __name__ == \"__main__\":`, or use workers=\"threads\".")
+
+
+def exit_if_bootstrapping() -> None:
+    """Inside a spawned process that is still importing the user's script, starting die
+    processes would fail with a confusing error in every child: leave with a known code."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise SystemExit(UNGUARDED_EXIT)
+
+
 class ProcessWorkers:
     """Same contract as ThreadWorkers; `runner` must be importable by name (spawned processes)."""
 
     def __init__(self, tree: Tree, runner=None, placement: list[int] | None = None,
                  native: bool = True):
+        exit_if_bootstrapping()
         runner = runner or default_runner()
         placement = list(range(tree.dies)) if placement is None else list(placement)
         ranks = len(placement)
@@ -149,7 +165,13 @@ class ProcessWorkers:
                       for r, p in enumerate(placement)]
         for p in self.procs:
             p.start()
-        self._gather()
+        try:
+            self._gather()
+        except DieFailure:
+            self.close()
+            if any(p.exitcode == UNGUARDED_EXIT for p in self.procs):
+                raise TyllmError(UNGUARDED) from None
+            raise
 
     def _gather(self) -> list:
         pairs = zip(self.conns, self.procs, strict=True)

@@ -1,12 +1,11 @@
-"""Opening a VLM tree: every file checked, language and vision programs placed on their dies."""
+"""Opening a VLM tree (its files already checked by `runtime.load`): language and vision
+programs placed on their dies."""
 
-from tyllm.artifacts.manifest import verify_files
 from tyllm.vlm.runners import LanguageRunner, VisionRunner
 from tyllm.vlm.session import VlmSession
 
 
 def load_vlm(tree, workers_cls) -> VlmSession:
-    verify_files(tree.root, tree.manifest)  # sha256 of every file of the tree
     language = workers_cls(tree, LanguageRunner, tree.config["language_die_remap"])
     try:
         vision = workers_cls(tree, VisionRunner, tree.config["vision"]["die_remap"])

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tyllm.errors import TyllmError
-from tyllm.request import DTYPES
+from tyllm.request import DTYPES, check_die_folder, check_model_folder
 
 MODALITIES = ("image", "video")
 
@@ -85,8 +85,8 @@ def validate(request: VlmCompileRequest) -> None:
                          f"{request.max_model_len}: raise max_model_len or shorten prefill_lens.")
     if request.dtype not in DTYPES:
         raise TyllmError(f"dtype={request.dtype!r} is not supported; choose one of {list(DTYPES)}.")
-    if not request.model_path.is_dir():
-        raise TyllmError(f"Model folder {request.model_path} does not exist.")
+    check_model_folder(request.model_path)
+    check_die_folder(request.artifacts_path, request.num_die, "num_die")
     if request.source_tokenizer is not None and not request.source_tokenizer.is_file():
         raise TyllmError(f"--source_tokenizer {request.source_tokenizer} is not a file: pass a "
                          f"tokenizer.json.")

@@ -3,7 +3,6 @@ graph) and, on the dies named by the vision remap, a vision program."""
 
 import torch
 
-from tyllm.artifacts.documents import read_json
 from tyllm.artifacts.params import load_params
 from tyllm.runtime.die import DieRunner, bind_program
 from tyllm.runtime.tree import Tree
@@ -14,7 +13,7 @@ class LanguageRunner(DieRunner):
     def __init__(self, tree: Tree, die: int):
         super().__init__(tree, die)
         self.deepstack = tree.config["vision"]["deepstack_layers"] > 0
-        self.mrope = {g["seq_len"]: bind_program(tree, g, load_params(tree.root / g["params"]))
+        self.mrope = {g["seq_len"]: bind_program(tree, g, load_params(tree.file(g["params"])))
                       for g in tree.buffers["mrope"] if g["die"] == die}
 
     def step(self, seq_len: int, embeds: torch.Tensor, positions: torch.Tensor,
@@ -25,18 +24,14 @@ class LanguageRunner(DieRunner):
         return self.run(seq_len, inputs, start, valid, slot)
 
 
-def vision_buffers(tree: Tree) -> dict:
-    return read_json(tree.root / layout.VISUAL / "buffer_config.json", "buffer_config")
-
-
 class VisionRunner:
     """Vision program `rank`: one graph per compiled size, keyed by 'HxW'."""
 
     def __init__(self, tree: Tree, rank: int):
-        graphs = [g for g in vision_buffers(tree)["graphs"] if g["die"] == rank]
-        weights = load_params(tree.root / graphs[0]["weights"])
+        graphs = [g for g in tree.vision_buffers["graphs"] if g["die"] == rank]
+        weights = load_params(tree.file(graphs[0]["weights"]))
         self.programs = {layout.size_tag(g["size"]): bind_program(
-            tree, g, weights | load_params(tree.root / g["constants"])) for g in graphs}
+            tree, g, weights | load_params(tree.file(g["constants"]))) for g in graphs}
 
     @staticmethod
     def all_reduce_bytes(tree: Tree) -> int:

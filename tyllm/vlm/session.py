@@ -44,7 +44,7 @@ class VlmSession(Session):
         self.tokens = tree.config["tokens"]
         self.deepstack_layers = tree.config["vision"]["deepstack_layers"]
         rope = tree.buffers["rope_index"]
-        self.rope_index = DieProgram(tree.root / rope["library"], [])
+        self.rope_index = DieProgram(tree.file(rope["library"]), [])
         self.max_runs = rope["max_runs"]
         self.prompts: dict[int, PreparedPrompt] = {}  # slot -> its multimodal prompt
 

@@ -1,0 +1,154 @@
+"""Compile destinations and checkpoint inputs: every bad one ends in one TyllmError naming the
+fix, before any work, and the user's files stay byte-identical."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tyllm.build_util import build_and_compile_llm, build_and_compile_vlm
+from tyllm.errors import TyllmError
+
+
+def compile_(ckpt, out, **kwargs):
+    args = dict(max_kv_cache_size=16, seq_len_list=[1], dev_count=1, export_onnx=False,
+                progress=False) | kwargs
+    return Path(build_and_compile_llm(ckpt, out, **args))
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def user_folder(tmp_path) -> Path:
+    """A folder of the user's own that happens to hold a manifest.json (a web app)."""
+    folder = tmp_path / "webapp"
+    (folder / "static").mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"name": "my app", "files": {}}))
+    (folder / "index.html").write_text("<html>mine</html>")
+    (folder / "static" / "app.js").write_text("console.log(1)")
+    return folder
+
+
+def test_folder_with_a_foreign_manifest_is_never_replaced(checkpoint_factory, user_folder):
+    before = snapshot(user_folder)
+    with pytest.raises(TyllmError, match=r"is not a tyllm artifact tree"):
+        compile_(checkpoint_factory("qwen3"), user_folder)
+    assert snapshot(user_folder) == before
+
+
+def test_tree_with_a_file_added_by_the_user_is_not_replaced(checkpoint_factory, tmp_path):
+    tree = compile_(checkpoint_factory("qwen3"), tmp_path / "1die")
+    (tree / "notes.txt").write_text("my measurements")
+    before = snapshot(tree)
+    with pytest.raises(TyllmError, match=r"will not overwrite it"):
+        compile_(checkpoint_factory("qwen3"), tree)
+    assert snapshot(tree) == before
+
+
+def test_a_tree_tyllm_wrote_is_replaced(checkpoint_factory, tmp_path):
+    tree = compile_(checkpoint_factory("qwen3"), tmp_path / "1die")
+    compile_(checkpoint_factory("qwen3"), tree, max_kv_cache_size=24)
+    assert json.loads((tree / "config.json").read_text())["max_kv_cache_size"] == 24
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["1die"]
+
+
+def test_destination_that_is_a_file_is_refused(checkpoint_factory, tmp_path):
+    out = tmp_path / "out"
+    out.write_text("mine")
+    with pytest.raises(TyllmError, match=r"is an existing file"):
+        compile_(checkpoint_factory("qwen3"), out)
+    assert out.read_text() == "mine"
+
+
+def test_unwritable_destination_parent_is_refused(checkpoint_factory, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("mine")  # a file where a parent folder would have to be
+    with pytest.raises(TyllmError, match=r"Cannot write into .*writable location"):
+        compile_(checkpoint_factory("qwen3"), blocker / "1die")
+    assert blocker.read_text() == "mine"
+
+
+def test_destination_named_for_another_die_count_is_refused(checkpoint_factory, tmp_path):
+    with pytest.raises(TyllmError, match=r"named for 3 dies but dev_count=2.*2die"):
+        compile_(checkpoint_factory("qwen3"), tmp_path / "3die", dev_count=2)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_vlm_destination_named_for_another_die_count_is_refused(vlm_checkpoint, tmp_path):
+    with pytest.raises(TyllmError, match=r"named for 4 dies but num_die=1"):
+        build_and_compile_vlm(vlm_checkpoint("qwen2_5_vl"), tmp_path / "4die", num_die=1,
+                              progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stale_staging_folders_are_removed_and_reported(checkpoint_factory, tmp_path, capsys):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    stale = tmp_path / f".1die.partial-{dead.stdout.strip()}"
+    (stale / "batch_1").mkdir(parents=True)
+    (stale / ".tyllm-staging").write_text(dead.stdout.strip())
+    (stale / "batch_1" / "common_die0.params").write_bytes(b"x" * 100)
+    alive = tmp_path / f".other.partial-{os.getpid()}"  # a running compile's folder
+    alive.mkdir()
+    (alive / ".tyllm-staging").write_text(str(os.getpid()))
+    users = tmp_path / ".mine.partial-1"  # looks alike, but tyllm did not write it
+    users.mkdir()
+    (users / "keep.txt").write_text("mine")
+    compile_(checkpoint_factory("qwen3"), tmp_path / "1die")
+    assert not stale.exists()
+    assert alive.is_dir() and (users / "keep.txt").read_text() == "mine"
+    assert f"removed {stale}" in capsys.readouterr().err
+
+
+def test_model_path_that_is_a_file_is_named(tmp_path):
+    model = tmp_path / "model.safetensors"
+    model.write_bytes(b"0")
+    with pytest.raises(TyllmError, match=r"is a file: pass the checkpoint's folder"):
+        compile_(model, tmp_path / "1die")
+
+
+def test_invalid_json_config_is_named(checkpoint_factory, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoint_factory("qwen3"), ckpt)
+    (ckpt / "config.json").write_text('{"model_type": "qwen3",')
+    with pytest.raises(TyllmError, match=r"config.json is not valid JSON"):
+        compile_(ckpt, tmp_path / "1die")
+
+
+def test_truncated_safetensors_is_named(checkpoint_factory, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoint_factory("qwen3"), ckpt)
+    weights = ckpt / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    with pytest.raises(TyllmError, match=r"model.safetensors is not a readable safetensors"):
+        compile_(ckpt, tmp_path / "1die")
+    assert not (tmp_path / "1die").exists()
+
+
+def test_index_naming_a_file_outside_the_checkpoint_is_refused(checkpoint_factory, tmp_path):
+    from safetensors import safe_open
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(checkpoint_factory("qwen3"), ckpt)
+    with safe_open(ckpt / "model.safetensors", "pt") as f:
+        names = list(f.keys())
+    shutil.move(ckpt / "model.safetensors", tmp_path / "elsewhere.safetensors")
+    index = {"weight_map": dict.fromkeys(names, "../elsewhere.safetensors")}
+    (ckpt / "model.safetensors.index.json").write_text(json.dumps(index))
+    with pytest.raises(TyllmError, match=r"outside the checkpoint folder"):
+        compile_(ckpt, tmp_path / "1die")
+
+
+def test_cli_reports_a_bad_destination_in_one_line(checkpoint_factory, user_folder):
+    result = subprocess.run(["tyllm", "compile", str(checkpoint_factory("qwen3")),
+                             str(user_folder), "--max-kv", "16", "--seq-lens", "1"],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith("tyllm: error: ") and "Traceback" not in result.stderr
