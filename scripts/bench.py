@@ -9,7 +9,8 @@ and decode tokens/s for: the tree at 1 die, at each N of --dies (threads and pro
 the 1-die tree compiled with a --long-kv cache (decode reads the whole static cache: this shows
 what that costs), HF transformers eager `generate`, stock vLLM CPU `LLM.generate` and
 onnxruntime on the 1-die tree's ONNX graphs; compile time per graph and in total, peak RSS while
-compiling (above the process's RSS after imports); and the bandwidth roof: weight bytes read
+compiling (above the process's RSS after imports); peak RSS while loading and running each tree
+against its parameter and KV bytes; and the bandwidth roof: weight bytes read
 per decode token over this machine's measured copy bandwidth. Prints a table and writes JSON
 (ratios are what to quote: absolute times drift on shared machines).
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from tyllm.bench.compile_cost import compile_cost
 from tyllm.bench.engines import bench_hf, bench_ort, bench_tree, bench_vllm
+from tyllm.bench.load_memory import load_memory
 from tyllm.bench.report import ratios, table, write_report
 from tyllm.bench.roof import copy_bandwidth_gbs, decode_weight_bytes, read_bandwidth_gbs
 from tyllm.runtime.tree import Tree
@@ -72,6 +74,22 @@ def long_kv_tree(args, work: Path) -> Path:
     return work / f"kv{args.long_kv}" / "1die"
 
 
+def load_memories(args, work: Path) -> dict:
+    """Peak RSS of loading and running each tree against its parameters plus KV caches."""
+    skip = set(filter(None, args.skip.split(",")))
+    runs = [("1", "threads")] + [(str(n), w) for n in die_counts(args)
+                                 for w in ("threads", "processes") if w not in skip]
+    result = {}
+    for dies, workers in runs:
+        m = load_memory(work / f"{dies}die", workers)
+        result[f"{dies}die-{workers}"] = m
+        print(f"loaded tree {dies}die ({workers}): peak RSS above imports "
+              f"{m['peak_rss_above_imports_bytes'] / 2**20:.0f} MiB for "
+              f"{(m['param_bytes'] + m['kv_bytes']) / 2**20:.0f} MiB of parameters + KV "
+              f"({m['over_params_plus_kv']:.2f}x)", flush=True)
+    return result
+
+
 def run_engines(args, model: Path, work: Path, prompt: list[int], n: int) -> dict:
     skip = set(filter(None, args.skip.split(",")))
     speeds = {"tyllm-1die": bench_tree(work / "1die", prompt, n, "threads", "tyllm-1die")}
@@ -102,6 +120,7 @@ def main() -> None:
     new_tokens = 16 if args.quick else args.new_tokens
     prompt = encode_prompt(model, PROMPT)
     costs = compile_trees(args, model, work)
+    memories = load_memories(args, work)
     speeds = run_engines(args, model, work, prompt, new_tokens)
     weight_bytes = decode_weight_bytes(Tree(work / "1die"))
     bandwidth = copy_bandwidth_gbs(args.threads)
@@ -118,7 +137,8 @@ def main() -> None:
         "roof": {"copy_bandwidth_gbs": bandwidth, "decode_weight_bytes": weight_bytes,
                  "roof_tok_s": roof_tok_s,
                  "read_only_bandwidth_gbs": read_bandwidth_gbs(args.threads)},
-        "long_kv_cache_size": args.long_kv, "compile": costs, "ratios": summary})
+        "long_kv_cache_size": args.long_kv, "compile": costs, "load_memory": memories,
+        "ratios": summary})
 
 
 if __name__ == "__main__":

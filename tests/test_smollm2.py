@@ -21,3 +21,13 @@ def test_greedy_answer_equals_hf(dies, workers, smollm2_path, smollm2_tree, prom
         got = session.generate(prompt_ids, max_new_tokens=64)
     assert got == hf_greedy(smollm2_path, prompt_ids, 64)
     assert decode(tree, got).startswith("The capital of France is Paris.")
+
+
+@pytest.mark.parametrize("workers", ["threads", "processes"])
+def test_a_multi_die_tree_loads_in_its_own_size(workers, smollm2_tree):
+    """Peak RSS of loading and running the 3-die tree (above imports; per bare die process for
+    processes) stays within 1.2x its parameters plus one sequence's KV caches."""
+    from tyllm.bench.load_memory import load_memory
+
+    measured = load_memory(smollm2_tree(3), workers)
+    assert measured["over_params_plus_kv"] <= 1.2, measured

@@ -10,16 +10,18 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
                           seq_len_list=(1, 8), dev_count: int = 1,
                           embedding_as_input: bool = False, *, dtype: str = "float32",
                           num_threads: int = 0, export_onnx: bool = True,
-                          progress: bool = True) -> str:
+                          progress: bool = True, verbose: bool = False) -> str:
     """Compiles a HF checkpoint folder into the `<N>die` artifact tree at `artifacts_path`.
 
-    Returns the artifacts path. See docs/ARCHITECTURE.md for the tree layout.
+    `progress`: a progress bar and a final line on stderr; framework output goes to the tree's
+    `compile.log` unless `verbose`. Returns the artifacts path. See docs/ARCHITECTURE.md for the
+    tree layout.
     """
     request = CompileRequest(
         model_path=Path(model_path), artifacts_path=Path(artifacts_path),
         max_kv_cache_size=max_kv_cache_size, seq_len_list=tuple(seq_len_list),
         dev_count=dev_count, embedding_as_input=embedding_as_input, dtype=dtype,
-        num_threads=num_threads, export_onnx=export_onnx, progress=progress)
+        num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose)
     return str(compile_llm(request))
 
 
@@ -27,7 +29,8 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
                           image_sizes=((448, 448),), modalities=("image",), prefill_lens=(),
                           max_model_len: int = 4096, vm_die_remap=None, lm_die_remap=None, *,
                           source_tokenizer=None, dtype: str = "float32", num_threads: int = 0,
-                          export_onnx: bool = True, progress: bool = True) -> str:
+                          export_onnx: bool = True, progress: bool = True,
+                          verbose: bool = False) -> str:
     """Compiles a Qwen2.5-VL / Qwen3-VL folder into the `<N>die` tree at `artifacts_path`
     (the Python form of scripts/compile_vlm.py). Returns the artifacts path."""
     from tyllm.vlm.compiler import compile_vlm
@@ -40,5 +43,5 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
         vm_die_remap=tuple(vm_die_remap) if vm_die_remap else None,
         lm_die_remap=tuple(lm_die_remap) if lm_die_remap else None,
         source_tokenizer=Path(source_tokenizer) if source_tokenizer else None, dtype=dtype,
-        num_threads=num_threads, export_onnx=export_onnx, progress=progress)
+        num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose)
     return str(compile_vlm(request))

@@ -31,7 +31,9 @@ def add_compile(sub) -> None:
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--threads", type=int, default=0, help="cores per compiled graph (0: all)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX twin of each graph")
-    p.add_argument("--quiet", action="store_true", help="no per-graph progress lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no final line")
+    p.add_argument("--verbose", action="store_true",
+                   help="show framework output live (otherwise it goes to the tree's compile.log)")
 
 
 def add_run(sub) -> None:
@@ -103,7 +105,8 @@ def run_compile(args) -> None:
     path = build_and_compile_llm(
         args.model, args.out, max_kv_cache_size=args.max_kv, seq_len_list=args.seq_lens,
         dev_count=args.dies, embedding_as_input=args.embedding_as_input, dtype=args.dtype,
-        num_threads=args.threads, export_onnx=not args.no_onnx, progress=not args.quiet)
+        num_threads=args.threads, export_onnx=not args.no_onnx, progress=not args.quiet,
+        verbose=args.verbose)
     print(path)
 
 

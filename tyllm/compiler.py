@@ -1,5 +1,6 @@
 """The compile recipe: checkpoint -> per-die, per-seq_len TVM libraries in the artifact tree."""
 
+import json
 import os
 import re
 import shutil
@@ -160,13 +161,13 @@ def sizes_per_die(root: Path, dies: int) -> dict[int, int]:
     return sizes
 
 
-def write_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) -> None:
+def build_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) -> None:
     # Step 1. Plan the dies and pick the target.
     plans = plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
     target = TargetSpec(num_cores=request.num_threads or os.cpu_count() or 1)
     # Step 2. Capture, export and lower every (die, seq_len) graph.
     graphs = [g for plan in plans for g in compile_die(ckpt, plan, request, root, target, report)]
-    # Step 3. Documents, tokenizer, embedding table.
+    # Step 3. Documents, tokenizer, embedding table, report.
     write_json(root / layout.CONFIG, tree_config(ckpt, request, plans, target))
     write_json(root / layout.BUFFER_CONFIG, {"format_version": FORMAT_VERSION, "graphs": graphs,
                                              "kv_cache": kv_cache_entries(graphs)})
@@ -174,12 +175,14 @@ def write_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) ->
     if request.embedding_as_input:
         save_embedding(ckpt, root, request.torch_dtype)
     (root / layout.EMPTY).write_bytes(b"")
-    summary = report.summary(sizes_per_die(root, request.dev_count))
-    write_json(root / layout.REPORT, summary)
-    report.log(f"compiled {len(graphs)} graphs in {summary['compile_seconds']} s, peak RSS "
-               f"{summary['peak_rss_mb']} MB, bytes per die {summary['bytes_per_die']}")
-    # Step 4. The manifest goes last: a tree without one is never taken as complete.
-    write_manifest(root)
+    write_json(root / layout.REPORT, report.summary(sizes_per_die(root, request.dev_count)))
+
+
+def final_line(tree: Path) -> str:
+    summary = json.loads((tree / layout.REPORT).read_text())
+    return (f"compiled {len(summary['graphs'])} graphs into {tree} in "
+            f"{summary['compile_seconds']} s, peak RSS {summary['peak_rss_mb']} MB; "
+            f"log: {tree / layout.COMPILE_LOG}")
 
 
 def check_tree_destination(dest: Path) -> None:
@@ -197,7 +200,21 @@ def compile_llm(request: CompileRequest) -> Path:
     ckpt = Checkpoint(request.model_path)
     # Refuse impossible die counts (and int4 groups split across dies) before any work.
     plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
-    report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress)
-    return write_atomically(request.artifacts_path,
-                            lambda staging: write_tree(ckpt, request, staging, report),
-                            check_tree_destination)
+    report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress,
+                           request.verbose)
+    return compile_into(request.artifacts_path, report,
+                        lambda root: build_tree(ckpt, request, root, report))
+
+
+def compile_into(dest: Path, report: CompileReport, build) -> Path:
+    """The finishing every tree shares: `build(staging)` writes the tree's files with framework
+    output going to its compile log, the manifest goes last (a tree without one is never taken
+    as complete), and the staging folder replaces `dest`."""
+    def write(staging: Path) -> None:
+        with report.capture(staging / layout.COMPILE_LOG):
+            build(staging)
+        write_manifest(staging)
+
+    tree = write_atomically(dest, write, check_tree_destination)
+    report.finish(final_line(tree))
+    return tree

@@ -1,40 +1,121 @@
-"""Compile progress (one line per graph, with timings) and the final compile report."""
+"""Compile progress (one bar: stage, graph i/n, ETA), the compile log, and the final report.
 
+While a compile runs, everything the frameworks print (TVM's C++ warnings, torch and ONNX
+warnings and log lines) and tyllm's per-graph timings go to `compile.log` in the tree; the
+terminal shows the bar and one final line. `verbose` shows everything live instead.
+"""
+
+import os
 import resource
+import shutil
 import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from tyllm.cache import cache_root
+from tyllm.errors import TyllmError
 
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+@contextmanager
+def output_into(log_path: Path):
+    """Points this process's stderr (file descriptor 2: C++ and Python alike) at `log_path`;
+    yields a stream on the terminal's stderr."""
+    sys.stderr.flush()
+    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    with open(log_path, "a") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield terminal
+        finally:
+            sys.stderr.flush()
+            os.dup2(terminal.fileno(), 2)
+            terminal.close()
+
+
+def keep_log(log_path: Path) -> Path:
+    """A failed compile's log, copied out of its staging folder before that is removed."""
+    kept = cache_root() / "logs" / f"compile-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(log_path, kept)
+    return kept
+
+
 @dataclass
 class CompileReport:
     total_graphs: int
-    verbose: bool = True
+    progress: bool = True  # the bar and the final line
+    verbose: bool = False  # framework output and per-graph lines live, not only in the log
     started: float = field(default_factory=time.perf_counter)
     graphs: list[dict] = field(default_factory=list)
+    _bar: object = None
+    _label: str = ""
+
+    @contextmanager
+    def capture(self, log_path: Path):
+        """The bar on the terminal, all other output into `log_path` (unless verbose); a
+        failure's message names the log, kept outside the staging folder."""
+        try:
+            if self.verbose:
+                with self._bar_on(sys.stderr):
+                    yield
+            else:
+                with output_into(log_path) as terminal, self._bar_on(terminal):
+                    yield
+        except BaseException as e:
+            kept = keep_log(log_path) if log_path.is_file() else None
+            if isinstance(e, TyllmError) and kept:
+                raise type(e)(f"{e} The compile log is {kept}.") from e
+            if kept:
+                e.add_note(f"tyllm: the compile log is {kept}")
+            raise
+
+    @contextmanager
+    def _bar_on(self, stream):
+        if not self.progress:
+            yield
+            return
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=self.total_graphs, file=stream, unit="graph", desc="compile",
+                         bar_format="{desc} |{bar:20}| {elapsed}, ETA {remaining}",
+                         dynamic_ncols=True)
+        try:
+            yield
+        finally:
+            self._bar.close()
+            self._bar = None
 
     def log(self, line: str) -> None:
-        if self.verbose:
-            print(line, file=sys.stderr, flush=True)
+        """A detail for the log (stderr is the log while capturing; live when verbose)."""
+        print(line, file=sys.stderr, flush=True)
+
+    def _stage(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.set_description_str(f"compile {text}", refresh=True)
 
     @contextmanager
     def graph(self, die: int, seq_len: int, kind: str):
         timings: dict[str, float] = {}
         entry = {"die": die, "seq_len": seq_len, "kind": kind, "seconds": timings}
+        label = f"[{len(self.graphs) + 1}/{self.total_graphs}] die {die} seqlen {seq_len} ({kind})"
+        self._label = label
+        self._stage(label)
         yield timings
         self.graphs.append(entry)
         steps = ", ".join(f"{k} {v:.1f}s" for k, v in timings.items())
-        self.log(f"[{len(self.graphs)}/{self.total_graphs}] die {die} seqlen {seq_len} "
-                 f"({kind}): {steps}")
+        self.log(f"{label}: {steps}")
+        if self._bar is not None:
+            self._bar.update(1)
 
-    @staticmethod
     @contextmanager
-    def timed(timings: dict, name: str):
+    def timed(self, timings: dict, name: str):
+        self._stage(f"{self._label}: {name}")
         start = time.perf_counter()
         yield
         timings[name] = time.perf_counter() - start
@@ -43,3 +124,8 @@ class CompileReport:
         return {"graphs": self.graphs, "bytes_per_die": sizes_per_die,
                 "compile_seconds": round(time.perf_counter() - self.started, 2),
                 "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+    def finish(self, line: str) -> None:
+        """The final line, on the terminal."""
+        if self.progress:
+            print(line, file=sys.stderr, flush=True)

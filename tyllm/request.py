@@ -23,6 +23,7 @@ class CompileRequest:
     num_threads: int = 0  # cores a compiled graph may use; 0: all of this machine's
     export_onnx: bool = True
     progress: bool = field(default=True, compare=False)
+    verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
 
     @property
     def torch_dtype(self) -> torch.dtype:

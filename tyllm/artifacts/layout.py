@@ -6,6 +6,7 @@
   batch_1/seqlen_{M}/llm_{prefill|decode}_die{d}.so   the compiled graph (decode when M == 1)
   batch_1/seqlen_{M}/llm_die{d}.params  graph-local constants (causal mask of M rows)
   config.json buffer_config.json tokenizer.json manifest.json compile_report.json
+  compile.log (framework output and per-graph timings of the compile)
   embedding.params (embedding_as_input) empty.bin
 """
 
@@ -17,6 +18,7 @@ BUFFER_CONFIG = "buffer_config.json"
 TOKENIZER = "tokenizer.json"
 MANIFEST = "manifest.json"
 REPORT = "compile_report.json"
+COMPILE_LOG = "compile.log"
 EMBEDDING = "embedding.params"
 EMPTY = "empty.bin"
 

@@ -1,7 +1,8 @@
 """The VLM compile recipe: language model (batch_1/), mrope/, rope index, visual/, documents.
 
-`compile_vlm(request)` writes into a staging folder and moves it into place after the manifest,
-like the LLM compile: an interrupted compile never leaves a tree that looks complete.
+`compile_vlm(request)` finishes the tree like the LLM compile (`compiler.compile_into`): staging
+folder, compile log, manifest last, so an interrupted compile never leaves a tree that looks
+complete.
 """
 
 import os
@@ -12,11 +13,10 @@ import torch
 from backends.emulated_cpu import TargetSpec
 from tyllm.artifacts import layout as llm_layout
 from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
-from tyllm.artifacts.manifest import write_manifest
 from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.compiler import (
-    check_tree_destination,
+    compile_into,
     copy_tokenizer,
     kv_cache_entries,
     save_die_weights,
@@ -38,7 +38,6 @@ from tyllm.models.vlm.spec import supported_vlms, vlm_for_config
 from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.shard.plan import plan_dies
-from tyllm.staging import write_atomically
 from tyllm.vlm import layout
 from tyllm.vlm.graphs import compile_module
 from tyllm.vlm.processor import image_processor, patch_grid
@@ -178,11 +177,7 @@ def write_vlm_tree(ckpt, request, root: Path, report) -> None:
         processor.save_pretrained(root)
     save_embedding(ckpt, root, request.torch_dtype, f"{ckpt.text_prefix}embed_tokens.weight")
     (root / llm_layout.EMPTY).write_bytes(b"")
-    summary = report.summary(sizes_per_die(root, request.num_die))
-    write_json(root / llm_layout.REPORT, summary)
-    report.log(f"compiled {len(report.graphs)} graphs in {summary['compile_seconds']} s")
-    # Step 4. The manifest goes last.
-    write_manifest(root)
+    write_json(root / llm_layout.REPORT, report.summary(sizes_per_die(root, request.num_die)))
 
 
 def compile_vlm(request: VlmCompileRequest) -> Path:
@@ -192,7 +187,6 @@ def compile_vlm(request: VlmCompileRequest) -> Path:
     check_vision_dies(ckpt.config, len(request.vision_remap))
     total = (len(request.vision_remap) * len(request.image_sizes)
              + 2 * request.num_die * len(request.seq_len_list) + 1)
-    report = CompileReport(total, request.progress)
-    return write_atomically(request.artifacts_path,
-                            lambda staging: write_vlm_tree(ckpt, request, staging, report),
-                            check_tree_destination)
+    report = CompileReport(total, request.progress, request.verbose)
+    return compile_into(request.artifacts_path, report,
+                        lambda root: write_vlm_tree(ckpt, request, root, report))

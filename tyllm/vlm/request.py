@@ -26,6 +26,7 @@ class VlmCompileRequest:
     num_threads: int = 0
     export_onnx: bool = True
     progress: bool = field(default=True, compare=False)
+    verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
 
     @property
     def torch_dtype(self):
