@@ -131,3 +131,33 @@ def test_prompt_longer_than_kv_cache_is_refused(tree):
             session.generate(list(range(40)), max_new_tokens=1)
         with pytest.raises(TyllmError, match="ask for at most 3 new tokens"):
             session.generate(list(range(30)), max_new_tokens=10)
+
+
+def test_dies_of_an_even_split_share_one_program(tree):
+    """Both dies of the 2-die tree run the same program: compiled once per seq_len, the second
+    die's library is the same file and its ONNX twin reads its own weights."""
+    import onnx
+
+    for m, kind in ((1, "decode"), (4, "prefill")):
+        libraries = [tree / f"batch_1/seqlen_{m}/llm_{kind}_die{d}.so" for d in range(2)]
+        assert libraries[0].read_bytes() == libraries[1].read_bytes()
+        twin = onnx.load(str(tree / f"batch_1/llm_die1_{m}.onnx"), load_external_data=False)
+        locations = {e.value for t in twin.graph.initializer for e in t.external_data
+                     if e.key == "location"}
+        assert locations == {"common_die1.params"}
+    report = json.loads((tree / "compile_report.json").read_text())
+    shared = {(g["die"], g["seq_len"]) for g in report["graphs"] if "shared" in g["seconds"]}
+    assert shared == {(1, 1), (1, 4)}
+
+
+def test_uneven_split_compiles_each_distinct_program(checkpoint_factory, tmp_path):
+    """6 query heads (2 KV heads, 3 queries each) on 4 dies: die 0 reads KV head 0 twice, die 1
+    KV heads 0 and 1 once each, dies 2 and 3 one query on one KV head: three programs."""
+    out = Path(build_and_compile_llm(checkpoint_factory("qwen3"), tmp_path / "4die",
+                                     max_kv_cache_size=16, seq_len_list=[1], dev_count=4,
+                                     export_onnx=False, progress=False))
+    report = json.loads((out / "compile_report.json").read_text())
+    compiled = sorted(g["die"] for g in report["graphs"] if "tvm" in g["seconds"])
+    assert compiled == [0, 1, 2]
+    with runtime.load(out) as session:
+        assert len(session.generate([5, 6, 7], max_new_tokens=3, stop_at_eos=False)) == 3

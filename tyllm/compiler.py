@@ -14,12 +14,12 @@ from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, 
 from tyllm.artifacts.manifest import TREE_FORMAT, write_manifest, written_by_tyllm
 from tyllm.artifacts.params import save_params
 from tyllm.capture.export import describe, describe_outputs, export_step
-from tyllm.capture.onnx_export import export_onnx
+from tyllm.capture.onnx_export import export_onnx, relink_onnx
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.errors import TyllmError
 from tyllm.memory import return_free_memory
+from tyllm.models.decoder import causal_mask
 from tyllm.models.loading import (
-    GRAPH_CONSTANTS,
     SHARED_CONSTANTS,
     build_die_step,
     die_weights,
@@ -48,30 +48,32 @@ class Checkpoint:
         self.reader = TensorReader(path)
 
 
-def graph_entry(plan: DiePlan, seq_len: int, program, inputs, order, onnx: bool) -> dict:
+def graph_entry(plan: DiePlan, seq_len: int, io: dict, onnx: bool) -> dict:
+    """A graph's buffer_config entry: die d's file names, and the program's inputs, outputs and
+    parameter order (`io`, shared by every die that runs the program)."""
     d = plan.die
     return {"die": d, "seq_len": seq_len, "kind": layout.graph_kind(seq_len),
             "library": layout.library_file(d, seq_len), "weights": layout.weights_file(d),
             "constants": layout.constants_file(d, seq_len),
             "graph_params": layout.graph_params_file(d, seq_len),
             "onnx": layout.onnx_file(d, seq_len) if onnx else None,
-            "inputs": [t.as_json() for t in describe(inputs)],
-            "outputs": [t.as_json() for t in describe_outputs(program)],
-            "param_order": order}
+            **{k: io[k] for k in ("inputs", "outputs", "param_order")}}
 
 
-def save_graph_params(root: Path, plan: DiePlan, seq_len: int, params: dict) -> None:
+def save_graph_params(root: Path, plan: DiePlan, seq_len: int, step) -> None:
+    """The graph's constants: the die's rope tables and the causal mask of `seq_len` rows."""
+    params = dict(step.named_parameters())
     save_params(layout.ensure_parent(root, layout.constants_file(plan.die, seq_len)),
                 {n: params[n] for n in SHARED_CONSTANTS})
     save_params(layout.ensure_parent(root, layout.graph_params_file(plan.die, seq_len)),
-                {n: params[n] for n in GRAPH_CONSTANTS})
+                {"causal_mask": causal_mask(seq_len)})
 
 
 def compile_graph(step, plan, seq_len, request, root, target, report) -> dict:
     with report.graph(plan.die, seq_len, layout.graph_kind(seq_len)) as t:
         with report.timed(t, "export"):
             program, inputs = export_step(step, seq_len)
-            save_graph_params(root, plan, seq_len, dict(step.named_parameters()))
+            save_graph_params(root, plan, seq_len, step)
         if request.export_onnx:
             with report.timed(t, "onnx"):
                 export_onnx(program, list(inputs), root / layout.onnx_file(plan.die, seq_len),
@@ -79,7 +81,23 @@ def compile_graph(step, plan, seq_len, request, root, target, report) -> dict:
         with report.timed(t, "tvm"):
             library = layout.ensure_parent(root, layout.library_file(plan.die, seq_len))
             order = lower_to_library(program, library, target)
-    return graph_entry(plan, seq_len, program, inputs, order, request.export_onnx)
+    io = {"inputs": [t.as_json() for t in describe(inputs)],
+          "outputs": [t.as_json() for t in describe_outputs(program)], "param_order": order}
+    return graph_entry(plan, seq_len, io, request.export_onnx)
+
+
+def reuse_graph(step, plan, seq_len, twin: dict, request, root, report) -> dict:
+    """Die `plan.die` runs the program already compiled for `twin`'s die: its library is the
+    same file, its ONNX twin the same graph pointing into this die's weights."""
+    with report.graph(plan.die, seq_len, layout.graph_kind(seq_len)) as t:
+        with report.timed(t, "shared"):
+            save_graph_params(root, plan, seq_len, step)
+            layout.share_file(root / twin["library"],
+                       layout.ensure_parent(root, layout.library_file(plan.die, seq_len)))
+            if request.export_onnx:
+                relink_onnx(root / twin["onnx"], root / layout.onnx_file(plan.die, seq_len),
+                            root / layout.weights_file(plan.die))
+    return graph_entry(plan, seq_len, twin, request.export_onnx)
 
 
 def save_die_weights(root: Path, plan: DiePlan, step) -> None:
@@ -102,14 +120,21 @@ def release_weights(weights: dict[str, torch.nn.Parameter]) -> None:
         p.data = torch.empty(shapes[name][0], dtype=shapes[name][1])
 
 
-def compile_die(ckpt, plan, request, root, target, report) -> list[dict]:
+def compile_die(ckpt, plan, request, root, target, report, compiled: dict) -> list[dict]:
+    """Die `plan.die`'s graphs; `compiled` maps (program key, seq_len) to the entry of the die
+    that compiled that program first, so each distinct program is compiled once."""
     step = build_die_step(ckpt.arch, ckpt.config, plan, ckpt.reader,
                           max_kv=request.max_kv_cache_size,
                           embedding_as_input=request.embedding_as_input,
                           dtype=request.torch_dtype, int4=ckpt.int4)
     save_die_weights(root, plan, step)
-    return [compile_graph(step, plan, m, request, root, target, report)
-            for m in sorted(request.seq_len_list)]
+    key, entries = plan.program_key(ckpt.dims.group_size), []
+    for m in sorted(request.seq_len_list):
+        twin = compiled.get((key, m))
+        entries.append(reuse_graph(step, plan, m, twin, request, root, report) if twin else
+                       compile_graph(step, plan, m, request, root, target, report))
+        compiled.setdefault((key, m), entries[-1])
+    return entries
 
 
 def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: TargetSpec) -> dict:
@@ -166,7 +191,9 @@ def build_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) ->
     plans = plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
     target = TargetSpec(num_cores=request.num_threads or os.cpu_count() or 1)
     # Step 2. Capture, export and lower every (die, seq_len) graph.
-    graphs = [g for plan in plans for g in compile_die(ckpt, plan, request, root, target, report)]
+    compiled: dict = {}
+    graphs = [g for plan in plans
+              for g in compile_die(ckpt, plan, request, root, target, report, compiled)]
     # Step 3. Documents, tokenizer, embedding table, report.
     write_json(root / layout.CONFIG, tree_config(ckpt, request, plans, target))
     write_json(root / layout.BUFFER_CONFIG, {"format_version": FORMAT_VERSION, "graphs": graphs,

@@ -10,6 +10,8 @@
   embedding.params (embedding_as_input) empty.bin
 """
 
+import os
+import shutil
 from pathlib import Path
 
 BATCH = "batch_1"
@@ -51,3 +53,12 @@ def ensure_parent(root: Path, relative: str) -> Path:
     path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def share_file(source: Path, dest: Path) -> None:
+    """`dest` holds what `source` holds: a hard link where the file system allows one (a tree
+    stores a program that several dies run once), else a copy."""
+    try:
+        os.link(source, dest)
+    except OSError:
+        shutil.copyfile(source, dest)

@@ -103,3 +103,21 @@ def export_onnx(program: torch.export.ExportedProgram, input_names: list[str], p
     model = ir.serde.serialize_model(onnx_program.model)
     mark_all_reduce(model)
     onnx.save(model, str(path))
+
+
+def relink_onnx(source: Path, dest: Path, weights: Path) -> None:
+    """Writes `source`'s graph to `dest` with its initializers pointing into `weights` (another
+    die's weights file of the same layout: same names and shapes) instead."""
+    model = onnx.load(str(source), load_external_data=False)
+    offsets = safetensors_offsets(weights)
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        begin, length, shape = offsets[tensor.name]
+        if list(shape) != list(tensor.dims):
+            raise RuntimeError(f"{weights.name} holds {tensor.name!r} as {shape}, the program "
+                               f"reads {list(tensor.dims)}: these dies do not share a program.")
+        del tensor.external_data[:]
+        for key, value in (("location", weights.name), ("offset", begin), ("length", length)):
+            tensor.external_data.add(key=key, value=str(value))
+    onnx.save(model, str(dest))

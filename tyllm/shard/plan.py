@@ -30,6 +30,12 @@ class DiePlan:
         """For each local query head, the local KV head it reads."""
         return tuple(q // group_size - self.kv_heads.start for q in self.q_heads)
 
+    def program_key(self, group_size: int) -> tuple:
+        """Dies with equal keys run the same program (their weights are graph inputs, their
+        shapes and head mapping alike): one compile serves them all."""
+        return (len(self.q_heads), len(self.kv_heads), len(self.ffn), len(self.vocab),
+                self.kv_index(group_size))
+
     def kv_group(self, group_size: int) -> int | None:
         """Query heads per local KV head if every local KV head serves the same count, else None."""
         index = self.kv_index(group_size)

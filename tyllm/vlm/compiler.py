@@ -39,7 +39,7 @@ from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.shard.plan import plan_dies
 from tyllm.vlm import layout
-from tyllm.vlm.graphs import compile_module
+from tyllm.vlm.graphs import compile_module, share_module
 from tyllm.vlm.processor import image_processor, patch_grid
 from tyllm.vlm.request import VlmCompileRequest, validate
 from tyllm.vlm.vision_compile import check_vision_dies, write_visual
@@ -72,44 +72,56 @@ def max_vision_runs(request: VlmCompileRequest, grids: dict, merge: int) -> int:
 
 
 def compile_language(ckpt, plans, request, root: Path, target, report) -> list[dict]:
-    graphs = []
+    """Every language die's graphs; dies with the same program key share one compile."""
+    graphs, compiled = [], {}
     for plan in plans:
         step = build_language_step(ckpt.spec, ckpt.config, plan, ckpt.reader, ckpt.text_prefix,
                                    max_kv=request.max_model_len, dtype=request.torch_dtype,
                                    int4=ckpt.int4)
         save_die_weights(root, plan, step)
+        key = plan.program_key(ckpt.dims.group_size)
         for m in request.seq_len_list:
-            graphs.append(compile_language_graph(step, plan, m, request, root, target, report))
+            twin = compiled.get((key, m))
+            graphs.append(compile_language_graph(step, plan, m, request, root, target, report,
+                                                 twin))
+            compiled.setdefault((key, m), graphs[-1])
     return graphs
 
 
-def compile_language_graph(step, plan, m, request, root, target, report) -> dict:
-    step.causal_mask = causal_mask(m)
+def compile_language_graph(step, plan, m, request, root, target, report, twin=None) -> dict:
     graph_params = llm_layout.graph_params_file(plan.die, m)
-    save_params(llm_layout.ensure_parent(root, graph_params), {"causal_mask": step.causal_mask})
+    save_params(llm_layout.ensure_parent(root, graph_params), {"causal_mask": causal_mask(m)})
     onnx = llm_layout.onnx_file(plan.die, m) if request.export_onnx else None
+    library, weights = llm_layout.library_file(plan.die, m), llm_layout.weights_file(plan.die)
     with report.graph(plan.die, m, llm_layout.graph_kind(m)) as t:
-        entry = compile_module(step, language_inputs(step, m), LANGUAGE_OUTPUTS, root,
-                               llm_layout.library_file(plan.die, m), target, t, report, onnx,
-                               llm_layout.weights_file(plan.die))
-    return {"die": plan.die, "seq_len": m, "kind": llm_layout.graph_kind(m),
-            "weights": llm_layout.weights_file(plan.die), "constants": None,
-            "graph_params": graph_params, **entry}
+        if twin is not None:
+            entry = share_module(twin, root, library, t, report, onnx, weights)
+        else:
+            step.causal_mask = causal_mask(m)
+            entry = compile_module(step, language_inputs(step, m), LANGUAGE_OUTPUTS, root,
+                                   library, target, t, report, onnx, weights)
+    return {**entry, "die": plan.die, "seq_len": m, "kind": llm_layout.graph_kind(m),
+            "weights": weights, "constants": None, "graph_params": graph_params}
 
 
 def compile_mrope(ckpt, plans, request, root: Path, target, report) -> list[dict]:
+    """3-axis positions -> cos/sin, per language die and M: the same program on every die."""
     rotary = ckpt.spec.hf_class(ckpt.spec.rotary_class)(config=ckpt.config.text_config)
-    graphs = []
+    graphs, compiled = [], {}
     for plan in plans:
         for m in request.seq_len_list:
             step = MropeStep(rotary, m, request.torch_dtype)
             params = layout.mrope_params(plan.die, m)
             save_params(llm_layout.ensure_parent(root, params), dict(step.named_parameters()))
+            library = layout.mrope_library(plan.die, m)
             with report.graph(plan.die, m, "mrope") as t:
-                entry = compile_module(step, {"position_ids": torch.zeros(3, m, dtype=torch.int64)},
-                                       ("rope_cos", "rope_sin"), root,
-                                       layout.mrope_library(plan.die, m), target, t, report)
-            graphs.append({"die": plan.die, "seq_len": m, "params": params, **entry})
+                entry = (share_module(compiled[m], root, library, t, report) if m in compiled
+                         else compile_module(step, {"position_ids": torch.zeros(3, m,
+                                                                                dtype=torch.int64)},
+                                             ("rope_cos", "rope_sin"), root, library, target, t,
+                                             report))
+            compiled.setdefault(m, entry)
+            graphs.append({**entry, "die": plan.die, "seq_len": m, "params": params})
     return graphs
 
 

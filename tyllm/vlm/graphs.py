@@ -3,9 +3,9 @@
 from pathlib import Path
 
 from backends.emulated_cpu import TargetSpec, lower_to_library
-from tyllm.artifacts.layout import ensure_parent
+from tyllm.artifacts.layout import ensure_parent, share_file
 from tyllm.capture.export import describe, describe_outputs, export_module
-from tyllm.capture.onnx_export import export_onnx
+from tyllm.capture.onnx_export import export_onnx, relink_onnx
 
 
 def compile_module(module, inputs: dict, output_names: tuple[str, ...], root: Path,
@@ -22,3 +22,14 @@ def compile_module(module, inputs: dict, output_names: tuple[str, ...], root: Pa
             "inputs": [t.as_json() for t in describe(inputs)],
             "outputs": [t.as_json() for t in describe_outputs(program, output_names)],
             "param_order": order}
+
+
+def share_module(twin: dict, root: Path, library: str, timings: dict, report,
+                 onnx: str | None = None, onnx_weights: str | None = None) -> dict:
+    """The entry of a module whose program `twin` already compiled: the same library file, the
+    same ONNX graph pointing into `onnx_weights`."""
+    with report.timed(timings, "shared"):
+        share_file(root / twin["library"], ensure_parent(root, library))
+        if onnx is not None:
+            relink_onnx(root / twin["onnx"], root / onnx, root / onnx_weights)
+    return {**twin, "library": library, "onnx": onnx}

@@ -18,7 +18,7 @@ from tyllm.models.vlm.vision import (
     vision_sizes,
 )
 from tyllm.vlm import layout
-from tyllm.vlm.graphs import compile_module
+from tyllm.vlm.graphs import compile_module, share_module
 
 
 def load_vision_tower(spec, config, reader: TensorReader, dtype):
@@ -46,7 +46,9 @@ def pixel_input(config, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
 
 
 def compile_vision_die(tower, config, plan: VisionPlan, grids: dict, request, root: Path,
-                       target, report) -> list[dict]:
+                       target, report, compiled: dict) -> list[dict]:
+    """Vision die `plan.die`'s graph per size; `compiled` maps (heads, MLP columns, size) to the
+    entry of the die that compiled that program first, which later dies of that shape share."""
     entries = []
     for i, (size, grid) in enumerate(grids.items()):
         step = VisionDieStep(tower, plan, grid, request.torch_dtype).eval()
@@ -57,14 +59,18 @@ def compile_vision_die(tower, config, plan: VisionPlan, grids: dict, request, ro
         save_params(root / layout.vit_grid_params(plan.die, size),
                     {n: p for n, p in params.items() if n in GRID_CONSTANTS})
         onnx = layout.vit_onnx(plan.die, size)  # always: the vision twin is part of visual/
+        library = layout.vit_library(plan.die, size, default=i == 0)
+        key = (len(plan.heads), len(plan.ffn), size)
         with report.graph(plan.die, grid[0] * grid[1], f"vision {layout.size_tag(size)}") as t:
-            entry = compile_module(step, pixel_input(config, grid),
-                                   step.output_names, root,
-                                   layout.vit_library(plan.die, size, default=i == 0), target,
-                                   t, report, onnx, layout.vit_weights(plan.die))
-        entries.append({"die": plan.die, "size": list(size), "grid": list(grid),
+            entry = (share_module(compiled[key], root, library, t, report, onnx,
+                                  layout.vit_weights(plan.die)) if key in compiled else
+                     compile_module(step, pixel_input(config, grid), step.output_names, root,
+                                    library, target, t, report, onnx,
+                                    layout.vit_weights(plan.die)))
+        entries.append({**entry, "die": plan.die, "size": list(size), "grid": list(grid),
                         "weights": layout.vit_weights(plan.die),
-                        "constants": layout.vit_grid_params(plan.die, size), **entry})
+                        "constants": layout.vit_grid_params(plan.die, size)})
+        compiled.setdefault(key, entries[-1])
     return entries
 
 
@@ -91,8 +97,10 @@ def write_visual(ckpt, grids: dict, request, root: Path, target, report) -> dict
     plans = plan_vision(config.vision_config.num_heads, sizes.intermediate,
                         len(request.vision_remap))
     tower = load_vision_tower(ckpt.spec, config, ckpt.reader, request.torch_dtype)
+    compiled: dict = {}
     graphs = [g for plan in plans for g in
-              compile_vision_die(tower, config, plan, grids, request, root, target, report)]
+              compile_vision_die(tower, config, plan, grids, request, root, target, report,
+                                 compiled)]
     v = config.vision_config
     section = {"dies": len(plans), "die_remap": list(request.vision_remap),
                "sizes": [{"size": list(s), "grid": list(g)} for s, g in grids.items()],
