@@ -4,6 +4,7 @@ fix, before any work, and the user's files stay byte-identical."""
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -90,20 +91,24 @@ def test_vlm_destination_named_for_another_die_count_is_refused(vlm_checkpoint, 
 
 def test_stale_staging_folders_are_removed_and_reported(checkpoint_factory, tmp_path, capsys):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    stale = tmp_path / f".1die.partial-{dead.stdout.strip()}"
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    stale = tmp_path / f".1die.partial-{dead}"
     (stale / "batch_1").mkdir(parents=True)
-    (stale / ".tyllm-staging").write_text(dead.stdout.strip())
+    (stale / ".tyllm-staging").write_text(f"{dead}@{host}")
     (stale / "batch_1" / "common_die0.params").write_bytes(b"x" * 100)
     alive = tmp_path / f".other.partial-{os.getpid()}"  # a running compile's folder
     alive.mkdir()
-    (alive / ".tyllm-staging").write_text(str(os.getpid()))
-    users = tmp_path / ".mine.partial-1"  # looks alike, but tyllm did not write it
+    (alive / ".tyllm-staging").write_text(f"{os.getpid()}@{host}")
+    elsewhere = tmp_path / f".shared.partial-{dead}"  # another host's (NFS, Docker volume)
+    elsewhere.mkdir()
+    (elsewhere / ".tyllm-staging").write_text(f"{dead}@another-host")
+    users = tmp_path / f".mine.partial-{dead}"  # looks alike, but tyllm did not write it
     users.mkdir()
     (users / "keep.txt").write_text("mine")
     compile_(checkpoint_factory("qwen3"), tmp_path / "1die")
     assert not stale.exists()
-    assert alive.is_dir() and (users / "keep.txt").read_text() == "mine"
+    assert alive.is_dir() and elsewhere.is_dir() and (users / "keep.txt").read_text() == "mine"
     assert f"removed {stale}" in capsys.readouterr().err
 
 
@@ -152,3 +157,38 @@ def test_cli_reports_a_bad_destination_in_one_line(checkpoint_factory, user_fold
                             capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith("tyllm: error: ") and "Traceback" not in result.stderr
+
+
+def test_nested_file_named_manifest_keeps_a_tree_from_being_replaced(checkpoint_factory,
+                                                                     tmp_path):
+    tree = compile_(checkpoint_factory("qwen3"), tmp_path / "1die")
+    (tree / "notes").mkdir()
+    (tree / "notes" / "manifest.json").write_text("{}")
+    with pytest.raises(TyllmError, match="will not overwrite it"):
+        compile_(checkpoint_factory("qwen3"), tree)
+    assert (tree / "notes" / "manifest.json").read_text() == "{}"
+
+
+def test_sharded_checkpoint_in_the_hub_cache_layout_is_read(checkpoint_factory, tmp_path):
+    """HF's cache links each shard of a snapshot to ../../blobs/<sha>: a link is fine, only the
+    names the index gives must stay inside the folder."""
+    from safetensors import safe_open
+
+    blobs, snapshot = tmp_path / "blobs", tmp_path / "snapshots" / "rev"
+    blobs.mkdir()
+    shutil.copytree(checkpoint_factory("qwen3"), snapshot)
+    shutil.move(snapshot / "model.safetensors", blobs / "abc123")
+    (snapshot / "model-00001-of-00001.safetensors").symlink_to("../../blobs/abc123")
+    with safe_open(blobs / "abc123", "pt") as f:
+        index = {"weight_map": dict.fromkeys(f.keys(), "model-00001-of-00001.safetensors")}
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps(index))
+    assert (compile_(snapshot, tmp_path / "1die") / "manifest.json").is_file()
+
+
+def test_prepare_smollm2_refuses_a_folder_of_user_files(tmp_path):
+    from tyllm.smollm2 import prepare_smollm2
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(TyllmError, match="was not written by tyllm"):
+        prepare_smollm2(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tyllm import runtime
-from tyllm.artifacts.manifest import write_manifest
+from tyllm.artifacts.manifest import sha256_file, write_manifest
 from tyllm.build_util import build_and_compile_llm
 from tyllm.cli import main
 from tyllm.doctor import check_tree
@@ -47,16 +47,17 @@ def foreign_library(tmp_path_factory) -> tuple[Path, Path]:
     return folder / "x.so", mark
 
 
-def point_library_at(copy: Path, name: str) -> None:
-    """Rewrites die 0's decode library to `name` and lists it in the manifest, as an attacker
-    who controls the whole tree would."""
+def point_library_at(copy: Path, name: str, library: Path) -> None:
+    """Rewrites die 0's decode library to `name` and lists it in the manifest with its true
+    sha256 and size, as an attacker who controls the whole tree would."""
     def change(buffers):
         next(g for g in buffers["graphs"] if g["die"] == 0 and g["seq_len"] == 1)["library"] = name
 
     edit_json(copy / "buffer_config.json", change)
     manifest = write_manifest(copy)
+    entry = {"sha256": sha256_file(library), "size": library.stat().st_size}
     (copy / "manifest.json").write_text(json.dumps(
-        manifest | {"files": manifest["files"] | {name: {"sha256": "0" * 64, "size": 1}}}))
+        manifest | {"files": manifest["files"] | {name: entry}}))
 
 
 @pytest.mark.parametrize("where", ["relative", "absolute"])
@@ -64,7 +65,7 @@ def test_library_outside_the_tree_is_never_loaded(copy, foreign_library, where):
     library, mark = foreign_library
     name = str(library) if where == "absolute" else "../../foreign0/x.so"
     shutil.copytree(library.parent, copy.parent.parent / "foreign0", dirs_exist_ok=True)
-    point_library_at(copy, name)
+    point_library_at(copy, name, library)
     for attempt in (lambda: runtime.load(copy), lambda: verify_tree(copy)):
         with pytest.raises(ArtifactError, match=r"not a path inside the tree|outside the tree"):
             attempt()
@@ -76,7 +77,7 @@ def test_library_outside_the_tree_is_never_loaded(copy, foreign_library, where):
 def test_link_inside_the_tree_pointing_outside_is_refused(copy, foreign_library):
     library, mark = foreign_library
     (copy / "batch_1" / "evil.so").symlink_to(library)
-    point_library_at(copy, "batch_1/evil.so")
+    point_library_at(copy, "batch_1/evil.so", library)
     with pytest.raises(ArtifactError, match=r"outside the tree"):
         runtime.load(copy)
     assert not mark.exists()
@@ -126,3 +127,17 @@ def test_manifest_that_is_not_json_is_refused(copy):
     (copy / "manifest.json").write_text("{not json")
     with pytest.raises(ArtifactError, match=r"not a tyllm tree manifest"):
         runtime.load(copy)
+
+
+def test_tokenizer_file_added_after_the_compile_is_refused(copy):
+    (copy / "chat_template.jinja").write_text("{{ 'injected' }}")
+    with pytest.raises(ArtifactError, match="added after the compile"):
+        runtime.load(copy)
+
+
+@pytest.mark.parametrize("entry", [{}, "abc"])
+def test_damaged_manifest_entries_are_refused(copy, entry):
+    edit_json(copy / "manifest.json", lambda m: m["files"].update({"config.json": entry}))
+    with pytest.raises(ArtifactError, match="without a sha256 and size"):
+        runtime.load(copy)
+    assert main(["doctor", str(copy)]) == 1

@@ -45,7 +45,7 @@ def test_save_into_a_folder_of_user_files_is_refused(quantized, tmp_path):
     (folder / "config.json").write_text('{"my": "settings"}')
     (folder / "notes.md").write_text("notes")
     before = snapshot(folder)
-    with pytest.raises(TyllmError, match=r"was not written by save_quantized_model"):
+    with pytest.raises(TyllmError, match=r"was not written by tyllm"):
         save_quantized_model(quantized[0], folder, quantized[1])
     assert snapshot(folder) == before
 

@@ -73,3 +73,22 @@ def test_processes_from_a_script_without_main_guard_name_the_fix(tree, tmp_path)
     last = result.stderr.strip().splitlines()[-1]
     assert "TyllmError" in last and 'if __name__ == "__main__":' in last
     assert "code -9" not in result.stderr
+
+
+@pytest.mark.parametrize("ids", [5, None, torch.tensor(5)])
+def test_a_prompt_that_is_not_a_sequence_is_refused(session, ids):
+    with pytest.raises(TyllmError, match="must be a sequence of token ids"):
+        session.generate(ids, max_new_tokens=2)
+
+
+def test_numpy_integer_max_new_tokens_is_accepted(session):
+    import numpy as np
+
+    assert len(session.generate([1, 2, 3], np.int64(2), stop_at_eos=False)) == 2
+
+
+def test_extend_refuses_ids_outside_the_vocabulary(session):
+    """The vLLM runner and `tyllm eval` call extend directly: no id may reach the graph's
+    unchecked embedding lookup."""
+    with pytest.raises(TyllmError, match="outside the model's vocabulary"):
+        session.extend([1, 9999], 0, slot=0)

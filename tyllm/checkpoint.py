@@ -57,9 +57,10 @@ def open_safetensors(path: Path):
 
 
 def shard_path(model_path: Path, file: str) -> Path:
-    """A shard named by the index, refused unless it lies inside the checkpoint folder."""
+    """A shard named by the index, refused unless its name is a plain path inside the checkpoint
+    folder (the file itself may be a link, as in the HF hub cache's snapshot folders)."""
     path = model_path / file
-    if Path(file).is_absolute() or not path.resolve().is_relative_to(model_path.resolve()):
+    if not isinstance(file, str) or Path(file).is_absolute() or ".." in Path(file).parts:
         raise TyllmError(f"{model_path / INDEX_FILE} names {file!r}, outside the checkpoint "
                          f"folder: tyllm reads weights only from inside {model_path}; fix the "
                          f"index.")

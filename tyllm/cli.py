@@ -171,6 +171,8 @@ def run_eval(args) -> None:
 
     from tyllm.quant.evaluate import evaluate, table
 
+    if args.json and (Path(args.json).is_dir() or not Path(args.json).parent.is_dir()):
+        raise TyllmError(f"--json {args.json} must name a file in an existing folder.")
     scores = evaluate(Path(args.model), Path(args.awq) if args.awq else None,
                       Path(args.tree) if args.tree else None, args.rtn_group_size, args.text,
                       args.blocks, args.block_len, api=api_target(args),

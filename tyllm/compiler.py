@@ -31,9 +31,6 @@ from tyllm.request import CompileRequest, validate
 from tyllm.shard.plan import DiePlan, plan_dies
 from tyllm.staging import write_atomically
 
-TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
-                    "chat_template.json", "generation_config.json")
-
 
 class Checkpoint:
     """The parts of a HF folder the compiler reads."""
@@ -45,6 +42,7 @@ class Checkpoint:
         self.dims = self.arch.dims_from_config(self.config)
         self.int4 = read_int4_scheme(self.config)
         self.tokenizer = tokenizer_file(path)
+        self.eos = eos_token_ids(path, self.config)  # read now: a bad file fails before any work
         self.reader = TensorReader(path)
 
 
@@ -146,7 +144,7 @@ def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: Target
         "max_kv_cache_size": request.max_kv_cache_size, "dtype": request.dtype,
         "embedding_as_input": request.embedding_as_input, "vocab_size": dims.vocab_size,
         "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
-        "eos_token_ids": eos_token_ids(ckpt.path, ckpt.config),
+        "eos_token_ids": ckpt.eos,
         "die_plans": [plan_json(p) for p in plans],
         "target": {"kind": "llvm", "num_cores": target.num_cores},
         "hf_config": ckpt.config.to_dict(),
@@ -166,7 +164,7 @@ def kv_cache_entries(graphs: list[dict]) -> list[dict]:
 def copy_tokenizer(ckpt, root: Path, extras: tuple[str, ...] = ()) -> None:
     """tokenizer.json (ckpt.tokenizer) plus the tokenizer/generation files the folder has."""
     shutil.copyfile(ckpt.tokenizer, root / layout.TOKENIZER)
-    for name in (*TOKENIZER_EXTRAS, *extras):
+    for name in (*layout.TOKENIZER_EXTRAS, *extras):
         if (ckpt.path / name).is_file():
             shutil.copyfile(ckpt.path / name, root / name)
 
@@ -217,8 +215,9 @@ def check_tree_destination(dest: Path) -> None:
     the files present), may be replaced."""
     if dest.is_dir() and any(dest.iterdir()) and not written_by_tyllm(dest, TREE_FORMAT):
         raise TyllmError(f"{dest} exists, is not empty and is not a tyllm artifact tree (no "
-                         f"tyllm manifest listing exactly its files): choose another "
-                         f"artifacts_path or empty it yourself; tyllm will not overwrite it.")
+                         f"tyllm manifest listing exactly its files; a tree written by an older "
+                         f"tyllm has none either): choose another artifacts_path or empty it "
+                         f"yourself; tyllm will not overwrite it.")
 
 
 def compile_llm(request: CompileRequest) -> Path:

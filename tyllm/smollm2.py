@@ -2,11 +2,12 @@
 dequantized once by transformers and saved as a safetensors HF folder."""
 
 import importlib.util
-import shutil
 from pathlib import Path
 
+from tyllm.artifacts.manifest import CHECKPOINT_FORMAT, write_manifest
 from tyllm.cache import cache_root
 from tyllm.errors import TyllmError
+from tyllm.staging import check_checkpoint_destination, write_atomically
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -26,15 +27,16 @@ def prepare_smollm2(out: Path | None = None) -> Path:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_checkpoint_destination(out)  # before the conversion's work
     source = gguf_folder()
     tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
     model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
     del model.config.quantization_config  # the weights are dequantized to float32 now
     model.hf_quantizer = None
-    staging = out.with_name(out.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.replace(out)
-    return out
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        write_manifest(staging, CHECKPOINT_FORMAT)
+
+    return write_atomically(out, write, check_checkpoint_destination)

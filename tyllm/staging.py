@@ -8,11 +8,12 @@ same parent. Nothing without the marker is ever removed.
 
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from tyllm.artifacts.manifest import STAGING_MARKER
+from tyllm.artifacts.manifest import CHECKPOINT_FORMAT, STAGING_MARKER, written_by_tyllm
 from tyllm.errors import TyllmError
 
 
@@ -25,6 +26,7 @@ def write_atomically(dest: Path, write: Callable[[Path], None],
                      note: Callable[[str], None] = print_note) -> Path:
     """`check_destination(dest)` refuses a destination that must not be replaced; then
     `write(staging)` fills a fresh staging folder, which replaces `dest`."""
+    dest = Path(os.path.abspath(dest))  # "." and "x/.." name their folder
     check_not_a_file(dest)
     check_destination(dest)
     make_parent(dest)
@@ -32,9 +34,11 @@ def write_atomically(dest: Path, write: Callable[[Path], None],
     staging = dest.parent / f".{dest.name}.partial-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
-    (staging / STAGING_MARKER).write_text(str(os.getpid()))
+    (staging / STAGING_MARKER).write_text(owner_tag())
     try:
         write(staging)
+        check_not_a_file(dest)
+        check_destination(dest)  # again: the destination may have changed while writing
         (staging / STAGING_MARKER).unlink()
         replace_folder(staging, dest)
     finally:
@@ -60,10 +64,18 @@ def make_parent(dest: Path) -> None:
                          f"folder in a writable location.") from e
 
 
+def owner_tag() -> str:
+    """This process on this host: a folder shared with other hosts or containers (NFS, Docker
+    volumes) holds their staging folders too, whose pids mean nothing here."""
+    return f"{os.getpid()}@{socket.gethostname()}"
+
+
 def staging_owner(folder: Path) -> int | None:
-    """The process that made a staging folder, None if `folder` is no tyllm staging folder."""
+    """The process of this host that made a staging folder; None if `folder` is no tyllm
+    staging folder or was made on another host."""
     try:
-        return int((folder / STAGING_MARKER).read_text())
+        pid, _, host = (folder / STAGING_MARKER).read_text().partition("@")
+        return int(pid) if host == socket.gethostname() else None
     except (OSError, ValueError):
         return None
 
@@ -94,3 +106,11 @@ def replace_folder(new: Path, dest: Path) -> None:
         os.replace(dest, old)
     os.replace(new, dest)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def check_checkpoint_destination(out: Path) -> None:
+    """A checkpoint tyllm writes may replace only a new or empty folder or one it wrote."""
+    if out.is_dir() and any(out.iterdir()) and not written_by_tyllm(out, CHECKPOINT_FORMAT):
+        raise TyllmError(f"{out} exists, is not empty and was not written by tyllm (no tyllm "
+                         f"checkpoint manifest listing exactly its files): choose a new folder or "
+                         f"empty it yourself; tyllm will not overwrite files it did not write.")

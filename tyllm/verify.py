@@ -12,6 +12,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import torch
+from onnx import external_data_helper
 
 from tyllm.artifacts.manifest import verify_files
 from tyllm.runtime.collective import IdentityMember, bind_member
@@ -57,7 +58,7 @@ def onnx_inside(tree: Tree, name: str) -> Path:
     whatever path the graph names)."""
     path = tree.file(name)
     model = onnx.load(str(path), load_external_data=False)
-    for tensor in model.graph.initializer:
+    for tensor in external_data_helper._get_all_tensors(model):
         for entry in tensor.external_data:
             if entry.key == "location":
                 tree.file(posixpath.normpath(posixpath.join(posixpath.dirname(name),

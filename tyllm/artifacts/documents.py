@@ -22,7 +22,9 @@ def eos_token_ids(model_path: Path, config) -> list[int]:
     ids = getattr(config, "eos_token_id", None)
     generation = model_path / "generation_config.json"
     if generation.is_file():
-        ids = json.loads(generation.read_text()).get("eos_token_id", ids)
+        from tyllm.checkpoint import read_json_file
+
+        ids = read_json_file(generation).get("eos_token_id", ids)
     if ids is None:
         return []
     return [ids] if isinstance(ids, int) else list(ids)

@@ -23,6 +23,10 @@ REPORT = "compile_report.json"
 COMPILE_LOG = "compile.log"
 EMBEDDING = "embedding.params"
 EMPTY = "empty.bin"
+TOKENIZER_EXTRAS = ("tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja",
+                    "chat_template.json", "generation_config.json")
+PREPROCESSOR = "preprocessor_config.json"  # VLM trees
+SIDE_FILES = (TOKENIZER, *TOKENIZER_EXTRAS, PREPROCESSOR)  # read by name from the tree root
 
 
 def graph_kind(seq_len: int) -> str:

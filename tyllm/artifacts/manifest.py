@@ -42,8 +42,9 @@ def tool_versions() -> dict[str, str]:
 def present_files(root: Path) -> list[str]:
     """Every file below `root` (links included), relative, except the manifest and the
     staging marker."""
+    own = {root / MANIFEST, root / STAGING_MARKER}
     return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if (p.is_file() or p.is_symlink()) and p.name not in (MANIFEST, STAGING_MARKER))
+                  if (p.is_file() or p.is_symlink()) and p not in own)
 
 
 def write_manifest(root: Path, kind: str = TREE_FORMAT) -> dict:
@@ -61,7 +62,8 @@ def write_manifest(root: Path, kind: str = TREE_FORMAT) -> dict:
 def inside(root: Path, name: str) -> Path:
     """`root / name`, refused unless `name` is a relative path that resolves (links followed)
     inside `root`: nothing a document names may reach outside the tree."""
-    if not isinstance(name, str) or not name or PurePosixPath(name).is_absolute():
+    if (not isinstance(name, str) or not name or "\0" in name
+            or PurePosixPath(name).is_absolute()):
         raise ArtifactError(f"{root} names the file {name!r}, which is not a path inside the "
                             f"tree: the tree was edited or is not a tyllm tree; recompile it.")
     path = root / name
@@ -81,8 +83,12 @@ def read_manifest(root: Path) -> dict:
     if manifest is None or manifest.get("format") not in (TREE_FORMAT, None):
         raise ArtifactError(f"{path} is not a tyllm tree manifest: pass the `<N>die` folder "
                             f"that `tyllm compile` wrote.")
-    for name in manifest["files"]:
+    for name, entry in manifest["files"].items():
         inside(root, name)
+        if not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str)
+                and isinstance(entry.get("size"), int)):
+            raise ArtifactError(f"{path} lists {name!r} without a sha256 and size: the manifest "
+                                f"is damaged or edited; recompile the tree.")
     return manifest
 
 

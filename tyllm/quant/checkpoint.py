@@ -8,14 +8,14 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from tyllm.artifacts.manifest import CHECKPOINT_FORMAT, write_manifest, written_by_tyllm
+from tyllm.artifacts.manifest import CHECKPOINT_FORMAT, write_manifest
 from tyllm.checkpoint import TensorReader
 from tyllm.errors import TyllmError
 from tyllm.quant.awq import AwqConfig
 from tyllm.quant.formats import Source, load_config_json, quantization_of, source_format
 from tyllm.quant.groups import dequantize
 from tyllm.quant.pack import pack_linear
-from tyllm.staging import write_atomically
+from tyllm.staging import check_checkpoint_destination, write_atomically
 
 
 @dataclass
@@ -44,13 +44,6 @@ def save_quantized_model(quantized: QuantizedModel, out, tokenizer=None) -> Path
     return write_atomically(Path(out), lambda staging: write_quantized(quantized, staging,
                                                                         tokenizer),
                             check_checkpoint_destination)
-
-
-def check_checkpoint_destination(out: Path) -> None:
-    if out.is_dir() and any(out.iterdir()) and not written_by_tyllm(out, CHECKPOINT_FORMAT):
-        raise TyllmError(f"{out} exists, is not empty and was not written by "
-                         f"save_quantized_model: choose a new folder or empty it yourself; tyllm "
-                         f"will not overwrite files it did not write.")
 
 
 def write_quantized(quantized: QuantizedModel, out: Path, tokenizer) -> None:

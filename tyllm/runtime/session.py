@@ -24,13 +24,26 @@ def plan_chunks(length: int, seq_lens: list[int]) -> list[tuple[int, int, int]]:
 
 def flat_ids(input_ids) -> list[int]:
     """One prompt: a list of ints, a 1-D integer tensor/array, or a batch of one ([1, P])."""
-    ids = input_ids.tolist() if hasattr(input_ids, "tolist") else list(input_ids)
+    ids = input_ids.tolist() if hasattr(input_ids, "tolist") else input_ids
+    if not isinstance(ids, list | tuple):
+        raise TyllmError(f"input_ids must be a sequence of token ids (a list of int or a 1-D "
+                         f"int64 tensor), not {type(input_ids).__name__}.")
+    ids = list(ids)
     if ids and isinstance(ids[0], list | tuple):
         if len(ids) != 1:
             raise TyllmError(f"generate takes one prompt but got a batch of {len(ids)}: call "
                              f"generate once per prompt.")
         ids = list(ids[0])
     return [token_id(t) for t in ids]
+
+
+def count_of(value, name: str) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TyllmError(f"{name}={value!r} must be an integer.") from None
 
 
 def token_id(value) -> int:
@@ -76,8 +89,6 @@ class Session:
         room = self.tree.max_kv
         if prompt < 1:
             raise TyllmError("input_ids is empty: give at least one prompt token.")
-        if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int):
-            raise TyllmError(f"max_new_tokens={max_new_tokens!r} must be an integer.")
         if max_new_tokens < 1:
             raise TyllmError(f"max_new_tokens={max_new_tokens}: ask for at least one token.")
         if prompt > room:
@@ -102,6 +113,9 @@ class Session:
     def extend(self, tokens: list[int], start: int, slot: int) -> torch.Tensor:
         """Runs `tokens` at positions `start`.. against the KV cache of sequence `slot` (each
         slot is one independent sequence); returns the logits of the last token."""
+        self._check_ids(tokens)
+        if start < 0:
+            raise TyllmError(f"start={start}: positions start at 0.")
         if start + len(tokens) > self.tree.max_kv:
             raise TyllmError(f"Positions up to {start + len(tokens)} exceed the KV cache of "
                              f"{self.tree.max_kv}: recompile with a larger max_kv_cache_size "
@@ -122,6 +136,7 @@ class Session:
     def generate(self, input_ids: list[int], max_new_tokens: int,
                  stop_at_eos: bool = True) -> list[int]:
         input_ids = flat_ids(input_ids)
+        max_new_tokens = count_of(max_new_tokens, "max_new_tokens")
         self._check_ids(input_ids)
         self._check_fits(len(input_ids), max_new_tokens)
         return self.greedy(self.prefill(input_ids), len(input_ids), max_new_tokens, stop_at_eos)

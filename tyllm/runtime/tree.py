@@ -31,6 +31,7 @@ class Tree:
             raise ArtifactError(f"Artifact tree {self.root} does not exist: run `tyllm compile` "
                                 f"first, or pass the `<N>die` folder it wrote.")
         self.manifest = read_manifest(self.root)
+        self._check_side_files()
         self.config = self.document(layout.CONFIG, "config")
         self.buffers = self.document(layout.BUFFER_CONFIG, "buffer_config")
         self.vision_buffers = (self.document(VISION_BUFFER_CONFIG, "buffer_config")
@@ -55,6 +56,15 @@ class Tree:
         for named in named_files(document):
             self.file(named)
         return document
+
+    def _check_side_files(self) -> None:
+        """Tokenizer and processor files are read by name from the root: one the manifest does
+        not list was added after the compile and would silently change answers."""
+        for name in layout.SIDE_FILES:
+            path = self.root / name
+            if (path.exists() or path.is_symlink()) and name not in self.manifest["files"]:
+                raise ArtifactError(f"{path} is not listed in the tree's {layout.MANIFEST}: it "
+                                    f"was added after the compile. Remove it, or recompile.")
 
     def _check_die_count(self, dies: int | None) -> None:
         named = re.fullmatch(r"(\d+)die", self.root.name)

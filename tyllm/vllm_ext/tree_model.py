@@ -13,10 +13,10 @@ from pathlib import Path
 
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
+from tyllm.artifacts.manifest import verify_files
 from tyllm.cache import cache_root
-from tyllm.compiler import TOKENIZER_EXTRAS
+from tyllm.runtime.tree import Tree
 from tyllm.staging import write_atomically
-from tyllm.vlm.layout import PREPROCESSOR
 
 VLM_ARCH = "TyllmVlmForConditionalGeneration"  # registered by vlm_model.py (general plugin)
 TREE_KEY = "tyllm_tree"  # the served config.json of a VLM tree names its tree
@@ -49,9 +49,11 @@ def write_model_folder(tree: Path, out: Path) -> None:
     if config["kind"] == "vlm":  # vLLM sees tyllm's multimodal architecture (vlm_model.py)
         hf_config = hf_config | {"architectures": [VLM_ARCH], TREE_KEY: str(tree.resolve())}
     (out / layout.CONFIG).write_text(json.dumps(hf_config, indent=2))
-    for name in (layout.TOKENIZER, *TOKENIZER_EXTRAS, PREPROCESSOR):
-        if (tree / name).is_file():
-            shutil.copyfile(tree / name, out / name)
+    checked = Tree(tree)  # the side files copied are the tree's own, listed and unedited
+    present = [name for name in layout.SIDE_FILES if name in checked.manifest["files"]]
+    verify_files(checked.root, checked.manifest, present)
+    for name in present:
+        shutil.copyfile(checked.file(name), out / name)
 
 
 def engine_kwargs(tree: Path, workers: str = "threads") -> dict:

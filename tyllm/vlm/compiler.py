@@ -60,6 +60,7 @@ class VlmCheckpoint:
         self.dims = self.spec.text_dims(self.config)
         self.int4 = read_int4_scheme(self.config)  # the language model's; vision stays float
         self.tokenizer = source_tokenizer or tokenizer_file(path)
+        self.eos = eos_token_ids(path, self.config.text_config)
         self.reader = TensorReader(path)
         # where the decoder lives in this checkpoint
         self.text_prefix = checkpoint_prefix(self.reader, TEXT_PREFIXES, "norm.weight")
@@ -146,7 +147,7 @@ def token_ids(config) -> dict:
 
 
 def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
-    dims, text = ckpt.dims, ckpt.config.text_config
+    dims = ckpt.dims
     v = ckpt.config.vision_config
     return {
         "format_version": FORMAT_VERSION, "kind": "vlm", "architecture": ckpt.spec.name,
@@ -154,7 +155,7 @@ def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
         "seq_len_list": list(request.seq_len_list), "max_kv_cache_size": request.max_model_len,
         "dtype": request.dtype, "embedding_as_input": True, "vocab_size": dims.vocab_size,
         "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
-        "eos_token_ids": eos_token_ids(ckpt.path, text),
+        "eos_token_ids": ckpt.eos,
         "die_plans": [plan_json(p) for p in plans],
         "target": {"kind": "llvm", "num_cores": target.num_cores},
         "language_die_remap": list(request.language_remap),

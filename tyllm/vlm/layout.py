@@ -11,11 +11,12 @@ LLM layout under batch_1/, see tyllm/artifacts/layout.py).
   compute_rope_param.so / .params      the rope-index graph
 """
 
+from tyllm.artifacts.layout import PREPROCESSOR  # noqa: F401  (a file of the tree root)
+
 VISUAL = "visual"
 MROPE = "mrope"
 ROPE_INDEX_LIBRARY = "compute_rope_param.so"
 ROPE_INDEX_PARAMS = "compute_rope_param.params"
-PREPROCESSOR = "preprocessor_config.json"
 
 
 def size_tag(size: tuple[int, int]) -> str:

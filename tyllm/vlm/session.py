@@ -12,7 +12,7 @@ import torch
 
 from backends.emulated_cpu import DieProgram
 from tyllm.errors import TyllmError
-from tyllm.runtime.session import Session
+from tyllm.runtime.session import Session, count_of
 from tyllm.text import load_tokenizer
 from tyllm.vlm import layout
 from tyllm.vlm.inputs import VISION_END, VISION_START, Preprocessor, VisionItem
@@ -175,6 +175,7 @@ class VlmSession(Session):
                             max_new_tokens: int = 32, video_fps: float = 2.0) -> list[int]:
         """Greedy generation for a chat-templated prompt holding one vision placeholder per
         image/video; returns the new token ids only."""
+        max_new_tokens = count_of(max_new_tokens, "max_new_tokens")
         if max_new_tokens < 1:
             raise TyllmError(f"max_new_tokens={max_new_tokens}: ask for at least one token.")
         if not prompt:
