@@ -192,3 +192,18 @@ def test_prepare_smollm2_refuses_a_folder_of_user_files(tmp_path):
     with pytest.raises(TyllmError, match="was not written by tyllm"):
         prepare_smollm2(tmp_path)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_compile_prints_its_budget_and_refuses_a_disk_too_small(checkpoint_factory, tmp_path,
+                                                                 monkeypatch, capsys):
+    from collections import namedtuple
+
+    import tyllm.budget
+
+    compile_(checkpoint_factory("qwen3"), tmp_path / "2die", dev_count=2, progress=True)
+    assert "plan: 2 graphs (1 distinct programs to compile), tree about" in capsys.readouterr().err
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(tyllm.budget.shutil, "disk_usage", lambda _: usage(10**9, 10**9, 1000))
+    with pytest.raises(TyllmError, match=r"needs about .* GB but only 0.00 GB are free"):
+        compile_(checkpoint_factory("qwen3"), tmp_path / "new" / "1die")
+    assert not (tmp_path / "new").exists()

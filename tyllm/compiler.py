@@ -13,6 +13,7 @@ from tyllm.artifacts import layout
 from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
 from tyllm.artifacts.manifest import TREE_FORMAT, write_manifest, written_by_tyllm
 from tyllm.artifacts.params import save_params
+from tyllm.budget import check_disk, estimate
 from tyllm.capture.export import describe, describe_outputs, export_step
 from tyllm.capture.onnx_export import export_onnx, relink_onnx
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
@@ -225,9 +226,12 @@ def compile_llm(request: CompileRequest) -> Path:
     validate(request)
     ckpt = Checkpoint(request.model_path)
     # Refuse impossible die counts (and int4 groups split across dies) before any work.
-    plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
+    plans = plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
+    budget = estimate(ckpt.dims, plans, request, ckpt.int4)
+    check_disk(budget, request.artifacts_path)
     report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress,
                            request.verbose)
+    report.say(budget.line())
     return compile_into(request.artifacts_path, report,
                         lambda root: build_tree(ckpt, request, root, report))
 
@@ -242,5 +246,5 @@ def compile_into(dest: Path, report: CompileReport, build) -> Path:
         write_manifest(staging)
 
     tree = write_atomically(dest, write, check_tree_destination)
-    report.finish(final_line(tree))
+    report.say(final_line(tree))
     return tree

@@ -125,7 +125,7 @@ class CompileReport:
                 "compile_seconds": round(time.perf_counter() - self.started, 2),
                 "peak_rss_mb": round(peak_rss_mb(), 1)}
 
-    def finish(self, line: str) -> None:
-        """The final line, on the terminal."""
+    def say(self, line: str) -> None:
+        """A line for the user on the terminal (the plan, the final line)."""
         if self.progress:
             print(line, file=sys.stderr, flush=True)

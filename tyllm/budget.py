@@ -1,0 +1,60 @@
+"""What a compile will need, printed before the work: graphs to compile, disk for the tree, peak
+memory; a compile whose tree the disk cannot hold is refused before it starts."""
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from tyllm.errors import TyllmError
+from tyllm.models.decoder import DecoderStep
+from tyllm.models.loading import die_weights
+
+LIBRARY_BYTES = 4 << 20  # a compiled graph and its ONNX twin, generously (SmolLM2: ~1.4 MB)
+IMPORTS_BYTES = 700 << 20  # torch, TVM, onnx and transformers loaded: the floor of any compile
+GB = 1e9
+
+
+@dataclass(frozen=True)
+class Budget:
+    graphs: int
+    programs: int  # distinct programs, each compiled once
+    disk_bytes: int
+    peak_memory_bytes: int
+
+    def line(self) -> str:
+        return (f"plan: {self.graphs} graphs ({self.programs} distinct programs to compile), "
+                f"tree about {self.disk_bytes / GB:.2f} GB on disk, peak memory about "
+                f"{self.peak_memory_bytes / GB:.1f} GB")
+
+
+def die_weight_bytes(dims, plan, request, int4) -> int:
+    """Exact bytes of a die's weights, from its step module built without memory."""
+    with torch.device("meta"):
+        step = DecoderStep(dims, plan, seq_len=1, max_kv=request.max_kv_cache_size,
+                           embedding_as_input=request.embedding_as_input,
+                           dtype=request.torch_dtype, int4=int4)
+    return sum(p.numel() * p.element_size() for p in die_weights(step).values())
+
+
+def estimate(dims, plans, request, int4) -> Budget:
+    weights = [die_weight_bytes(dims, p, request, int4) for p in plans]
+    lens = request.seq_len_list
+    itemsize = torch.empty(0, dtype=request.torch_dtype).element_size()
+    rope = 2 * request.max_kv_cache_size * dims.head_dim * itemsize  # per graph: cos and sin
+    programs = len({p.program_key(dims.group_size) for p in plans}) * len(lens)
+    embedding = dims.vocab_size * dims.hidden_size * itemsize if request.embedding_as_input else 0
+    disk = (sum(weights) + len(plans) * len(lens) * rope + programs * LIBRARY_BYTES + embedding)
+    # One die's weights at a time, held about twice while they are captured and saved.
+    return Budget(len(plans) * len(lens), programs, disk, IMPORTS_BYTES + 2 * max(weights))
+
+
+def check_disk(budget: Budget, dest: Path) -> None:
+    """The tree is written beside `dest` before it replaces it: all of it must fit."""
+    folder = next(p for p in (dest, *dest.parents) if p.exists())
+    free = shutil.disk_usage(folder).free
+    if free < budget.disk_bytes * 1.05:
+        raise TyllmError(f"The tree needs about {budget.disk_bytes / GB:.2f} GB but only "
+                         f"{free / GB:.2f} GB are free under {folder}: free some space or "
+                         f"choose an artifacts_path on another disk.")
