@@ -13,7 +13,7 @@ from tyllm.errors import TyllmError
 
 def compile_cli(ckpt, out, *extra):
     return subprocess.run(["tyllm", "compile", str(ckpt), str(out), "--seq-lens", "1,4",
-                           "--max-kv", "32", "--no-onnx", *extra],
+                           "--max-kv", "32", "--no-onnx", "--no-cache", *extra],
                           capture_output=True, check=True)  # bytes: text mode turns \r into \n
 
 
@@ -46,7 +46,8 @@ def test_failed_compile_names_its_kept_log(checkpoint_factory, tmp_path, monkeyp
     monkeypatch.setattr(tyllm.compiler, "lower_to_library", refuse)
     with pytest.raises(TyllmError, match=r"refused the graph\. The compile log is .*\.log") as e:
         build_and_compile_llm(checkpoint_factory("qwen2"), tmp_path / "1die",
-                              max_kv_cache_size=32, seq_len_list=[1], export_onnx=False)
+                              max_kv_cache_size=32, seq_len_list=[1], export_onnx=False,
+                              use_cache=False)
     kept = str(e.value).rsplit("The compile log is ", 1)[1].rstrip(".")
     assert kept.startswith(str(tmp_path / "cache" / "logs"))
     assert not (tmp_path / "1die").exists()

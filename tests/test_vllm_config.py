@@ -1,5 +1,6 @@
 """The engine's tree options and `tyllm serve` arguments, without starting an engine."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -49,26 +50,24 @@ def test_serve_help_names_tyllm_flags(capsys):
     assert "--artifacts-path" in capsys.readouterr().out
 
 
-def test_tree_engine_kwargs_come_from_the_tree(tmp_path, monkeypatch):
+def test_tree_engine_kwargs_come_from_the_tree(checkpoint_factory, tmp_path, monkeypatch):
     import json
 
+    from tyllm.build_util import build_and_compile_llm
     from tyllm.vllm_ext.serve import engine_argv
 
-    monkeypatch.setenv("TYLLM_CACHE", str(tmp_path / "cache"))
     tree = tmp_path / "3die"
-    tree.mkdir()
-    (tree / "manifest.json").write_text("{}")
-    config = {"format_version": 1, "kind": "llm", "dies": 3, "max_kv_cache_size": 512,
-              "seq_len_list": [1, 8],
-              "hf_config": {"model_type": "llama"}}
-    (tree / "config.json").write_text(json.dumps(config))
-    (tree / "tokenizer.json").write_text("{}")
+    build_and_compile_llm(checkpoint_factory("llama"), tree, max_kv_cache_size=40,
+                          seq_len_list=[1, 8], dev_count=3, export_onnx=False, progress=False)
+    monkeypatch.setenv("TYLLM_CACHE", str(tmp_path / "cache"))
     argv, options = engine_argv(tree, {"workers": "processes"}, ["--port", "9"])
-    folder = argv[argv.index("--model") + 1]
-    assert json.loads((tmp_path / "cache" / "served" / folder.split("/")[-1] /
-                       "config.json").read_text()) == {"model_type": "llama"}
+    folder = Path(argv[argv.index("--model") + 1])
+    assert folder.parent == tmp_path / "cache" / "served"
+    served = json.loads((folder / "config.json").read_text())
+    assert served["model_type"] == "llama" and served["hidden_size"] == 48
+    assert (folder / "tokenizer.json").read_bytes() == (tree / "tokenizer.json").read_bytes()
     assert argv[argv.index("--tensor-parallel-size") + 1] == "3"
-    assert argv[argv.index("--max-model-len") + 1] == "512"
+    assert argv[argv.index("--max-model-len") + 1] == "40"
     assert argv[-2:] == ["--port", "9"]
     assert options == {"artifacts_path": str(tree), "seq_len_list": [1, 8],
                        "workers": "processes"}

@@ -10,9 +10,12 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
                           seq_len_list=(1, 8), dev_count: int = 1,
                           embedding_as_input: bool = False, *, dtype: str = "float32",
                           num_threads: int = 0, export_onnx: bool = True,
-                          progress: bool = True, verbose: bool = False) -> str:
+                          progress: bool = True, verbose: bool = False,
+                          use_cache: bool = True) -> str:
     """Compiles a HF checkpoint folder into the `<N>die` artifact tree at `artifacts_path`.
 
+    `use_cache`: take programs compiled before from the program cache and keep new ones there
+    (tyllm/program_cache.py), so an interrupted compile resumes where it stopped.
     `progress`: a progress bar and a final line on stderr; framework output goes to the tree's
     `compile.log` unless `verbose`. Returns the artifacts path. See docs/ARCHITECTURE.md for the
     tree layout.
@@ -21,7 +24,8 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
         model_path=Path(model_path), artifacts_path=Path(artifacts_path),
         max_kv_cache_size=max_kv_cache_size, seq_len_list=tuple(seq_len_list),
         dev_count=dev_count, embedding_as_input=embedding_as_input, dtype=dtype,
-        num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose)
+        num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
+        use_cache=use_cache)
     return str(compile_llm(request))
 
 

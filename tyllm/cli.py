@@ -34,6 +34,8 @@ def add_compile(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar and no final line")
     p.add_argument("--verbose", action="store_true",
                    help="show framework output live (otherwise it goes to the tree's compile.log)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="compile every program anew and keep none (see `tyllm cache`)")
 
 
 def add_run(sub) -> None:
@@ -61,6 +63,11 @@ def add_doctor(sub) -> None:
     p = sub.add_parser("doctor", help="check this installation (and optionally a tree)")
     p.add_argument("artifacts", nargs="?", default=None,
                    help="an artifact tree whose versions and hashes to check")
+
+
+def add_cache(sub) -> None:
+    p = sub.add_parser("cache", help="where compiled programs are kept, their size; --clear")
+    p.add_argument("--clear", action="store_true", help="remove every kept program")
 
 
 def add_prepare(sub) -> None:
@@ -106,7 +113,7 @@ def run_compile(args) -> None:
         args.model, args.out, max_kv_cache_size=args.max_kv, seq_len_list=args.seq_lens,
         dev_count=args.dies, embedding_as_input=args.embedding_as_input, dtype=args.dtype,
         num_threads=args.threads, export_onnx=not args.no_onnx, progress=not args.quiet,
-        verbose=args.verbose)
+        verbose=args.verbose, use_cache=not args.no_cache)
     print(path)
 
 
@@ -159,6 +166,15 @@ def run_doctor(args) -> int:
     return 1 if problems else 0
 
 
+def run_cache(args) -> None:
+    from tyllm import program_cache
+
+    root, count, size = program_cache.usage()
+    print(f"program cache {root}: {count} programs, {size / 1e6:.1f} MB")
+    if args.clear:
+        print(f"cleared {program_cache.clear() / 1e6:.1f} MB")
+
+
 def run_prepare(args) -> None:
     from tyllm.smollm2 import prepare_smollm2
 
@@ -202,13 +218,14 @@ def run_serve(args) -> int:
 
 COMMANDS = {"compile": run_compile, "run": run_run, "verify": run_verify,
             "doctor": run_doctor, "prepare-smollm2": run_prepare, "serve": run_serve,
-            "eval": run_eval}
+            "eval": run_eval, "cache": run_cache}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tyllm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_compile, add_run, add_verify, add_doctor, add_prepare, add_eval, add_serve):
+    for add in (add_compile, add_run, add_verify, add_doctor, add_cache, add_prepare, add_eval,
+                add_serve):
         add(sub)
     return parser
 

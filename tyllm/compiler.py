@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from backends.emulated_cpu import TargetSpec, lower_to_library
+from tyllm import program_cache
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
 from tyllm.artifacts.manifest import TREE_FORMAT, write_manifest, written_by_tyllm
@@ -30,7 +31,7 @@ from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.request import CompileRequest, validate
 from tyllm.shard.plan import DiePlan, plan_dies
-from tyllm.staging import write_atomically
+from tyllm.staging import check_not_a_file, write_atomically
 
 
 class Checkpoint:
@@ -85,18 +86,42 @@ def compile_graph(step, plan, seq_len, request, root, target, report) -> dict:
     return graph_entry(plan, seq_len, io, request.export_onnx)
 
 
-def reuse_graph(step, plan, seq_len, twin: dict, request, root, report) -> dict:
-    """Die `plan.die` runs the program already compiled for `twin`'s die: its library is the
-    same file, its ONNX twin the same graph pointing into this die's weights."""
+def reuse_graph(step, plan, seq_len, source: tuple, stage: str, request, root, report) -> dict:
+    """Die `plan.die` runs a program compiled already (`source`: library, ONNX twin, io; by
+    another die of this tree, `stage` "shared", or by an earlier compile, "cached"): the same
+    library file, the same ONNX graph pointing into this die's weights."""
+    library, twin, io = source
     with report.graph(plan.die, seq_len, layout.graph_kind(seq_len)) as t:
-        with report.timed(t, "shared"):
+        with report.timed(t, stage):
             save_graph_params(root, plan, seq_len, step)
-            layout.share_file(root / twin["library"],
-                       layout.ensure_parent(root, layout.library_file(plan.die, seq_len)))
+            layout.share_file(library,
+                              layout.ensure_parent(root, layout.library_file(plan.die, seq_len)))
             if request.export_onnx:
-                relink_onnx(root / twin["onnx"], root / layout.onnx_file(plan.die, seq_len),
+                relink_onnx(twin, root / layout.onnx_file(plan.die, seq_len),
                             root / layout.weights_file(plan.die))
-    return graph_entry(plan, seq_len, twin, request.export_onnx)
+    return graph_entry(plan, seq_len, io, request.export_onnx)
+
+
+def program_fingerprint(ckpt, key: tuple, seq_len: int, request, target: TargetSpec) -> str:
+    """Everything the program of (die shape `key`, seq_len) depends on, for the program cache."""
+    return program_cache.fingerprint(ckpt.config.to_dict(), {
+        "graph": "llm-step", "program_key": key, "seq_len": seq_len,
+        "max_kv": request.max_kv_cache_size, "dtype": request.dtype,
+        "embedding_as_input": request.embedding_as_input,
+        "int4": ckpt.int4.as_json() if ckpt.int4 else None, "target": target.as_json()})
+
+
+def known_program(compiled: dict, fingerprint: str, root: Path, request):
+    """(source, stage) of a program compiled already, in this tree or in the cache; else None."""
+    if fingerprint in compiled:
+        twin = compiled[fingerprint]
+        onnx = root / twin["onnx"] if twin["onnx"] else None
+        return (root / twin["library"], onnx, twin), "shared"
+    hit = program_cache.lookup(fingerprint, request.export_onnx) if request.use_cache else None
+    if hit is None:
+        return None
+    folder, io = hit
+    return (folder / program_cache.LIBRARY, folder / program_cache.TWIN, io), "cached"
 
 
 def save_die_weights(root: Path, plan: DiePlan, step) -> None:
@@ -120,8 +145,9 @@ def release_weights(weights: dict[str, torch.nn.Parameter]) -> None:
 
 
 def compile_die(ckpt, plan, request, root, target, report, compiled: dict) -> list[dict]:
-    """Die `plan.die`'s graphs; `compiled` maps (program key, seq_len) to the entry of the die
-    that compiled that program first, so each distinct program is compiled once."""
+    """Die `plan.die`'s graphs; `compiled` maps a program's fingerprint to the entry of the die
+    that compiled it first, so each distinct program is compiled once (and not at all when the
+    program cache holds it)."""
     step = build_die_step(ckpt.arch, ckpt.config, plan, ckpt.reader,
                           max_kv=request.max_kv_cache_size,
                           embedding_as_input=request.embedding_as_input,
@@ -129,11 +155,22 @@ def compile_die(ckpt, plan, request, root, target, report, compiled: dict) -> li
     save_die_weights(root, plan, step)
     key, entries = plan.program_key(ckpt.dims.group_size), []
     for m in sorted(request.seq_len_list):
-        twin = compiled.get((key, m))
-        entries.append(reuse_graph(step, plan, m, twin, request, root, report) if twin else
-                       compile_graph(step, plan, m, request, root, target, report))
-        compiled.setdefault((key, m), entries[-1])
+        fingerprint = program_fingerprint(ckpt, key, m, request, target)
+        known = known_program(compiled, fingerprint, root, request)
+        if known is not None:
+            entries.append(reuse_graph(step, plan, m, *known, request, root, report))
+        else:
+            entries.append(compile_graph(step, plan, m, request, root, target, report))
+            keep_program(fingerprint, entries[-1], root, request)
+        compiled.setdefault(fingerprint, entries[-1])
     return entries
+
+
+def keep_program(fingerprint: str, entry: dict, root: Path, request) -> None:
+    if request.use_cache:
+        program_cache.store(fingerprint, root / entry["library"],
+                            root / entry["onnx"] if entry["onnx"] else None,
+                            {k: entry[k] for k in ("inputs", "outputs", "param_order")})
 
 
 def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: TargetSpec) -> dict:
@@ -224,6 +261,8 @@ def check_tree_destination(dest: Path) -> None:
 def compile_llm(request: CompileRequest) -> Path:
     """Compiles into a staging folder beside the destination, then moves it into place."""
     validate(request)
+    check_not_a_file(request.artifacts_path)
+    check_tree_destination(request.artifacts_path)
     ckpt = Checkpoint(request.model_path)
     # Refuse impossible die counts (and int4 groups split across dies) before any work.
     plans = plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))

@@ -105,6 +105,14 @@ def check_tree(root: Path) -> list[Finding]:
     return findings
 
 
+def cache_finding() -> Finding:
+    from tyllm import program_cache
+
+    root, count, size = program_cache.usage()
+    return Finding(True, f"program cache {root}: {count} programs, {size / 1e6:.1f} MB "
+                         f"(tyllm cache --clear empties it)")
+
+
 def run_doctor(tree: Path | None = None) -> list[Finding]:
-    findings = [*check_versions(), check_tvm_toolchain()]
+    findings = [*check_versions(), check_tvm_toolchain(), cache_finding()]
     return findings + (check_tree(Path(tree)) if tree else [])

@@ -22,6 +22,7 @@ class CompileRequest:
     dtype: str = "float32"
     num_threads: int = 0  # cores a compiled graph may use; 0: all of this machine's
     export_onnx: bool = True
+    use_cache: bool = True  # reuse and keep compiled programs (tyllm/program_cache.py)
     progress: bool = field(default=True, compare=False)
     verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
 

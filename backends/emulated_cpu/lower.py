@@ -19,6 +19,11 @@ class TargetSpec:
 
     num_cores: int = 1
 
+    def as_json(self) -> dict:
+        """What a compiled program depends on: the CPU it is tuned for and its core count."""
+        return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
+                "num_cores": self.num_cores}
+
     def tvm_target(self) -> tvm.target.Target:
         cpu = tvm.target.codegen.llvm_get_system_cpu()
         return tvm.target.Target({"kind": "llvm", "mcpu": cpu, "num-cores": self.num_cores})

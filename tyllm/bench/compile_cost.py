@@ -24,7 +24,7 @@ baseline = status("VmRSS")
 start = time.perf_counter()
 build_and_compile_llm(job["model"], job["out"], max_kv_cache_size=job["max_kv"],
                       seq_len_list=job["seq_lens"], dev_count=job["dies"],
-                      num_threads=job["threads"], progress=False)
+                      num_threads=job["threads"], progress=False, use_cache=False)
 print("RESULT" + json.dumps({"seconds": time.perf_counter() - start,
                              "baseline_rss": baseline, "peak_rss": status("VmHWM")}))
 """

@@ -1,0 +1,90 @@
+"""The program cache: an interrupted compile resumes with the programs it finished, a second tree
+of the same model reuses what it shares, and nothing that changes a program is reused."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+import tyllm.compiler
+from tyllm import runtime
+from tyllm.build_util import build_and_compile_llm
+from tyllm.verify import verify_tree
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("TYLLM_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.fixture
+def lowered(monkeypatch) -> list:
+    """Records every program the backend lowers."""
+    calls, real = [], tyllm.compiler.lower_to_library
+    monkeypatch.setattr(tyllm.compiler, "lower_to_library",
+                        lambda *a, **k: calls.append(a[1]) or real(*a, **k))
+    return calls
+
+
+def compile_(ckpt, out, **kwargs):
+    args = dict(max_kv_cache_size=32, seq_len_list=[1, 4], progress=False) | kwargs
+    return Path(build_and_compile_llm(ckpt, out, **args))
+
+
+def stages(tree: Path) -> list[str]:
+    report = json.loads((tree / "compile_report.json").read_text())
+    return [next(iter(g["seconds"])) for g in report["graphs"]]
+
+
+def test_an_interrupted_compile_resumes_with_what_it_finished(checkpoint_factory, cache,
+                                                              tmp_path, monkeypatch):
+    ckpt, real, lowered = checkpoint_factory("qwen2"), tyllm.compiler.lower_to_library, []
+
+    def interrupt_second(*args, **kwargs):
+        if len(lowered) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tyllm.compiler, "lower_to_library",
+                        lambda *a, **k: lowered.append(a[1]) or interrupt_second(*a, **k))
+    with pytest.raises(KeyboardInterrupt):
+        compile_(ckpt, tmp_path / "1die")
+    monkeypatch.setattr(tyllm.compiler, "lower_to_library",
+                        lambda *a, **k: lowered.append(a[1]) or real(*a, **k))
+    tree = compile_(ckpt, tmp_path / "1die")
+    assert len(lowered) == 3  # 1 finished, 1 interrupted, then only the unfinished one
+    assert stages(tree) == ["cached", "export"]
+    assert all(c.ok for c in verify_tree(tree))
+
+
+def test_a_second_tree_reuses_the_programs_it_shares(checkpoint_factory, cache, lowered,
+                                                     tmp_path):
+    ckpt = checkpoint_factory("llama")
+    first = compile_(ckpt, tmp_path / "a" / "1die")
+    second = compile_(ckpt, tmp_path / "b" / "1die", seq_len_list=[1, 4, 8])
+    assert len(lowered) == 3 and stages(second) == ["cached", "cached", "export"]
+    prompt = [3, 14, 15, 92, 65]
+    with runtime.load(first) as a, runtime.load(second) as b:
+        assert a.generate(prompt, 6, stop_at_eos=False) == b.generate(prompt, 6, stop_at_eos=False)
+    assert all(c.ok for c in verify_tree(second))
+
+
+def test_what_changes_a_program_is_never_reused(checkpoint_factory, cache, lowered, tmp_path):
+    ckpt = checkpoint_factory("llama")
+    compile_(ckpt, tmp_path / "a" / "1die", export_onnx=False)
+    compile_(ckpt, tmp_path / "b" / "1die", export_onnx=False, dtype="float16")
+    compile_(ckpt, tmp_path / "c" / "1die", export_onnx=False, max_kv_cache_size=48)
+    compile_(ckpt, tmp_path / "d" / "1die", export_onnx=False, use_cache=False)
+    assert len(lowered) == 8
+
+
+def test_cache_location_size_and_clearing(checkpoint_factory, cache, tmp_path):
+    compile_(checkpoint_factory("llama"), tmp_path / "1die", export_onnx=False)
+    shown = subprocess.run(["tyllm", "cache"], capture_output=True, text=True, check=True).stdout
+    assert f"program cache {cache / 'programs'}: 2 programs" in shown
+    doctor = subprocess.run(["tyllm", "doctor"], capture_output=True, text=True).stdout
+    assert f"program cache {cache / 'programs'}: 2 programs" in doctor
+    subprocess.run(["tyllm", "cache", "--clear"], check=True, capture_output=True)
+    assert not (cache / "programs").exists()
