@@ -37,20 +37,22 @@ def user_folder(tmp_path) -> Path:
     return folder
 
 
+def refused_unchanged(ckpt: Path, folder: Path, match: str) -> None:
+    """Compiling into `folder` is refused with `match`, and every file there is unchanged."""
+    before = snapshot(folder)
+    with pytest.raises(TyllmError, match=match):
+        compile_(ckpt, folder)
+    assert snapshot(folder) == before
+
+
 def test_folder_with_a_foreign_manifest_is_never_replaced(checkpoint_factory, user_folder):
-    before = snapshot(user_folder)
-    with pytest.raises(TyllmError, match=r"is not a tyllm artifact tree"):
-        compile_(checkpoint_factory("qwen3"), user_folder)
-    assert snapshot(user_folder) == before
+    refused_unchanged(checkpoint_factory("qwen3"), user_folder, r"is not a tyllm artifact tree")
 
 
 def test_tree_with_a_file_added_by_the_user_is_not_replaced(checkpoint_factory, tmp_path):
     tree = compile_(checkpoint_factory("qwen3"), tmp_path / "1die")
     (tree / "notes.txt").write_text("my measurements")
-    before = snapshot(tree)
-    with pytest.raises(TyllmError, match=r"will not overwrite it"):
-        compile_(checkpoint_factory("qwen3"), tree)
-    assert snapshot(tree) == before
+    refused_unchanged(checkpoint_factory("qwen3"), tree, r"will not overwrite it")
 
 
 def test_a_tree_tyllm_wrote_is_replaced(checkpoint_factory, tmp_path):
@@ -164,9 +166,7 @@ def test_nested_file_named_manifest_keeps_a_tree_from_being_replaced(checkpoint_
     tree = compile_(checkpoint_factory("qwen3"), tmp_path / "1die")
     (tree / "notes").mkdir()
     (tree / "notes" / "manifest.json").write_text("{}")
-    with pytest.raises(TyllmError, match="will not overwrite it"):
-        compile_(checkpoint_factory("qwen3"), tree)
-    assert (tree / "notes" / "manifest.json").read_text() == "{}"
+    refused_unchanged(checkpoint_factory("qwen3"), tree, r"will not overwrite it")
 
 
 def test_sharded_checkpoint_in_the_hub_cache_layout_is_read(checkpoint_factory, tmp_path):
