@@ -1,8 +1,22 @@
+import os
 from pathlib import Path
 
 import pytest
 from models import make_checkpoint  # tests/ is on sys.path (pytest's rootdir-relative import)
 from vlm_models import SIZES, VLM_MAKERS
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """The suite's own tyllm cache (programs, converted SmolLM2, engine trees): a run never
+    takes a program compiled by an earlier run or by the user's own compiles."""
+    before = os.environ.get("TYLLM_CACHE")
+    os.environ["TYLLM_CACHE"] = str(tmp_path_factory.mktemp("tyllm-cache"))
+    yield
+    if before is None:
+        os.environ.pop("TYLLM_CACHE", None)
+    else:
+        os.environ["TYLLM_CACHE"] = before
 
 
 @pytest.fixture(scope="session")

@@ -207,3 +207,18 @@ def test_compile_prints_its_budget_and_refuses_a_disk_too_small(checkpoint_facto
     with pytest.raises(TyllmError, match=r"needs about .* GB but only 0.00 GB are free"):
         compile_(checkpoint_factory("qwen3"), tmp_path / "new" / "1die")
     assert not (tmp_path / "new").exists()
+
+
+def test_budget_counts_a_tied_table_once(checkpoint_factory, tmp_path):
+    from tyllm.budget import die_weight_bytes
+    from tyllm.compiler import Checkpoint
+    from tyllm.request import CompileRequest
+    from tyllm.shard.plan import plan_dies
+
+    ckpt_path = checkpoint_factory("qwen3", tie_word_embeddings=True)
+    tree = compile_(ckpt_path, tmp_path / "1die")
+    ckpt = Checkpoint(ckpt_path)
+    request = CompileRequest(ckpt_path, tree, max_kv_cache_size=16, seq_len_list=(1,))
+    estimated = die_weight_bytes(ckpt.dims, plan_dies(ckpt.dims, 1, 1)[0], request, None, True)
+    stored = (tree / "batch_1" / "common_die0.params").stat().st_size
+    assert 0.9 * stored <= estimated <= stored

@@ -88,3 +88,12 @@ def test_cache_location_size_and_clearing(checkpoint_factory, cache, tmp_path):
     assert f"program cache {cache / 'programs'}: 2 programs" in doctor
     subprocess.run(["tyllm", "cache", "--clear"], check=True, capture_output=True)
     assert not (cache / "programs").exists()
+
+
+def test_a_cache_that_cannot_be_written_never_fails_a_compile(checkpoint_factory, tmp_path,
+                                                              monkeypatch):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("mine")
+    monkeypatch.setenv("TYLLM_CACHE", str(blocker / "cache"))
+    tree = compile_(checkpoint_factory("llama"), tmp_path / "1die", export_onnx=False)
+    assert (tree / "manifest.json").is_file() and blocker.read_text() == "mine"

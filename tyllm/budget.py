@@ -29,17 +29,21 @@ class Budget:
                 f"{self.peak_memory_bytes / GB:.1f} GB")
 
 
-def die_weight_bytes(dims, plan, request, int4) -> int:
+def die_weight_bytes(dims, plan, request, int4, tied: bool) -> int:
     """Exact bytes of a die's weights, from its step module built without memory."""
     with torch.device("meta"):
         step = DecoderStep(dims, plan, seq_len=1, max_kv=request.max_kv_cache_size,
                            embedding_as_input=request.embedding_as_input,
                            dtype=request.torch_dtype, int4=int4)
-    return sum(p.numel() * p.element_size() for p in die_weights(step).values())
+    weights = die_weights(step)
+    if (step.embed_tokens is not None and tied
+            and weights["lm_head"].shape == weights["embed_tokens"].shape):
+        weights.pop("lm_head")  # a tied table the die holds whole is stored once
+    return sum(p.numel() * p.element_size() for p in weights.values())
 
 
-def estimate(dims, plans, request, int4) -> Budget:
-    weights = [die_weight_bytes(dims, p, request, int4) for p in plans]
+def estimate(dims, plans, request, int4, tied: bool = False) -> Budget:
+    weights = [die_weight_bytes(dims, p, request, int4, tied) for p in plans]
     lens = request.seq_len_list
     itemsize = torch.empty(0, dtype=request.torch_dtype).element_size()
     rope = 2 * request.max_kv_cache_size * dims.head_dim * itemsize  # per graph: cos and sin
@@ -52,7 +56,7 @@ def estimate(dims, plans, request, int4) -> Budget:
 
 def check_disk(budget: Budget, dest: Path) -> None:
     """The tree is written beside `dest` before it replaces it: all of it must fit."""
-    folder = next(p for p in (dest, *dest.parents) if p.exists())
+    folder = next(p for p in dest.parents if p.exists())  # the staging folder's disk
     free = shutil.disk_usage(folder).free
     if free < budget.disk_bytes * 1.05:
         raise TyllmError(f"The tree needs about {budget.disk_bytes / GB:.2f} GB but only "

@@ -94,8 +94,8 @@ def reuse_graph(step, plan, seq_len, source: tuple, stage: str, request, root, r
     with report.graph(plan.die, seq_len, layout.graph_kind(seq_len)) as t:
         with report.timed(t, stage):
             save_graph_params(root, plan, seq_len, step)
-            layout.share_file(library,
-                              layout.ensure_parent(root, layout.library_file(plan.die, seq_len)))
+            place = layout.share_file if stage == "shared" else shutil.copyfile
+            place(library, layout.ensure_parent(root, layout.library_file(plan.die, seq_len)))
             if request.export_onnx:
                 relink_onnx(twin, root / layout.onnx_file(plan.die, seq_len),
                             root / layout.weights_file(plan.die))
@@ -156,14 +156,25 @@ def compile_die(ckpt, plan, request, root, target, report, compiled: dict) -> li
     key, entries = plan.program_key(ckpt.dims.group_size), []
     for m in sorted(request.seq_len_list):
         fingerprint = program_fingerprint(ckpt, key, m, request, target)
-        known = known_program(compiled, fingerprint, root, request)
-        if known is not None:
-            entries.append(reuse_graph(step, plan, m, *known, request, root, report))
-        else:
-            entries.append(compile_graph(step, plan, m, request, root, target, report))
-            keep_program(fingerprint, entries[-1], root, request)
+        entries.append(graph_for(step, plan, m, fingerprint, compiled, request, root, target,
+                                 report))
         compiled.setdefault(fingerprint, entries[-1])
     return entries
+
+
+def graph_for(step, plan, m, fingerprint, compiled, request, root, target, report) -> dict:
+    """The graph from a program compiled already (by this tree, else in the cache), or compiled
+    now and kept in the cache."""
+    known = known_program(compiled, fingerprint, root, request)
+    if known is not None:
+        try:
+            return reuse_graph(step, plan, m, *known, request, root, report)
+        except FileNotFoundError:
+            if known[1] != "cached":
+                raise  # a cache entry cleared meanwhile is a miss; anything else is a bug
+    entry = compile_graph(step, plan, m, request, root, target, report)
+    keep_program(fingerprint, entry, root, request)
+    return entry
 
 
 def keep_program(fingerprint: str, entry: dict, root: Path, request) -> None:
@@ -266,7 +277,8 @@ def compile_llm(request: CompileRequest) -> Path:
     ckpt = Checkpoint(request.model_path)
     # Refuse impossible die counts (and int4 groups split across dies) before any work.
     plans = plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
-    budget = estimate(ckpt.dims, plans, request, ckpt.int4)
+    budget = estimate(ckpt.dims, plans, request, ckpt.int4,
+                      bool(getattr(ckpt.config, "tie_word_embeddings", False)))
     check_disk(budget, request.artifacts_path)
     report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress,
                            request.verbose)

@@ -20,7 +20,7 @@ from tyllm.cache import cache_root
 
 FORMAT = 1
 LIBRARY, TWIN, IO = "program.so", "program.onnx", "io.json"
-CODE = ("tyllm/models", "tyllm/capture", "backends")  # what builds, captures and lowers a graph
+CODE = ("tyllm", "backends")  # all of it: graphs trace code from models, quant, shard, capture
 VOLATILE_CONFIG = ("_name_or_path", "_commit_hash", "transformers_version", "name_or_path")
 
 
@@ -46,39 +46,57 @@ def fingerprint(hf_config: dict, facts: dict) -> str:
 
 
 def lookup(key: str, need_twin: bool) -> tuple[Path, dict] | None:
-    """(folder, io) of a stored program; None if absent or without a needed ONNX twin."""
-    folder = programs_root() / key
+    """(folder, io) of a stored program; None if absent, without a needed ONNX twin, or the
+    cache cannot be read (a cache problem never fails a compile)."""
     try:
+        folder = programs_root() / key
         io = json.loads((folder / IO).read_text())
-    except (OSError, ValueError):
+        whole = (folder / LIBRARY).is_file() and (not need_twin or (folder / TWIN).is_file())
+    except (OSError, ValueError, RuntimeError):
         return None
-    if not (folder / LIBRARY).is_file() or (need_twin and not (folder / TWIN).is_file()):
-        return None
-    return folder, io
+    return (folder, io) if whole else None
 
 
 def store(key: str, library: Path, twin: Path | None, io: dict) -> None:
-    """Keeps a freshly compiled program; written beside its place and renamed, so a reader sees
-    a whole entry or none. An entry already there is kept."""
-    folder = programs_root() / key
-    if lookup(key, twin is not None) is not None:
+    """Keeps a freshly compiled program, written beside its place and renamed, so a reader sees
+    a whole entry or none. A published entry is never removed or rewritten (another compile may
+    be reading it); one without an ONNX twin gains one under a temporary name, then renamed.
+    A cache that cannot be written is skipped: the compile goes on."""
+    try:
+        folder = programs_root() / key
+        if folder.is_dir():
+            if twin is not None and not (folder / TWIN).is_file():
+                partial = folder / f".{TWIN}.{os.getpid()}"
+                shutil.copyfile(twin, partial)
+                os.replace(partial, folder / TWIN)
+            return
+        staging = folder.with_name(f".{key}.{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        shutil.copyfile(library, staging / LIBRARY)
+        if twin is not None:
+            shutil.copyfile(twin, staging / TWIN)
+        (staging / IO).write_text(json.dumps(io))
+        try:
+            os.replace(staging, folder)
+        except OSError:  # another compile published the same program first
+            shutil.rmtree(staging, ignore_errors=True)
+    except (OSError, RuntimeError):
         return
-    staging = folder.with_name(f".{key}.{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    shutil.copyfile(library, staging / LIBRARY)
-    if twin is not None:
-        shutil.copyfile(twin, staging / TWIN)
-    (staging / IO).write_text(json.dumps(io))
-    shutil.rmtree(folder, ignore_errors=True)
-    os.replace(staging, folder)
 
 
 def usage() -> tuple[Path, int, int]:
     """(location, programs stored, bytes)."""
     root = programs_root()
-    entries = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
-    size = sum(f.stat().st_size for p in entries for f in p.iterdir() if f.is_file())
+    entries = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")] \
+        if root.is_dir() else []
+    size = 0
+    for entry in entries:
+        for f in entry.glob("*"):
+            try:
+                size += f.stat().st_size
+            except OSError:  # removed meanwhile
+                pass
     return root, len(entries), size
 
 

@@ -26,16 +26,21 @@ def peak_rss_mb() -> float:
 def output_into(log_path: Path):
     """Points this process's stderr (file descriptor 2: C++ and Python alike) at `log_path`;
     yields a stream on the terminal's stderr."""
-    sys.stderr.flush()
-    terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    try:
+        sys.stderr.flush()
+        terminal = os.fdopen(os.dup(2), "w", buffering=1)
+    except OSError:  # no stderr at all (closed, a daemon): there is no terminal to keep
+        terminal = open(os.devnull, "w")  # closed below
     with open(log_path, "a") as log:
         os.dup2(log.fileno(), 2)
         try:
             yield terminal
         finally:
-            sys.stderr.flush()
-            os.dup2(terminal.fileno(), 2)
-            terminal.close()
+            try:
+                sys.stderr.flush()  # may fail on a full disk: stderr is restored regardless
+            finally:
+                os.dup2(terminal.fileno(), 2)
+                terminal.close()
 
 
 def keep_log(log_path: Path) -> Path:

@@ -116,11 +116,12 @@ def compile_mrope(ckpt, plans, request, root: Path, target, report) -> list[dict
             save_params(llm_layout.ensure_parent(root, params), dict(step.named_parameters()))
             library = layout.mrope_library(plan.die, m)
             with report.graph(plan.die, m, "mrope") as t:
-                entry = (share_module(compiled[m], root, library, t, report) if m in compiled
-                         else compile_module(step, {"position_ids": torch.zeros(3, m,
-                                                                                dtype=torch.int64)},
-                                             ("rope_cos", "rope_sin"), root, library, target, t,
-                                             report))
+                if m in compiled:
+                    entry = share_module(compiled[m], root, library, t, report)
+                else:
+                    positions = {"position_ids": torch.zeros(3, m, dtype=torch.int64)}
+                    entry = compile_module(step, positions, ("rope_cos", "rope_sin"), root,
+                                           library, target, t, report)
             compiled.setdefault(m, entry)
             graphs.append({**entry, "die": plan.die, "seq_len": m, "params": params})
     return graphs
