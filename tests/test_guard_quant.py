@@ -102,7 +102,13 @@ def test_convert_truncated_shard_is_named(quantized, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_eval_checks_every_folder_before_scoring(source, tmp_path):
+def test_eval_checks_every_folder_before_scoring(source, tmp_path, monkeypatch):
+    import transformers
+
+    def scoring_started(*args, **kwargs):
+        raise AssertionError("evaluate loaded a model before checking its inputs")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", scoring_started)
     with pytest.raises(TyllmError, match=r"does not exist"):
         evaluate(source, tree=tmp_path / "no-tree")
     with pytest.raises(TyllmError, match=r"Model folder .* does not exist"):

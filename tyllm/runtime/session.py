@@ -37,24 +37,28 @@ def flat_ids(input_ids) -> list[int]:
     return [token_id(t) for t in ids]
 
 
-def count_of(value, name: str) -> int:
+def integer(value) -> int | None:
+    """`value` as an int if it is an integer of any kind (int, numpy, 0-d integer tensor), None
+    for floats and bools: never truncated."""
+    if isinstance(value, bool):
+        return None
     try:
-        if isinstance(value, bool):
-            raise TypeError
         return operator.index(value)
     except TypeError:
-        raise TyllmError(f"{name}={value!r} must be an integer.") from None
+        return None
+
+
+def count_of(value, name: str) -> int:
+    if (n := integer(value)) is None:
+        raise TyllmError(f"{name}={value!r} must be an integer.")
+    return n
 
 
 def token_id(value) -> int:
-    """An integer token id; floats are refused, never truncated."""
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        return operator.index(value)
-    except TypeError:
+    if (n := integer(value)) is None:
         raise TyllmError(f"Token id {value!r} is not an integer: pass the tokenizer's ids as "
-                         f"ints (a list of int or an int64 tensor), not floats.") from None
+                         f"ints (a list of int or an int64 tensor), not floats.")
+    return n
 
 
 class Session:
