@@ -29,6 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefill_lens", type=int, nargs="*", default=[],
                    help="extra prefill graph lengths (1 and 8 are always compiled)")
     p.add_argument("--max_model_len", type=int, default=4096, help="KV cache positions")
+    p.add_argument("--kv_windows", type=int, nargs="*", default=None,
+                   help="history lengths each language graph is compiled for (default: 256, "
+                        "1024, 4096... below --max_model_len; the full length is always built)")
     p.add_argument("--vm_die_remap", type=int, nargs="+", default=None,
                    help="physical die of each vision program (its length = vision die count)")
     p.add_argument("--lm_die_remap", type=int, nargs="+", default=None,
@@ -52,6 +55,7 @@ def request_from(args) -> VlmCompileRequest:
         model_path=model, artifacts_path=out / f"{args.num_die}die", num_die=args.num_die,
         image_sizes=sizes, modalities=tuple(args.modality), prefill_lens=tuple(args.prefill_lens),
         max_model_len=args.max_model_len,
+        kv_windows=tuple(args.kv_windows) if args.kv_windows is not None else None,
         vm_die_remap=tuple(args.vm_die_remap) if args.vm_die_remap else None,
         lm_die_remap=tuple(args.lm_die_remap) if args.lm_die_remap else None,
         source_tokenizer=Path(args.source_tokenizer) if args.source_tokenizer else None,

@@ -66,7 +66,8 @@ def test_buffer_config_describes_graphs_and_kv(tree):
     buffers = json.loads((tree / "buffer_config.json").read_text())
     graph = next(g for g in buffers["graphs"] if g["die"] == 1 and g["seq_len"] == 4)
     assert [t["name"] for t in graph["inputs"]] == ["inputs_embeds", "start_pos", "last_index",
-                                                   "k_cache", "v_cache"]
+                                                   "k_cache", "v_cache", "history_mask"]
+    assert graph["window"] == 32 and graph["inputs"][-1]["shape"] == [32]  # KV 32: one window
     assert graph["inputs"][0]["shape"] == [4, 48]
     kv = buffers["kv_cache"][1]["k_cache"]
     assert kv["shape"] == [2, 1, 32, 8]  # layers, this die's KV heads, max_kv, head_dim
@@ -100,7 +101,7 @@ def test_failed_compile_leaves_no_tree_and_rerun_works(checkpoint_factory, tmp_p
                                                        monkeypatch):
     out = tmp_path / "1die"
     ckpt = checkpoint_factory("qwen3")
-    real = tyllm.compiler.lower_to_library
+    real = tyllm.compiler.lower_windows
     calls = []
 
     def fail_on_second_graph(*args, **kwargs):
@@ -109,14 +110,14 @@ def test_failed_compile_leaves_no_tree_and_rerun_works(checkpoint_factory, tmp_p
             raise KeyboardInterrupt("interrupted")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tyllm.compiler, "lower_to_library", fail_on_second_graph)
+    monkeypatch.setattr(tyllm.compiler, "lower_windows", fail_on_second_graph)
     kwargs = dict(max_kv_cache_size=32, seq_len_list=[1, 4], progress=False, export_onnx=False,
                   use_cache=False)
     with pytest.raises(KeyboardInterrupt):
         build_and_compile_llm(ckpt, out, **kwargs)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(tyllm.compiler, "lower_to_library", real)
+    monkeypatch.setattr(tyllm.compiler, "lower_windows", real)
     build_and_compile_llm(ckpt, out, **kwargs)
     assert (out / "manifest.json").is_file()
     build_and_compile_llm(ckpt, out, **kwargs)  # recompiling over a tree replaces it

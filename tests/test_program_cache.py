@@ -22,8 +22,8 @@ def cache(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def lowered(monkeypatch) -> list:
     """Records every program the backend lowers."""
-    calls, real = [], tyllm.compiler.lower_to_library
-    monkeypatch.setattr(tyllm.compiler, "lower_to_library",
+    calls, real = [], tyllm.compiler.lower_windows
+    monkeypatch.setattr(tyllm.compiler, "lower_windows",
                         lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     return calls
 
@@ -40,18 +40,18 @@ def stages(tree: Path) -> list[str]:
 
 def test_an_interrupted_compile_resumes_with_what_it_finished(checkpoint_factory, cache,
                                                               tmp_path, monkeypatch):
-    ckpt, real, lowered = checkpoint_factory("qwen2"), tyllm.compiler.lower_to_library, []
+    ckpt, real, lowered = checkpoint_factory("qwen2"), tyllm.compiler.lower_windows, []
 
     def interrupt_second(*args, **kwargs):
         if len(lowered) == 2:
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tyllm.compiler, "lower_to_library",
+    monkeypatch.setattr(tyllm.compiler, "lower_windows",
                         lambda *a, **k: lowered.append(a[1]) or interrupt_second(*a, **k))
     with pytest.raises(KeyboardInterrupt):
         compile_(ckpt, tmp_path / "1die")
-    monkeypatch.setattr(tyllm.compiler, "lower_to_library",
+    monkeypatch.setattr(tyllm.compiler, "lower_windows",
                         lambda *a, **k: lowered.append(a[1]) or real(*a, **k))
     tree = compile_(ckpt, tmp_path / "1die")
     assert len(lowered) == 3  # 1 finished, 1 interrupted, then only the unfinished one

@@ -47,11 +47,13 @@ def estimate(dims, plans, request, int4, tied: bool = False) -> Budget:
     lens = request.seq_len_list
     itemsize = torch.empty(0, dtype=request.torch_dtype).element_size()
     rope = 2 * request.max_kv_cache_size * dims.head_dim * itemsize  # per graph: cos and sin
-    programs = len({p.program_key(dims.group_size) for p in plans}) * len(lens)
+    graphs_per_die = len(lens) * len(request.windows)  # one library per (M, KV window)
+    programs = len({p.program_key(dims.group_size) for p in plans}) * graphs_per_die
     embedding = dims.vocab_size * dims.hidden_size * itemsize if request.embedding_as_input else 0
     disk = (sum(weights) + len(plans) * len(lens) * rope + programs * LIBRARY_BYTES + embedding)
     # One die's weights at a time, held about twice while they are captured and saved.
-    return Budget(len(plans) * len(lens), programs, disk, IMPORTS_BYTES + 2 * max(weights))
+    return Budget(len(plans) * graphs_per_die, programs, disk,
+                  IMPORTS_BYTES + 2 * max(weights))
 
 
 def check_disk(budget: Budget, dest: Path) -> None:

@@ -11,11 +11,14 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
                           embedding_as_input: bool = False, *, dtype: str = "float32",
                           num_threads: int = 0, export_onnx: bool = True,
                           progress: bool = True, verbose: bool = False,
-                          use_cache: bool = True) -> str:
+                          use_cache: bool = True, kv_windows=None) -> str:
     """Compiles a HF checkpoint folder into the `<N>die` artifact tree at `artifacts_path`.
 
     `use_cache`: take programs compiled before from the program cache and keep new ones there
     (tyllm/program_cache.py), so an interrupted compile resumes where it stopped.
+    `kv_windows`: the history lengths each graph is compiled for besides max_kv_cache_size (a
+    step attends over the smallest that holds its history); default: 256, 1024, 4096, ... below
+    max_kv_cache_size (tyllm/windows.py). `[max_kv_cache_size]` compiles the full window only.
     `progress`: a progress bar and a final line on stderr; framework output goes to the tree's
     `compile.log` unless `verbose`. Returns the artifacts path. See docs/ARCHITECTURE.md for the
     tree layout.
@@ -25,7 +28,7 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
         max_kv_cache_size=max_kv_cache_size, seq_len_list=tuple(seq_len_list),
         dev_count=dev_count, embedding_as_input=embedding_as_input, dtype=dtype,
         num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
-        use_cache=use_cache)
+        use_cache=use_cache, kv_windows=None if kv_windows is None else tuple(kv_windows))
     return str(compile_llm(request))
 
 
@@ -34,7 +37,7 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
                           max_model_len: int = 4096, vm_die_remap=None, lm_die_remap=None, *,
                           source_tokenizer=None, dtype: str = "float32", num_threads: int = 0,
                           export_onnx: bool = True, progress: bool = True,
-                          verbose: bool = False) -> str:
+                          verbose: bool = False, kv_windows=None) -> str:
     """Compiles a Qwen2.5-VL / Qwen3-VL folder into the `<N>die` tree at `artifacts_path`
     (the Python form of scripts/compile_vlm.py). Returns the artifacts path."""
     from tyllm.vlm.compiler import compile_vlm
@@ -47,5 +50,6 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
         vm_die_remap=tuple(vm_die_remap) if vm_die_remap else None,
         lm_die_remap=tuple(lm_die_remap) if lm_die_remap else None,
         source_tokenizer=Path(source_tokenizer) if source_tokenizer else None, dtype=dtype,
-        num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose)
+        num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
+        kv_windows=None if kv_windows is None else tuple(kv_windows))
     return str(compile_vlm(request))

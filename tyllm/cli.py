@@ -26,6 +26,9 @@ def add_compile(sub) -> None:
     p.add_argument("--dies", type=int, default=1, help="number of dies (tensor parallel)")
     p.add_argument("--seq-lens", type=int_list, default=[1, 8], help="graph lengths, e.g. 1,8")
     p.add_argument("--max-kv", type=int, default=4096, help="KV cache size in tokens")
+    p.add_argument("--kv-windows", type=int_list, default=None,
+                   help="history lengths each graph is compiled for, e.g. 256,1024 (default: "
+                        "256, 1024, 4096... below --max-kv; the full --max-kv is always built)")
     p.add_argument("--embedding-as-input", action="store_true",
                    help="graphs take embeddings; the runtime does the lookup")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
@@ -113,7 +116,7 @@ def run_compile(args) -> None:
         args.model, args.out, max_kv_cache_size=args.max_kv, seq_len_list=args.seq_lens,
         dev_count=args.dies, embedding_as_input=args.embedding_as_input, dtype=args.dtype,
         num_threads=args.threads, export_onnx=not args.no_onnx, progress=not args.quiet,
-        verbose=args.verbose, use_cache=not args.no_cache)
+        verbose=args.verbose, use_cache=not args.no_cache, kv_windows=args.kv_windows)
     print(path)
 
 

@@ -8,14 +8,20 @@ from pathlib import Path
 
 import torch
 
-from backends.emulated_cpu import TargetSpec, lower_to_library
+from backends.emulated_cpu import TargetSpec, lower_windows
 from tyllm import program_cache
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
 from tyllm.artifacts.manifest import TREE_FORMAT, write_manifest, written_by_tyllm
 from tyllm.artifacts.params import save_params
 from tyllm.budget import check_disk, estimate
-from tyllm.capture.export import describe, describe_outputs, export_step
+from tyllm.capture.export import (
+    describe,
+    describe_outputs,
+    export_step,
+    step_inputs,
+    window_inputs,
+)
 from tyllm.capture.onnx_export import export_onnx, relink_onnx
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.errors import TyllmError
@@ -48,13 +54,14 @@ class Checkpoint:
         self.reader = TensorReader(path)
 
 
-def graph_entry(plan: DiePlan, seq_len: int, io: dict, onnx: bool) -> dict:
-    """A graph's buffer_config entry: die d's file names, and the program's inputs, outputs and
-    parameter order (`io`, shared by every die that runs the program)."""
+def graph_entry(plan: DiePlan, seq_len: int, window: int, io: dict, onnx: bool,
+                max_kv: int) -> dict:
+    """A graph's buffer_config entry: die d's file names for (M, KV window), and the program's
+    inputs, outputs and parameter order (`io`, shared by every die that runs the program)."""
     d = plan.die
-    return {"die": d, "seq_len": seq_len, "kind": layout.graph_kind(seq_len),
-            "library": layout.library_file(d, seq_len), "weights": layout.weights_file(d),
-            "constants": layout.constants_file(d, seq_len),
+    return {"die": d, "seq_len": seq_len, "window": window, "kind": layout.graph_kind(seq_len),
+            "library": layout.library_file(d, seq_len, window, max_kv),
+            "weights": layout.weights_file(d), "constants": layout.constants_file(d, seq_len),
             "graph_params": layout.graph_params_file(d, seq_len),
             "onnx": layout.onnx_file(d, seq_len) if onnx else None,
             **{k: io[k] for k in ("inputs", "outputs", "param_order")}}
@@ -69,56 +76,62 @@ def save_graph_params(root: Path, plan: DiePlan, seq_len: int, step) -> None:
                 {"causal_mask": causal_mask(seq_len)})
 
 
-def compile_graph(step, plan, seq_len, request, root, target, report) -> dict:
-    with report.graph(plan.die, seq_len, layout.graph_kind(seq_len)) as t:
-        with report.timed(t, "export"):
-            program, inputs = export_step(step, seq_len)
-            save_graph_params(root, plan, seq_len, step)
-        if request.export_onnx:
-            with report.timed(t, "onnx"):
-                export_onnx(program, list(inputs), root / layout.onnx_file(plan.die, seq_len),
-                            root / layout.weights_file(plan.die))
-        with report.timed(t, "tvm"):
-            library = layout.ensure_parent(root, layout.library_file(plan.die, seq_len))
-            order = lower_to_library(program, library, target)
-    io = {"inputs": [t.as_json() for t in describe(inputs)],
-          "outputs": [t.as_json() for t in describe_outputs(program)], "param_order": order}
-    return graph_entry(plan, seq_len, io, request.export_onnx)
+def capture_windows(step, plan, m, windows, request, root, target, timings, report,
+                    make_inputs=step_inputs) -> dict:
+    """Captures the M-row step once (its KV window symbolic), writes its ONNX twin and lowers
+    one library per window; returns window -> io."""
+    with report.timed(timings, "export"):
+        program, inputs = export_step(step, m, make_inputs)
+    if request.export_onnx:
+        with report.timed(timings, "onnx"):
+            export_onnx(program, list(inputs), root / layout.onnx_file(plan.die, m),
+                        root / layout.weights_file(plan.die))
+    with report.timed(timings, "tvm"):
+        libraries = {w: layout.ensure_parent(
+            root, layout.library_file(plan.die, m, w, request.windows[-1]))
+            for w in windows}
+        order = lower_windows(program, libraries, target)
+    outputs = [t.as_json() for t in describe_outputs(program)]
+    return {w: {"inputs": [t.as_json() for t in window_inputs(describe(inputs), w)],
+                "outputs": outputs, "param_order": order} for w in windows}
 
 
-def reuse_graph(step, plan, seq_len, source: tuple, stage: str, request, root, report) -> dict:
+def place_known(plan, m, window, source: tuple, stage: str, request, root, timings,
+                report, relink: bool) -> dict:
     """Die `plan.die` runs a program compiled already (`source`: library, ONNX twin, io; by
     another die of this tree, `stage` "shared", or by an earlier compile, "cached"): the same
-    library file, the same ONNX graph pointing into this die's weights."""
+    library file, and (`relink`) the same ONNX graph pointing into this die's weights."""
     library, twin, io = source
-    with report.graph(plan.die, seq_len, layout.graph_kind(seq_len)) as t:
-        with report.timed(t, stage):
-            save_graph_params(root, plan, seq_len, step)
-            place = layout.share_file if stage == "shared" else shutil.copyfile
-            place(library, layout.ensure_parent(root, layout.library_file(plan.die, seq_len)))
-            if request.export_onnx:
-                relink_onnx(twin, root / layout.onnx_file(plan.die, seq_len),
-                            root / layout.weights_file(plan.die))
-    return graph_entry(plan, seq_len, io, request.export_onnx)
+    with report.timed(timings, stage):
+        place = layout.share_file if stage == "shared" else shutil.copyfile
+        place(library, layout.ensure_parent(
+            root, layout.library_file(plan.die, m, window, request.windows[-1])))
+        if relink and request.export_onnx:
+            relink_onnx(twin, root / layout.onnx_file(plan.die, m),
+                        root / layout.weights_file(plan.die))
+    return io
 
 
-def program_fingerprint(ckpt, key: tuple, seq_len: int, request, target: TargetSpec) -> str:
-    """Everything the program of (die shape `key`, seq_len) depends on, for the program cache."""
+def program_fingerprint(ckpt, key: tuple, seq_len: int, window: int, request,
+                        target: TargetSpec) -> str:
+    """Everything the program of (die shape `key`, seq_len, KV window) depends on, for the
+    program cache."""
     return program_cache.fingerprint(ckpt.config.to_dict(), {
-        "graph": "llm-step", "program_key": key, "seq_len": seq_len,
+        "graph": "llm-step", "program_key": key, "seq_len": seq_len, "window": window,
         "max_kv": request.max_kv_cache_size, "dtype": request.dtype,
         "embedding_as_input": request.embedding_as_input,
         "int4": ckpt.int4.as_json() if ckpt.int4 else None, "target": target.as_json()})
 
 
 def known_program(compiled: dict, fingerprint: str, root: Path, request):
-    """(source, stage) of a program compiled already, in this tree or in the cache; else None."""
+    """(source, stage) of a program compiled already, in this tree or in the cache; else None
+    (also for a cache entry cleared meanwhile)."""
     if fingerprint in compiled:
         twin = compiled[fingerprint]
         onnx = root / twin["onnx"] if twin["onnx"] else None
         return (root / twin["library"], onnx, twin), "shared"
     hit = program_cache.lookup(fingerprint, request.export_onnx) if request.use_cache else None
-    if hit is None:
+    if hit is None or not (hit[0] / program_cache.LIBRARY).is_file():
         return None
     folder, io = hit
     return (folder / program_cache.LIBRARY, folder / program_cache.TWIN, io), "cached"
@@ -155,26 +168,31 @@ def compile_die(ckpt, plan, request, root, target, report, compiled: dict) -> li
     save_die_weights(root, plan, step)
     key, entries = plan.program_key(ckpt.dims.group_size), []
     for m in sorted(request.seq_len_list):
-        fingerprint = program_fingerprint(ckpt, key, m, request, target)
-        entries.append(graph_for(step, plan, m, fingerprint, compiled, request, root, target,
-                                 report))
-        compiled.setdefault(fingerprint, entries[-1])
+        prints = {w: program_fingerprint(ckpt, key, m, w, request, target)
+                  for w in request.windows}
+        for entry in graphs_for(step, plan, m, prints, compiled, request, root, target, report):
+            entries.append(entry)
+            compiled.setdefault(prints[entry["window"]], entry)
     return entries
 
 
-def graph_for(step, plan, m, fingerprint, compiled, request, root, target, report) -> dict:
-    """The graph from a program compiled already (by this tree, else in the cache), or compiled
-    now and kept in the cache."""
-    known = known_program(compiled, fingerprint, root, request)
-    if known is not None:
-        try:
-            return reuse_graph(step, plan, m, *known, request, root, report)
-        except FileNotFoundError:
-            if known[1] != "cached":
-                raise  # a cache entry cleared meanwhile is a miss; anything else is a bug
-    entry = compile_graph(step, plan, m, request, root, target, report)
-    keep_program(fingerprint, entry, root, request)
-    return entry
+def graphs_for(step, plan, m, prints: dict, compiled, request, root, target, report):
+    """Die `plan.die`'s M-row graphs, one per KV window: programs compiled already (by this
+    tree, else in the cache) are placed; the others are captured once and lowered now."""
+    known = {w: known_program(compiled, f, root, request) for w, f in prints.items()}
+    missing = [w for w, k in known.items() if k is None]
+    with report.graph(plan.die, m, layout.graph_kind(m), list(prints)) as t:
+        save_graph_params(root, plan, m, step)
+        io = capture_windows(step, plan, m, missing, request, root, target, t,
+                             report) if missing else {}
+        for i, w in enumerate(w for w in prints if w not in missing):
+            io[w] = place_known(plan, m, w, *known[w], request, root, t, report,
+                                relink=not missing and i == 0)
+    entries = [graph_entry(plan, m, w, io[w], request.export_onnx, request.max_kv_cache_size)
+               for w in prints]
+    for w in missing:
+        keep_program(prints[w], entries[list(prints).index(w)], root, request)
+    return entries
 
 
 def keep_program(fingerprint: str, entry: dict, root: Path, request) -> None:
@@ -190,7 +208,8 @@ def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: Target
         "format_version": FORMAT_VERSION, "kind": "llm", "architecture": ckpt.arch.name,
         "model_type": getattr(ckpt.config, "model_type", ckpt.arch.name),
         "dies": request.dev_count, "seq_len_list": sorted(request.seq_len_list),
-        "max_kv_cache_size": request.max_kv_cache_size, "dtype": request.dtype,
+        "max_kv_cache_size": request.max_kv_cache_size, "kv_windows": list(request.windows),
+        "dtype": request.dtype,
         "embedding_as_input": request.embedding_as_input, "vocab_size": dims.vocab_size,
         "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
         "eos_token_ids": ckpt.eos,
@@ -254,7 +273,10 @@ def build_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) ->
 
 def final_line(tree: Path) -> str:
     summary = json.loads((tree / layout.REPORT).read_text())
-    return (f"compiled {len(summary['graphs'])} graphs into {tree} in "
+    graphs = len(summary["graphs"])
+    libraries = sum(len(g.get("windows") or [None]) for g in summary["graphs"])
+    windows = f" ({libraries} KV-window libraries)" if libraries > graphs else ""
+    return (f"compiled {graphs} graphs{windows} into {tree} in "
             f"{summary['compile_seconds']} s, peak RSS {summary['peak_rss_mb']} MB; "
             f"log: {tree / layout.COMPILE_LOG}")
 

@@ -105,10 +105,15 @@ class CompileReport:
             self._bar.set_description_str(f"compile {text}", refresh=True)
 
     @contextmanager
-    def graph(self, die: int, seq_len: int, kind: str):
+    def graph(self, die: int, seq_len: int, kind: str, windows: list[int] | None = None):
+        """One step of the bar: a graph, or a step's graphs for several KV windows."""
         timings: dict[str, float] = {}
         entry = {"die": die, "seq_len": seq_len, "kind": kind, "seconds": timings}
         label = f"[{len(self.graphs) + 1}/{self.total_graphs}] die {die} seqlen {seq_len} ({kind})"
+        if windows:
+            entry["windows"] = windows
+        if windows and len(windows) > 1:
+            label += f" kv {'/'.join(map(str, windows))}"
         self._label = label
         self._stage(label)
         yield timings

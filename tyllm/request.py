@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from tyllm.errors import TyllmError
+from tyllm.windows import kv_windows
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -23,12 +24,17 @@ class CompileRequest:
     num_threads: int = 0  # cores a compiled graph may use; 0: all of this machine's
     export_onnx: bool = True
     use_cache: bool = True  # reuse and keep compiled programs (tyllm/program_cache.py)
+    kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: tyllm.windows ladder
     progress: bool = field(default=True, compare=False)
     verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
+
+    @property
+    def windows(self) -> list[int]:
+        return kv_windows(self.max_kv_cache_size, self.kv_windows)
 
 
 def validate(request: CompileRequest) -> None:
@@ -46,6 +52,7 @@ def validate(request: CompileRequest) -> None:
         raise TyllmError(f"seq_len {too_long} exceeds max_kv_cache_size="
                          f"{request.max_kv_cache_size}: raise max_kv_cache_size or use shorter "
                          f"seq_lens.")
+    kv_windows(request.max_kv_cache_size, request.kv_windows)
     if not isinstance(request.dev_count, int) or request.dev_count < 1:
         raise TyllmError(f"dev_count={request.dev_count} is invalid: use 1 or more dies.")
     if request.dtype not in DTYPES:

@@ -15,9 +15,11 @@ import torch
 from onnx import external_data_helper
 
 from tyllm.artifacts.manifest import verify_files
+from tyllm.capture.export import HISTORY_MASK
 from tyllm.runtime.collective import IdentityMember, bind_member
 from tyllm.runtime.die import TORCH_DTYPES, DieRunner
 from tyllm.runtime.tree import Tree
+from tyllm.windows import history_mask
 
 TOLERANCE = {"float32": 1e-3, "float16": 5e-2}  # max |diff| relative to max |reference|
 
@@ -30,16 +32,17 @@ class GraphCheck:
     relative_diff: float
     ok: bool
     kind: str = "language"  # or "vision" (seq_len is then the graph's patch count)
+    window: int | None = None  # a language graph's KV window
 
     def label(self) -> str:
         if self.kind == "vision":
             return f"vision die {self.die} ({self.seq_len} patches)"
-        return f"die {self.die} seqlen {self.seq_len}"
+        return f"die {self.die} seqlen {self.seq_len} kv {self.window}"
 
 
 def random_inputs(graph: dict, tree: Tree, gen: torch.Generator) -> dict[str, np.ndarray]:
-    m, room = graph["seq_len"], tree.max_kv
-    start = max(0, min(room - m, room // 2))
+    m, window = graph["seq_len"], graph["window"]
+    start = max(0, min(tree.max_kv - m, window // 2))
     feeds = {}
     for t in graph["inputs"]:
         dtype, shape = TORCH_DTYPES.get(t["dtype"]), t["shape"]
@@ -47,6 +50,8 @@ def random_inputs(graph: dict, tree: Tree, gen: torch.Generator) -> dict[str, np
             value = torch.randint(0, tree.config["vocab_size"], shape, generator=gen)
         elif t["name"] in ("start_pos", "last_index"):
             value = torch.tensor([start if t["name"] == "start_pos" else m - 1])
+        elif t["name"] == HISTORY_MASK:
+            value = history_mask(start, window)
         else:
             value = (torch.randn(shape, generator=gen) * 0.5).to(dtype)
         feeds[t["name"]] = value.numpy()
@@ -67,19 +72,21 @@ def onnx_inside(tree: Tree, name: str) -> Path:
 
 
 def compare(tree: Tree, onnx: str, program, feeds: dict, die: int, key: int,
-            kind: str = "language") -> GraphCheck:
+            kind: str = "language", window: int | None = None) -> GraphCheck:
     session = ort.InferenceSession(str(onnx_inside(tree, onnx)), providers=["CPUExecutionProvider"])
     expected = session.run(None, feeds)
     got = program(*[torch.from_numpy(v) for v in feeds.values()])
     diff = max(float(np.abs(e - g.numpy()).max()) for e, g in zip(expected, got, strict=True))
     scale = max(float(np.abs(e).max()) for e in expected) or 1.0
     ok = diff / scale <= TOLERANCE[tree.config["dtype"]]
-    return GraphCheck(die, key, diff, diff / scale, ok, kind)
+    return GraphCheck(die, key, diff, diff / scale, ok, kind, window)
 
 
 def check_graph(tree: Tree, runner: DieRunner, graph: dict, gen) -> GraphCheck:
-    return compare(tree, graph["onnx"], runner.programs[graph["seq_len"]],
-                   random_inputs(graph, tree, gen), graph["die"], graph["seq_len"])
+    """A step graph against its M's ONNX twin (one twin per M: its KV window is symbolic)."""
+    m, window = graph["seq_len"], graph["window"]
+    return compare(tree, graph["onnx"], runner.programs[m, window],
+                   random_inputs(graph, tree, gen), graph["die"], m, window=window)
 
 
 def check_vision(tree: Tree, gen) -> list[GraphCheck]:

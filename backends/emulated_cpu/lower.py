@@ -89,11 +89,36 @@ def import_program(program: torch.export.ExportedProgram) -> tuple[tvm.IRModule,
     return mod, names
 
 
+def compile_module(mod: tvm.IRModule, out: Path, target: TargetSpec) -> None:
+    tvm_target = target.tvm_target()
+    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=build_pipeline(tvm_target))
+    executable.export_library(str(out))
+
+
 def lower_to_library(program: torch.export.ExportedProgram, out: Path,
                      target: TargetSpec) -> list[str]:
     """Compiles `program` into the shared library `out`; returns the parameter binding order."""
     mod, param_names = import_program(program)
-    tvm_target = target.tvm_target()
-    executable = tvm.compile(mod, target=tvm_target, relax_pipeline=build_pipeline(tvm_target))
-    executable.export_library(str(out))
+    compile_module(mod, out, target)
+    return param_names
+
+
+def bind_size(mod: tvm.IRModule, size: int) -> tvm.IRModule:
+    """`mod` with its one symbolic size (the KV window of a step) fixed to `size`; a program
+    traced static (a one-window cache) is returned as it is."""
+    sizes = relax.analysis.defined_symbolic_vars(mod["main"])
+    if not sizes:
+        return mod
+    if len(sizes) != 1:
+        raise RuntimeError(f"expected one symbolic size (the KV window), found {list(sizes)}")
+    return relax.transform.BindSymbolicVars({sizes[0]: size})(mod)
+
+
+def lower_windows(program: torch.export.ExportedProgram, libraries: dict[int, Path],
+                  target: TargetSpec) -> list[str]:
+    """Compiles a program whose one symbolic size is its KV window into one static library per
+    window (`libraries`: window -> path); returns the parameter binding order."""
+    mod, param_names = import_program(program)
+    for window, out in libraries.items():
+        compile_module(bind_size(mod, window), out, target)
     return param_names

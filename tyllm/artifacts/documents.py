@@ -6,7 +6,7 @@ from pathlib import Path
 from tyllm.errors import ArtifactError
 from tyllm.shard.plan import DiePlan
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: step graphs take a history_mask (KV windows)
 
 
 def _range(r: range) -> list[int]:

@@ -3,7 +3,10 @@
   batch_1/common_die{d}.params          die d's weights, shared by every seq_len graph
   batch_1/constant_die{d}_{M}.params    constants of die d's seq_len-M graph (rope tables)
   batch_1/llm_die{d}_{M}.onnx           ONNX twin of that graph (weights point into common_*)
-  batch_1/seqlen_{M}/llm_{prefill|decode}_die{d}.so   the compiled graph (decode when M == 1)
+  batch_1/seqlen_{M}/llm_{prefill|decode}_die{d}.so   the compiled graph (decode when M == 1),
+                                        attending to all max_kv_cache_size positions
+  batch_1/seqlen_{M}/llm_{prefill|decode}_kv{W}_die{d}.so   the same graph for a KV window of
+                                        the first W positions (tyllm/windows.py)
   batch_1/seqlen_{M}/llm_die{d}.params  graph-local constants (causal mask of M rows)
   config.json buffer_config.json tokenizer.json manifest.json compile_report.json
   compile.log (framework output and per-graph timings of the compile)
@@ -45,8 +48,11 @@ def onnx_file(die: int, seq_len: int) -> str:
     return f"{BATCH}/llm_die{die}_{seq_len}.onnx"
 
 
-def library_file(die: int, seq_len: int) -> str:
-    return f"{BATCH}/seqlen_{seq_len}/llm_{graph_kind(seq_len)}_die{die}.so"
+def library_file(die: int, seq_len: int, window: int | None = None,
+                 max_kv: int | None = None) -> str:
+    """The seed's name for the full window (`window` None or max_kv), `_kv{W}` for others."""
+    tag = "" if window is None or window == max_kv else f"_kv{window}"
+    return f"{BATCH}/seqlen_{seq_len}/llm_{graph_kind(seq_len)}{tag}_die{die}.so"
 
 
 def graph_params_file(die: int, seq_len: int) -> str:

@@ -16,6 +16,7 @@ import torch
 
 from tyllm.bench.timing import Speed, clock, decode_rate
 from tyllm.runtime.session import plan_chunks
+from tyllm.windows import history_mask, window_for
 
 
 def bench_tree(tree: Path, prompt: list[int], new_tokens: int, workers: str, label: str) -> Speed:
@@ -58,9 +59,11 @@ class OrtDie:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         graphs = tree.graphs_for(0)
-        self.sessions = {m: ort.InferenceSession(str(tree.root / g["onnx"]), options,
+        twins = {m: g["onnx"] for (m, _), g in graphs.items()}  # one per M: its window is symbolic
+        self.sessions = {m: ort.InferenceSession(str(tree.root / onnx), options,
                                                  providers=["CPUExecutionProvider"])
-                         for m, g in graphs.items()}
+                         for m, onnx in twins.items()}
+        self.windows = tree.windows
         kv = tree.kv_cache_for(0)["k_cache"]
         self.k = np.zeros(kv["shape"], dtype=kv["dtype"])
         self.v = np.zeros_like(self.k)
@@ -71,9 +74,10 @@ class OrtDie:
         for offset, valid, m in plan_chunks(len(tokens), self.seq_lens):
             ids = np.array(tokens[offset:offset + valid] + [0] * (m - valid), dtype=np.int64)
             pos = start + offset
+            mask = history_mask(pos, window_for(pos, self.windows)).numpy()
             logits, new_k, new_v = self.sessions[m].run(None, {
                 "input_ids": ids, "start_pos": np.array([pos]), "last_index": np.array([valid - 1]),
-                "k_cache": self.k, "v_cache": self.v})
+                "k_cache": self.k, "v_cache": self.v, "history_mask": mask})
             self.k[:, :, pos:pos + valid] = new_k[:, :, :valid]
             self.v[:, :, pos:pos + valid] = new_v[:, :, :valid]
         return logits

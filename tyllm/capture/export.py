@@ -1,4 +1,4 @@
-"""torch.export of a die step at one static seq_len, and its ONNX twin."""
+"""torch.export of a die step at one static seq_len (its KV window symbolic), and its ONNX twin."""
 
 from dataclasses import dataclass
 
@@ -33,10 +33,12 @@ def step_inputs(step: DecoderStep, seq_len: int) -> dict[str, torch.Tensor]:
     return dict([tokens, ("start_pos", torch.zeros(1, dtype=torch.int64)),
                  ("last_index", torch.zeros(1, dtype=torch.int64)),
                  ("k_cache", torch.zeros(kv_shape, dtype=dtype)),
-                 ("v_cache", torch.zeros(kv_shape, dtype=dtype))])
+                 ("v_cache", torch.zeros(kv_shape, dtype=dtype)),
+                 (HISTORY_MASK, torch.zeros(example_window(step.max_kv), dtype=torch.bool))])
 
 
 OUTPUT_NAMES = ("logits", "new_k", "new_v")
+HISTORY_MASK = "history_mask"  # its length is the step's KV window (tyllm/windows.py)
 
 
 def describe(tensors: dict[str, torch.Tensor]) -> list[TensorDesc]:
@@ -51,15 +53,41 @@ def describe_outputs(program: torch.export.ExportedProgram,
     return describe(dict(zip(names, values, strict=True)))
 
 
-def export_module(module: torch.nn.Module, inputs: dict[str, torch.Tensor]):
+def example_window(max_kv: int) -> int:
+    """The window a step is traced at: below max_kv, or torch.export takes the slice of the
+    cache for a no-op and fixes the window to max_kv."""
+    return max(2, max_kv // 2)
+
+
+def window_shapes(inputs: dict[str, torch.Tensor], max_kv: int):
+    """torch.export's dynamic_shapes: the history mask's length is the symbolic KV window (a
+    cache of 2 positions has the one window 2). The traced range stops below max_kv, where
+    torch would ask whether the cache slice is the whole (contiguous) cache; the program bound
+    to max_kv computes the same slice, and verify checks it against the ONNX twin."""
+    if example_window(max_kv) >= max_kv:
+        return None
+    window = torch.export.Dim("kv_window", min=2, max=max_kv - 1)
+    return tuple({0: window} if name == HISTORY_MASK else None for name in inputs)
+
+
+def export_module(module: torch.nn.Module, inputs: dict[str, torch.Tensor],
+                  dynamic_shapes=None):
     """Decomposed ExportedProgram of `module` called with `inputs` (in order)."""
     with torch.no_grad():
-        program = torch.export.export(module, tuple(inputs.values()))
+        program = torch.export.export(module, tuple(inputs.values()),
+                                      dynamic_shapes=dynamic_shapes)
     return program.run_decompositions()
 
 
 def export_step(step: DecoderStep, seq_len: int, make_inputs=step_inputs):
-    """Returns (decomposed ExportedProgram, example inputs) of the step at `seq_len` new tokens."""
+    """Returns (decomposed ExportedProgram, example inputs) of the step at `seq_len` new tokens,
+    its KV window symbolic (bound per compiled window when lowered)."""
     step.causal_mask = causal_mask(seq_len)
     inputs = make_inputs(step, seq_len)
-    return export_module(step, inputs), inputs
+    return export_module(step, inputs, window_shapes(inputs, step.max_kv)), inputs
+
+
+def window_inputs(inputs: list[TensorDesc], window: int) -> list[TensorDesc]:
+    """The input descriptions of a step's program bound to `window`."""
+    return [TensorDesc(t.name, (window,), t.dtype) if t.name == HISTORY_MASK else t
+            for t in inputs]

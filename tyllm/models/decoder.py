@@ -3,7 +3,10 @@
 A step takes M new tokens at positions start_pos .. start_pos+M-1 on top of a KV history held by
 the host, and returns the logits of the last valid row and the M new K/V rows of every layer.
 Shapes (per die):  tokens [M] int64 (or embeds [M, H]), start_pos [1] int64, last_index [1] int64,
-k_cache / v_cache [L, KVl, S, D]  ->  logits [1, Vl], new_k / new_v [L, KVl, M, D].
+k_cache / v_cache [L, KVl, S, D], history_mask [W] bool  ->  logits [1, Vl], new_k / new_v
+[L, KVl, M, D]. A step attends over the first W <= S cached positions (history_mask[p]: position
+p holds history, i.e. p < start_pos), so its cost follows W, not S. W is symbolic when captured
+(one capture per M) and bound to each compiled KV window (tyllm.windows).
 Rows past the valid ones are padding: they attend causally like the others, but nothing reads them.
 """
 
@@ -119,16 +122,16 @@ class Attention(nn.Module):
         g = self.group or 1
         kg, vg = self.group_kv(k), self.group_kv(v)
         kh, vh = self.group_kv(k_hist), self.group_kv(v_hist)
-        qg = q.reshape(kg.shape[0], g * m, self.head_dim)  # [G, g*M, D]
+        qg = q.reshape(kg.shape[0], g * m, self.head_dim)  # [G, g*M, D]: rows are (g, m)
         scale = self.head_dim**-0.5
-        s_hist = torch.bmm(qg, kh.transpose(1, 2)).view(-1, g, m, kh.shape[1]) * scale
-        s_new = torch.bmm(qg, kg.transpose(1, 2)).view(-1, g, m, m) * scale
+        # Nothing with the window axis W is reshaped: W is symbolic when captured.
+        s_hist = torch.bmm(qg, kh.transpose(1, 2)) * scale  # [G, g*M, W]
+        s_new = torch.bmm(qg, kg.transpose(1, 2)) * scale  # [G, g*M, M]
         neg = torch.finfo(s_hist.dtype).min
         s_hist = torch.where(hist_mask, s_hist, neg)
-        s_new = torch.where(causal_mask, s_new, neg)
+        s_new = torch.where(causal_mask.repeat(g, 1), s_new, neg)
         p = torch.softmax(torch.cat([s_hist, s_new], -1), -1, dtype=torch.float32).to(q.dtype)
-        p_hist = p[..., : kh.shape[1]].reshape(-1, g * m, kh.shape[1])
-        p_new = p[..., kh.shape[1]:].reshape(-1, g * m, m)
+        p_hist, p_new = p[..., : kh.shape[1]], p[..., kh.shape[1]:]
         out = torch.bmm(p_hist, vh) + torch.bmm(p_new, vg)  # [G, g*M, D]
         out = out.reshape(self.heads, m, self.head_dim).transpose(0, 1).reshape(m, -1)
         y = all_reduce(self.o_proj(out))
@@ -187,19 +190,24 @@ class DecoderStep(nn.Module):
         return tokens if self.embed_tokens is None else nn.functional.embedding(
             tokens, self.embed_tokens)
 
-    def forward(self, tokens, start_pos, last_index, k_cache, v_cache):
+    def forward(self, tokens, start_pos, last_index, k_cache, v_cache, history_mask):
         offsets = torch.arange(self.causal_mask.shape[0], dtype=torch.int64)
         pos = torch.clamp(start_pos + offsets, 0, self.max_kv - 1)  # padding rows may overflow
         cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [M, D]
-        return self.run(self.embed(tokens), cos, sin, start_pos, last_index, k_cache, v_cache)
+        return self.run(self.embed(tokens), cos, sin, last_index, k_cache, v_cache,
+                        history_mask)
 
-    def run(self, h, cos, sin, start_pos, last_index, k_cache, v_cache, deepstack=None):
-        """The layers on embeddings h [M, H] with rope cos/sin [M, D]; `deepstack` [K, M, H]
-        (Qwen3-VL) is added to the output of layers 0..K-1."""
-        hist_mask = torch.arange(self.max_kv, dtype=torch.int64) < start_pos  # [S]
+    def run(self, h, cos, sin, last_index, k_cache, v_cache, history_mask, deepstack=None):
+        """The layers on embeddings h [M, H] with rope cos/sin [M, D], attending to the first
+        W = len(history_mask) cached positions; `deepstack` [K, M, H] (Qwen3-VL) is added to
+        the output of layers 0..K-1."""
+        window = history_mask.shape[0]
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
-            h, k, v = layer(h, cos, sin, k_cache[i], v_cache[i], hist_mask, self.causal_mask)
+            # slices, not k_cache[i]: a select lowers to a copy of the layer's whole cache
+            k_hist = k_cache[i:i + 1, :, :window].squeeze(0)
+            v_hist = v_cache[i:i + 1, :, :window].squeeze(0)
+            h, k, v = layer(h, cos, sin, k_hist, v_hist, history_mask, self.causal_mask)
             if deepstack is not None and i < deepstack.shape[0]:
                 h = h + deepstack[i]
             new_k.append(k)

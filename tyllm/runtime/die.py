@@ -5,6 +5,7 @@ import torch
 from backends.emulated_cpu import DieProgram
 from tyllm.artifacts.params import load_params
 from tyllm.runtime.tree import Tree
+from tyllm.windows import history_mask, window_for
 
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -18,7 +19,8 @@ class DieRunner:
     def __init__(self, tree: Tree, die: int):
         graphs = tree.graphs_for(die)
         weights = load_params(tree.file(next(iter(graphs.values()))["weights"]))
-        self.programs = {m: self._program(tree, g, weights) for m, g in graphs.items()}
+        self.programs = {key: self._program(tree, g, weights) for key, g in graphs.items()}
+        self.windows = sorted({w for _, w in graphs})
         kv = tree.kv_cache_for(die)
         k = kv["k_cache"]
         self.k_cache = torch.zeros(k["shape"], dtype=TORCH_DTYPES[k["dtype"]])
@@ -47,11 +49,14 @@ class DieRunner:
 
     def run(self, seq_len: int, inputs: list[torch.Tensor], start: int, valid: int,
             slot: int) -> torch.Tensor:
-        """Calls the seq_len graph with `inputs`, then start/last index and the slot's cache;
-        writes the valid new K/V rows into the cache."""
+        """Calls the seq_len graph of the smallest KV window holding the `start` positions of
+        history with `inputs`, start/last index, the slot's cache and the window's history
+        mask; writes the valid new K/V rows into the cache."""
         k_cache, v_cache = self.cache(slot)
-        logits, new_k, new_v = self.programs[seq_len](
-            *inputs, torch.tensor([start]), torch.tensor([valid - 1]), k_cache, v_cache)
+        window = window_for(start, self.windows)
+        logits, new_k, new_v = self.programs[seq_len, window](
+            *inputs, torch.tensor([start]), torch.tensor([valid - 1]), k_cache, v_cache,
+            history_mask(start, window))
         k_cache[:, :, start:start + valid] = new_k[:, :, :valid]
         v_cache[:, :, start:start + valid] = new_v[:, :, :valid]
         return logits.clone()

@@ -10,15 +10,27 @@ from tyllm.errors import TyllmError
 from tyllm.runtime.tree import Tree
 
 
+CALL_COST_ROWS = 12  # one graph call reads every weight: about the compute of 12 prompt rows
+
+
 def plan_chunks(length: int, seq_lens: list[int]) -> list[tuple[int, int, int]]:
-    """(start, valid rows, graph seq_len) chunks covering `length` prompt tokens: the largest
-    compiled length while the rest fills it, then the smallest one that holds the rest (padded)."""
-    lens, chunks, start = sorted(seq_lens), [], 0
-    while start < length:
-        rest = length - start
-        m = lens[-1] if rest >= lens[-1] else min(m for m in lens if m >= rest)
-        chunks.append((start, min(m, rest), m))
-        start += min(m, rest)
+    """(start, valid rows, graph seq_len) chunks covering `length` prompt tokens at the least
+    cost, a call of an M-row graph costing M + CALL_COST_ROWS rows: a 41-token prompt with
+    graphs [1, 16, 128] runs as three 16-row calls, not one 128-row call three-quarters
+    padding. Larger chunks first; only the last may be padded."""
+    lens = sorted(set(seq_lens))
+    cost, pick = [0.0] * (length + 1), [0] * (length + 1)
+    for n in range(1, length + 1):  # cost[n]: the cheapest way to run n tokens
+        cost[n], pick[n] = min((m + CALL_COST_ROWS + cost[max(0, n - m)], -m) for m in lens)
+    sizes, n = [], length
+    while n > 0:
+        sizes.append(-pick[n])
+        n = max(0, n - sizes[-1])
+    chunks, start = [], 0
+    for m in sorted(sizes, reverse=True):
+        valid = min(m, length - start)
+        chunks.append((start, valid, m))
+        start += valid
     return chunks
 
 

@@ -93,8 +93,9 @@ class Tree:
                                     f"return {sum(per_die.values())} logits: the documents "
                                     f"disagree; recompile the tree.")
 
-    def graphs_for(self, die: int) -> dict[int, dict]:
-        return {g["seq_len"]: g for g in self.buffers["graphs"] if g["die"] == die}
+    def graphs_for(self, die: int) -> dict[tuple[int, int], dict]:
+        """Die `die`'s step graphs by (seq_len, KV window)."""
+        return {(g["seq_len"], g["window"]): g for g in self.buffers["graphs"] if g["die"] == die}
 
     def kv_cache_for(self, die: int) -> dict:
         return next(e for e in self.buffers["kv_cache"] if e["die"] == die)
@@ -102,6 +103,11 @@ class Tree:
     @property
     def seq_lens(self) -> list[int]:
         return list(self.config["seq_len_list"])
+
+    @property
+    def windows(self) -> list[int]:
+        """The KV windows every step graph was compiled for (tyllm/windows.py)."""
+        return list(self.config["kv_windows"])
 
     @property
     def max_kv(self) -> int:

@@ -16,9 +16,12 @@ from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, 
 from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.compiler import (
+    capture_windows,
     compile_into,
     copy_tokenizer,
+    graph_entry,
     kv_cache_entries,
+    place_known,
     save_die_weights,
     save_embedding,
     sizes_per_die,
@@ -82,27 +85,34 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
         save_die_weights(root, plan, step)
         key = plan.program_key(ckpt.dims.group_size)
         for m in request.seq_len_list:
-            twin = compiled.get((key, m))
-            graphs.append(compile_language_graph(step, plan, m, request, root, target, report,
-                                                 twin))
-            compiled.setdefault((key, m), graphs[-1])
+            entries = language_graphs(step, plan, m, compiled.get((key, m)), request, root,
+                                      target, report)
+            graphs += entries
+            compiled.setdefault((key, m), entries)
     return graphs
 
 
-def compile_language_graph(step, plan, m, request, root, target, report, twin=None) -> dict:
+def language_graphs(step, plan, m, twins, request, root, target, report) -> list[dict]:
+    """Die `plan.die`'s M-row language graphs, one per KV window: compiled now, or placed from
+    `twins` (the entries of a die running the same program)."""
     graph_params = llm_layout.graph_params_file(plan.die, m)
     save_params(llm_layout.ensure_parent(root, graph_params), {"causal_mask": causal_mask(m)})
-    onnx = llm_layout.onnx_file(plan.die, m) if request.export_onnx else None
-    library, weights = llm_layout.library_file(plan.die, m), llm_layout.weights_file(plan.die)
-    with report.graph(plan.die, m, llm_layout.graph_kind(m)) as t:
-        if twin is not None:
-            entry = share_module(twin, root, library, t, report, onnx, weights)
+    windows = request.windows
+    with report.graph(plan.die, m, llm_layout.graph_kind(m), windows) as t:
+        if twins is None:
+            io = capture_windows(step, plan, m, windows, request, root, target, t, report,
+                                 language_inputs)
         else:
-            step.causal_mask = causal_mask(m)
-            entry = compile_module(step, language_inputs(step, m), LANGUAGE_OUTPUTS, root,
-                                   library, target, t, report, onnx, weights)
-    return {**entry, "die": plan.die, "seq_len": m, "kind": llm_layout.graph_kind(m),
-            "weights": weights, "constants": None, "graph_params": graph_params}
+            io = {g["window"]: place_known(plan, m, g["window"], shared_source(root, g),
+                                           "shared", request, root, t, report, relink=i == 0)
+                  for i, g in enumerate(twins)}
+    return [{**graph_entry(plan, m, w, io[w], request.export_onnx, request.max_model_len),
+             "constants": None} for w in windows]
+
+
+def shared_source(root: Path, entry: dict) -> tuple:
+    onnx = root / entry["onnx"] if entry["onnx"] else None
+    return root / entry["library"], onnx, entry
 
 
 def compile_mrope(ckpt, plans, request, root: Path, target, report) -> list[dict]:
@@ -154,6 +164,7 @@ def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
         "format_version": FORMAT_VERSION, "kind": "vlm", "architecture": ckpt.spec.name,
         "model_type": ckpt.config.model_type, "dies": request.num_die,
         "seq_len_list": list(request.seq_len_list), "max_kv_cache_size": request.max_model_len,
+        "kv_windows": request.windows,
         "dtype": request.dtype, "embedding_as_input": True, "vocab_size": dims.vocab_size,
         "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
         "eos_token_ids": ckpt.eos,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tyllm.errors import TyllmError
 from tyllm.request import DTYPES, check_die_folder, check_model_folder
+from tyllm.windows import kv_windows
 
 MODALITIES = ("image", "video")
 
@@ -25,12 +26,17 @@ class VlmCompileRequest:
     dtype: str = "float32"
     num_threads: int = 0
     export_onnx: bool = True
+    kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: tyllm.windows ladder
     progress: bool = field(default=True, compare=False)
     verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
 
     @property
     def torch_dtype(self):
         return DTYPES[self.dtype]
+
+    @property
+    def windows(self) -> list[int]:
+        return kv_windows(self.max_model_len, self.kv_windows)
 
     @property
     def seq_len_list(self) -> tuple[int, ...]:
@@ -86,6 +92,7 @@ def validate(request: VlmCompileRequest) -> None:
                          f"{request.max_model_len}: raise max_model_len or shorten prefill_lens.")
     if request.dtype not in DTYPES:
         raise TyllmError(f"dtype={request.dtype!r} is not supported; choose one of {list(DTYPES)}.")
+    kv_windows(request.max_model_len, request.kv_windows)
     check_model_folder(request.model_path)
     check_die_folder(request.artifacts_path, request.num_die, "num_die")
     if request.source_tokenizer is not None and not request.source_tokenizer.is_file():

@@ -7,6 +7,7 @@ on text rows) to the outputs of the first K layers.
 
 import torch
 
+from tyllm.capture.export import HISTORY_MASK, example_window
 from tyllm.checkpoint import TensorReader
 from tyllm.models.decoder import DecoderStep
 from tyllm.models.llama.weights import weight_table
@@ -25,15 +26,17 @@ def checkpoint_prefix(reader: TensorReader, prefixes: tuple[str, ...], probe: st
 
 
 class LanguageStep(DecoderStep):
-    def forward(self, inputs_embeds, rope_cos, rope_sin, start_pos, last_index, k_cache, v_cache):
-        return self.run(inputs_embeds, rope_cos, rope_sin, start_pos, last_index, k_cache, v_cache)
+    def forward(self, inputs_embeds, rope_cos, rope_sin, start_pos, last_index, k_cache, v_cache,
+                history_mask):
+        return self.run(inputs_embeds, rope_cos, rope_sin, last_index, k_cache, v_cache,
+                        history_mask)
 
 
 class DeepstackLanguageStep(DecoderStep):
     def forward(self, inputs_embeds, rope_cos, rope_sin, deepstack, start_pos, last_index,
-                k_cache, v_cache):
-        return self.run(inputs_embeds, rope_cos, rope_sin, start_pos, last_index, k_cache,
-                        v_cache, deepstack)
+                k_cache, v_cache, history_mask):
+        return self.run(inputs_embeds, rope_cos, rope_sin, last_index, k_cache, v_cache,
+                        history_mask, deepstack)
 
 
 def deepstack_count(config) -> int:
@@ -52,7 +55,8 @@ def language_inputs(step: DecoderStep, seq_len: int) -> dict[str, torch.Tensor]:
     return inputs | {"start_pos": torch.zeros(1, dtype=torch.int64),
                      "last_index": torch.zeros(1, dtype=torch.int64),
                      "k_cache": torch.zeros(kv_shape, dtype=dtype),
-                     "v_cache": torch.zeros(kv_shape, dtype=dtype)}
+                     "v_cache": torch.zeros(kv_shape, dtype=dtype),
+                     HISTORY_MASK: torch.zeros(example_window(step.max_kv), dtype=torch.bool)}
 
 
 def build_language_step(spec: VlmSpec, config, plan: DiePlan, reader: TensorReader,
