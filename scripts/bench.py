@@ -24,13 +24,19 @@ from pathlib import Path
 from tyllm.bench.compile_cost import compile_cost
 from tyllm.bench.engines import bench_hf, bench_ort, bench_tree, bench_vllm
 from tyllm.bench.load_memory import load_memory
-from tyllm.bench.report import ratios, table, write_report
+from tyllm.bench.matmul import prefill_matmuls
+from tyllm.bench.prefill import decode_at_history, ttft_hf, ttft_ort, ttft_tree, ttft_vllm
+from tyllm.bench.report import prefill_ratios, ratios, table, write_report
 from tyllm.bench.roof import copy_bandwidth_gbs, decode_weight_bytes, read_bandwidth_gbs
 from tyllm.runtime.tree import Tree
 from tyllm.smollm2 import prepare_smollm2
 from tyllm.text import encode_prompt
 
 PROMPT = "Explain in a few sentences why the sky is blue."
+PREFILL_LENS = [1, 16, 128]  # the recommended prefill set (docs/PERFORMANCE.md)
+PREFILL_KV = 1024
+TTFT_TOKENS = [41, 512]
+HISTORIES = [100, 3000]
 
 
 def parse_args() -> argparse.Namespace:
@@ -64,6 +70,8 @@ def compile_trees(args, model: Path, work: Path) -> dict:
     if args.long_kv:
         costs[f"1-kv{args.long_kv}"] = compile_cost(model, long_kv_tree(args, work), 1,
                                                     args.long_kv, [1, 8], args.threads)
+    costs["1-prefill"] = compile_cost(model, prefill_tree(work), 1, PREFILL_KV, PREFILL_LENS,
+                                      args.threads)
     for name, cost in costs.items():
         print(f"compiled tree {name}: {cost['total_s']:.1f} s, peak RSS above imports "
               f"{cost['peak_rss_above_imports_bytes'] / 2**20:.0f} MiB", flush=True)
@@ -72,6 +80,45 @@ def compile_trees(args, model: Path, work: Path) -> dict:
 
 def long_kv_tree(args, work: Path) -> Path:
     return work / f"kv{args.long_kv}" / "1die"
+
+
+def prefill_tree(work: Path) -> Path:
+    return work / "prefill" / "1die"
+
+
+def history_and_prefill(args, model: Path, work: Path, ids: list[int]) -> dict:
+    """Decode cost at short and long histories (the long-KV tree against the short one), TTFT
+    at TTFT_TOKENS for every engine, and the prefill matmul against torch's."""
+    skip = set(filter(None, args.skip.split(",")))
+    decode = {"tyllm-1die": decode_at_history(work / "1die", HISTORIES[:1], ids)}
+    if args.long_kv:
+        decode[f"tyllm-1die-kv{args.long_kv}"] = decode_at_history(long_kv_tree(args, work),
+                                                                   HISTORIES, ids)
+    ttft = {"tyllm-1die-prefill": ttft_tree(prefill_tree(work), TTFT_TOKENS, ids)}
+    if args.long_kv:
+        ttft["tyllm-1die-default-lens"] = ttft_tree(long_kv_tree(args, work), TTFT_TOKENS, ids)
+    if "hf" not in skip:
+        ttft["hf-eager"] = ttft_hf(model, TTFT_TOKENS, ids, args.threads)
+    if "ort" not in skip:
+        ttft["onnxruntime"] = ttft_ort(long_kv_tree(args, work), TTFT_TOKENS, ids, args.threads)
+    if "vllm" not in skip:
+        ttft["vllm-cpu"] = ttft_vllm(model, TTFT_TOKENS, ids, args.threads)
+        ttft["vllm-cpu-bf16"] = ttft_vllm(model, TTFT_TOKENS, ids, args.threads, "bfloat16")
+    config = Tree(work / "1die").config["hf_config"]
+    matmuls = prefill_matmuls(config["hidden_size"], config["intermediate_size"],
+                              [PREFILL_LENS[1], PREFILL_LENS[-1]], args.threads)
+    for name, ms in decode.items():
+        print(f"decode {name}: " + ", ".join(f"history {n}: {t:.1f} ms/token"
+                                             for n, t in ms.items()), flush=True)
+    for name, t in ttft.items():
+        print(f"TTFT {name}: " + ", ".join(f"{n} tokens {s * 1e3:.0f} ms" for n, s in t.items()),
+              flush=True)
+    for name, m in matmuls.items():
+        print(f"prefill matmul {name} ({m['rows']}x{m['in']} @ {m['in']}x{m['out']}): tyllm "
+              f"{m['tyllm_gflops']:.0f} GFLOP/s, {m['fraction_of_torch']:.0%} of torch's "
+              f"{m['torch_gflops']:.0f}", flush=True)
+    return {"decode_ms_at_history": decode, "ttft_s": ttft, "prefill_matmul": matmuls,
+            "prefill_seq_lens": PREFILL_LENS, "prefill_max_kv": PREFILL_KV}
 
 
 def load_memories(args, work: Path) -> dict:
@@ -122,11 +169,12 @@ def main() -> None:
     costs = compile_trees(args, model, work)
     memories = load_memories(args, work)
     speeds = run_engines(args, model, work, prompt, new_tokens)
+    prefill = history_and_prefill(args, model, work, prompt)
     weight_bytes = decode_weight_bytes(Tree(work / "1die"))
     bandwidth = copy_bandwidth_gbs(args.threads)
     roof_tok_s = bandwidth * 1e9 / weight_bytes
     print(table(speeds, roof_tok_s))
-    summary = ratios(speeds, roof_tok_s)
+    summary = ratios(speeds, roof_tok_s) | prefill_ratios(prefill, args.long_kv)
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
     write_report(Path(args.out), {
@@ -138,6 +186,7 @@ def main() -> None:
                  "roof_tok_s": roof_tok_s,
                  "read_only_bandwidth_gbs": read_bandwidth_gbs(args.threads)},
         "long_kv_cache_size": args.long_kv, "compile": costs, "load_memory": memories,
+        "history_and_prefill": prefill,
         "ratios": summary})
 
 

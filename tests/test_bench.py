@@ -76,3 +76,31 @@ def test_tied_table_is_read_once_into_the_step(checkpoint_factory, dies):
     head, table = step.lm_head, step.embed_tokens
     assert head.untyped_storage().data_ptr() == table.untyped_storage().data_ptr()
     assert torch.equal(head, table[plan.vocab.start:plan.vocab.stop])
+
+
+def test_prompts_repeat_the_benchmark_prompt_to_each_length():
+    from tyllm.bench.prefill import prompt_of
+
+    assert prompt_of(5, [1, 2]) == [1, 2, 1, 2, 1]
+    assert prompt_of(1, [7, 8, 9]) == [7]
+
+
+def test_ttft_and_decode_at_history_give_a_time_per_length(tree):
+    from tyllm.bench.prefill import decode_at_history, ttft_tree
+
+    ttft = ttft_tree(tree, [3, 9], [5, 6, 7])
+    assert set(ttft) == {3, 9} and all(t > 0 for t in ttft.values())
+    decode = decode_at_history(tree, [4, 20], [5, 6, 7], tokens=2)
+    assert set(decode) == {4, 20} and all(ms > 0 for ms in decode.values())
+
+
+def test_prefill_ratios_compare_histories_and_engines():
+    from tyllm.bench.report import prefill_ratios
+
+    prefill = {"decode_ms_at_history": {"tyllm-1die": {100: 10.0},
+                                        "tyllm-1die-kv4096": {100: 11.0, 3000: 22.0}},
+               "ttft_s": {"tyllm-1die-prefill": {41: 0.3}, "vllm-cpu": {41: 0.2}}}
+    ratios = prefill_ratios(prefill, 4096)
+    assert ratios["decode_kv4096_over_short_kv_at_history_100"] == pytest.approx(1.1)
+    assert ratios["decode_kv4096_history_3000_over_100"] == pytest.approx(2.0)
+    assert ratios["ttft_41_prefill_over_vllm-cpu"] == pytest.approx(1.5)

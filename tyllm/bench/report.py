@@ -22,6 +22,27 @@ def ratios(speeds: dict, roof_tok_s: float) -> dict:
     return result
 
 
+def prefill_ratios(prefill: dict, long_kv: int) -> dict:
+    """Decode at ~100 tokens of history on the long-KV tree over the short-KV tree, and at
+    ~3000 over ~100; TTFT of the tree with the recommended prefill lengths (and of the default
+    lengths) over each other engine's."""
+    result, decode = {}, prefill["decode_ms_at_history"]
+    long = decode.get(f"tyllm-1die-kv{long_kv}")
+    if long:
+        short, far = min(long), max(long)
+        result[f"decode_kv{long_kv}_over_short_kv_at_history_{short}"] = (
+            long[short] / decode["tyllm-1die"][short])
+        result[f"decode_kv{long_kv}_history_{far}_over_{short}"] = long[far] / long[short]
+    ttft = prefill["ttft_s"]
+    for tree in ("tyllm-1die-prefill", "tyllm-1die-default-lens"):
+        for engine, times in ttft.items():
+            if tree in ttft and not engine.startswith("tyllm"):
+                for n, t in times.items():
+                    result[f"ttft_{n}_{tree.removeprefix('tyllm-1die-')}_over_{engine}"] = (
+                        ttft[tree][n] / t)
+    return result
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):

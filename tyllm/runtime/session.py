@@ -9,7 +9,6 @@ from tyllm.artifacts.params import load_params
 from tyllm.errors import TyllmError
 from tyllm.runtime.tree import Tree
 
-
 CALL_COST_ROWS = 12  # one graph call reads every weight: about the compute of 12 prompt rows
 
 
