@@ -115,15 +115,21 @@ if __name__ == "__main__":
 """
 
 
-def bench_vllm(model_path: Path, prompt: list[int], new_tokens: int, threads: int) -> Speed:
-    job = {"model": str(model_path), "prompt": prompt, "new_tokens": new_tokens,
-           "max_len": max(256, len(prompt) + new_tokens + 8)}
+def run_stock_vllm(child: str, job: dict, threads: int):
+    """Runs `child` (a script printing RESULT<json>) in a process with tyllm's plugin off
+    (stock vLLM CPU); returns the JSON."""
     env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", VLLM_CPU_KVCACHE_SPACE="1",
                VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}")
-    done = subprocess.run([sys.executable, "-c", VLLM_CHILD, json.dumps(job)], env=env,
+    done = subprocess.run([sys.executable, "-c", child, json.dumps(job)], env=env,
                           capture_output=True, text=True, timeout=1800)
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"stock vLLM run failed:\n{done.stderr[-3000:]}")
-    first, total = json.loads(lines[-1][len("RESULT"):])
+    return json.loads(lines[-1][len("RESULT"):])
+
+
+def bench_vllm(model_path: Path, prompt: list[int], new_tokens: int, threads: int) -> Speed:
+    job = {"model": str(model_path), "prompt": prompt, "new_tokens": new_tokens,
+           "max_len": max(256, len(prompt) + new_tokens + 8)}
+    first, total = run_stock_vllm(VLLM_CHILD, job, threads)
     return Speed("vllm-cpu", first, decode_rate(first, total, new_tokens), new_tokens)

@@ -4,16 +4,12 @@ Every engine prefills the same token ids (the benchmark prompt repeated to lengt
 the first token; each figure is the median of `REPEATS` runs after a warm-up.
 """
 
-import json
-import os
-import statistics
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
 
-from tyllm.bench.timing import clock
+from tyllm.bench.engines import OrtDie, run_stock_vllm
+from tyllm.bench.timing import median_seconds
 
 REPEATS = 3
 
@@ -24,13 +20,7 @@ def prompt_of(length: int, ids: list[int]) -> list[int]:
 
 
 def median_time(run, repeats: int = REPEATS) -> float:
-    run()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        run()
-        times.append(clock() - start)
-    return statistics.median(times)
+    return median_seconds(run, repeats)
 
 
 def ttft_tree(tree: Path, lengths: list[int], ids: list[int], workers: str = "threads") -> dict:
@@ -55,7 +45,6 @@ def ttft_hf(model: Path, lengths: list[int], ids: list[int], threads: int) -> di
 
 
 def ttft_ort(tree: Path, lengths: list[int], ids: list[int], threads: int) -> dict:
-    from tyllm.bench.engines import OrtDie
     from tyllm.runtime.tree import Tree
 
     die = OrtDie(Tree(tree), threads)
@@ -87,14 +76,7 @@ def ttft_vllm(model: Path, lengths: list[int], ids: list[int], threads: int,
     """Stock vLLM CPU (tyllm's plugin off) in a child process: `LLM.generate` of one token."""
     job = {"model": str(model), "dtype": dtype, "repeats": REPEATS,
            "max_len": max(lengths) + 16, "prompts": {n: prompt_of(n, ids) for n in lengths}}
-    env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", VLLM_CPU_KVCACHE_SPACE="1",
-               VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}")
-    done = subprocess.run([sys.executable, "-c", VLLM_TTFT_CHILD, json.dumps(job)], env=env,
-                          capture_output=True, text=True, timeout=1800)
-    lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"stock vLLM TTFT run failed:\n{done.stderr[-3000:]}")
-    return {int(n): t for n, t in json.loads(lines[-1][len("RESULT"):]).items()}
+    return {int(n): t for n, t in run_stock_vllm(VLLM_TTFT_CHILD, job, threads).items()}
 
 
 def decode_at_history(tree: Path, histories: list[int], ids: list[int], tokens: int = 16,

@@ -1,24 +1,11 @@
 """The memory-bandwidth roof of decode: weight bytes read per token over measured copy bandwidth."""
 
-import statistics
 
 import torch
 
 from tyllm.artifacts.params import load_params, unique_bytes
-from tyllm.bench.timing import clock
+from tyllm.bench.timing import median_seconds
 from tyllm.runtime.tree import Tree
-
-
-def _median_seconds(run, repeats: int) -> float:
-    """Median of `repeats` timed runs after one untimed run (which faults the pages in): on a
-    shared machine a single lucky run can read as twice the sustained bandwidth."""
-    run()
-    times = []
-    for _ in range(repeats):
-        start = clock()
-        run()
-        times.append(clock() - start)
-    return statistics.median(times)
 
 
 def copy_bandwidth_gbs(threads: int, megabytes: int = 512, repeats: int = 9) -> float:
@@ -26,14 +13,14 @@ def copy_bandwidth_gbs(threads: int, megabytes: int = 512, repeats: int = 9) -> 
     torch.set_num_threads(threads)
     src = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32)
     dst = torch.empty_like(src)
-    return 2 * src.numel() * 4 / _median_seconds(lambda: dst.copy_(src), repeats) / 1e9
+    return 2 * src.numel() * 4 / median_seconds(lambda: dst.copy_(src), repeats) / 1e9
 
 
 def read_bandwidth_gbs(threads: int, megabytes: int = 512, repeats: int = 9) -> float:
     """Read-only bandwidth (a sum over a large tensor), for reference next to the copy figure."""
     torch.set_num_threads(threads)
     src = torch.ones(megabytes * 2**20 // 4, dtype=torch.float32)
-    return src.numel() * 4 / _median_seconds(lambda: src.sum(), repeats) / 1e9
+    return src.numel() * 4 / median_seconds(lambda: src.sum(), repeats) / 1e9
 
 
 def decode_weight_bytes(tree: Tree, die: int = 0) -> int:

@@ -1,5 +1,6 @@
 """One shape for every engine's numbers: time to first token and decode tokens per second."""
 
+import statistics
 import time
 from dataclasses import asdict, dataclass
 
@@ -22,3 +23,15 @@ def clock() -> float:
 def decode_rate(first_s: float, total_s: float, new_tokens: int) -> float:
     """Tokens after the first, per second, from a run's first-token and total times."""
     return (new_tokens - 1) / max(total_s - first_s, 1e-9)
+
+
+def median_seconds(run, repeats: int) -> float:
+    """Median of `repeats` timed runs after one untimed run (page faults, pool start-up): on a
+    shared machine a single lucky or unlucky run says little."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = clock()
+        run()
+        times.append(clock() - start)
+    return statistics.median(times)
