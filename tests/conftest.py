@@ -43,7 +43,8 @@ def smollm2_path():
 
 @pytest.fixture(scope="session")
 def smollm2_tree(smollm2_path, tmp_path_factory):
-    """tree(dies) -> SmolLM2 compiled once per session: max_kv 256, seq lens [1, 8]."""
+    """tree(dies) -> SmolLM2 compiled once per session: max_kv 256, seq lens [1, 8], KV windows
+    32, 64 and 256 (chat prompts and answers cross them mid-prefill and mid-decode)."""
     from tyllm.build_util import build_and_compile_llm
 
     trees: dict = {}
@@ -53,7 +54,7 @@ def smollm2_tree(smollm2_path, tmp_path_factory):
             out = tmp_path_factory.mktemp("smollm2-tree") / f"{dies}die"
             trees[dies] = Path(build_and_compile_llm(
                 smollm2_path, out, max_kv_cache_size=256, seq_len_list=[1, 8], dev_count=dies,
-                export_onnx=(dies == 1), progress=False))
+                export_onnx=(dies == 1), progress=False, kv_windows=(32, 64)))
         return trees[dies]
 
     return tree
@@ -75,7 +76,7 @@ def vlm_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="session")
 def vlm_tree(vlm_checkpoint, tmp_path_factory):
     """tree(arch, dies, vm_remap, lm_remap, sizes, modalities) compiled once per argument set
-    (max_model_len 160, prefill length 16)."""
+    (max_model_len 160, prefill length 16, KV windows 32, 64 and 160: image prompts cross them)."""
     trees = {}
 
     from tyllm.build_util import build_and_compile_vlm
@@ -88,7 +89,8 @@ def vlm_tree(vlm_checkpoint, tmp_path_factory):
             trees[key] = Path(build_and_compile_vlm(
                 vlm_checkpoint(arch), out, num_die=dies, image_sizes=sizes or (SIZES[arch],),
                 modalities=modalities, prefill_lens=(16,), max_model_len=160,
-                vm_die_remap=vm_remap, lm_die_remap=lm_remap, export_onnx=False, progress=False))
+                vm_die_remap=vm_remap, lm_die_remap=lm_remap, export_onnx=False, progress=False,
+                kv_windows=(32, 64)))
         return trees[key]
 
     return tree

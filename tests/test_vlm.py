@@ -74,7 +74,8 @@ def test_tree_layout(vlm_tree):
                  "visual/vit_die0_56x84.onnx", "compute_rope_param.so",
                  "compute_rope_param.params", "embedding.params", "tokenizer.json",
                  "config.json", "mrope/mrope_die1_16.so", "batch_1/seqlen_16/llm_prefill_die1.so",
-                 "batch_1/seqlen_1/llm_decode_die0.so", "manifest.json"):
+                 "batch_1/seqlen_1/llm_decode_die0.so",
+                 "batch_1/seqlen_16/llm_prefill_kv32_die1.so", "manifest.json"):
         assert (tree / name).is_file(), name
     assert not list(tree.parent.glob(".*partial*"))
     from tyllm.verify import verify_tree

@@ -77,3 +77,17 @@ def test_greedy_tokens_equal_hf_across_window_boundaries(window_tree, workers):
         assert session.generate(PROMPT, max_new_tokens=30) == hf_greedy(ckpt, PROMPT, 30)
         long = list(range(5, 27))  # 22 tokens: prefill crosses both 8 and 16
         assert session.generate(long, max_new_tokens=4) == hf_greedy(ckpt, long, 4)
+
+
+def test_a_cache_too_small_for_a_ladder_has_one_window():
+    with pytest.raises(TyllmError, match="has one window"):
+        kv_windows(3, [2])
+
+
+@pytest.mark.parametrize("max_kv, windows", [(2, None), (4, [2])])
+def test_the_smallest_caches_compile_and_match_hf(max_kv, windows, checkpoint_factory, tmp_path):
+    ckpt = checkpoint_factory("qwen3")
+    tree = build_and_compile_llm(ckpt, tmp_path / "1die", max_kv_cache_size=max_kv,
+                                 seq_len_list=[1], kv_windows=windows, progress=False)
+    with runtime.load(tree) as session:
+        assert session.generate([7], max_kv, stop_at_eos=False) == hf_greedy(ckpt, [7], max_kv)

@@ -12,6 +12,7 @@ from tyllm.errors import TyllmError
 
 FIRST_WINDOW = 256
 GROWTH = 4
+SMALLEST_LADDER = 4  # a cache of fewer positions has the one window max_kv_cache_size
 
 
 def default_windows(max_kv: int) -> list[int]:
@@ -33,7 +34,11 @@ def kv_windows(max_kv: int, requested=None) -> list[int]:
     if bad:
         raise TyllmError(f"kv_windows {bad} must be integers from 2 to max_kv_cache_size="
                          f"{max_kv}: list history lengths such as [256, 1024].")
-    return sorted({*sizes, max_kv})
+    windows = sorted({*sizes, max_kv})
+    if max_kv < SMALLEST_LADDER and windows != [max_kv]:
+        raise TyllmError(f"A KV cache of {max_kv} positions has one window: compile with "
+                         f"max_kv_cache_size >= {SMALLEST_LADDER} to use kv_windows.")
+    return windows
 
 
 def window_for(start: int, windows: list[int]) -> int:

@@ -108,6 +108,10 @@ def bind_size(mod: tvm.IRModule, size: int) -> tvm.IRModule:
     traced static (a one-window cache) is returned as it is."""
     sizes = relax.analysis.defined_symbolic_vars(mod["main"])
     if not sizes:
+        traced = [p.ty.shape[0] for p in mod["main"].params if str(p.name) == "history_mask"]
+        if traced and int(traced[0]) != size:
+            raise RuntimeError(f"a program traced for a window of {int(traced[0])} cannot be "
+                               f"bound to {size}")
         return mod
     if len(sizes) != 1:
         raise RuntimeError(f"expected one symbolic size (the KV window), found {list(sizes)}")

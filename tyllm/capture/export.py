@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 
 from tyllm.models.decoder import DecoderStep, causal_mask
+from tyllm.windows import SMALLEST_LADDER
 
 
 @dataclass(frozen=True)
@@ -55,8 +56,9 @@ def describe_outputs(program: torch.export.ExportedProgram,
 
 def example_window(max_kv: int) -> int:
     """The window a step is traced at: below max_kv, or torch.export takes the slice of the
-    cache for a no-op and fixes the window to max_kv."""
-    return max(2, max_kv // 2)
+    cache for a no-op and fixes the window to max_kv (a cache below SMALLEST_LADDER positions
+    has only that one window, traced static)."""
+    return max_kv if max_kv < SMALLEST_LADDER else max_kv // 2
 
 
 def window_shapes(inputs: dict[str, torch.Tensor], max_kv: int):
