@@ -6,7 +6,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-import tyllm.compiler
+from backends.emulated_cpu import TargetSpec
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
 from tyllm.errors import ArtifactError
@@ -101,7 +101,7 @@ def test_failed_compile_leaves_no_tree_and_rerun_works(checkpoint_factory, tmp_p
                                                        monkeypatch):
     out = tmp_path / "1die"
     ckpt = checkpoint_factory("qwen3")
-    real = tyllm.compiler.lower_windows
+    real = TargetSpec.lower_windows
     calls = []
 
     def fail_on_second_graph(*args, **kwargs):
@@ -110,14 +110,14 @@ def test_failed_compile_leaves_no_tree_and_rerun_works(checkpoint_factory, tmp_p
             raise KeyboardInterrupt("interrupted")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tyllm.compiler, "lower_windows", fail_on_second_graph)
+    monkeypatch.setattr(TargetSpec, "lower_windows", fail_on_second_graph)
     kwargs = dict(max_kv_cache_size=32, seq_len_list=[1, 4], progress=False, export_onnx=False,
                   use_cache=False)
     with pytest.raises(KeyboardInterrupt):
         build_and_compile_llm(ckpt, out, **kwargs)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
-    monkeypatch.setattr(tyllm.compiler, "lower_windows", real)
+    monkeypatch.setattr(TargetSpec, "lower_windows", real)
     build_and_compile_llm(ckpt, out, **kwargs)
     assert (out / "manifest.json").is_file()
     build_and_compile_llm(ckpt, out, **kwargs)  # recompiling over a tree replaces it

@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-import tyllm.compiler
+from backends.emulated_cpu import TargetSpec
 from tyllm.build_util import build_and_compile_llm
 from tyllm.errors import TyllmError
 
@@ -43,7 +43,7 @@ def test_failed_compile_names_its_kept_log(checkpoint_factory, tmp_path, monkeyp
     def refuse(*args, **kwargs):
         raise TyllmError("The backend refused the graph.")
 
-    monkeypatch.setattr(tyllm.compiler, "lower_windows", refuse)
+    monkeypatch.setattr(TargetSpec, "lower_windows", refuse)
     with pytest.raises(TyllmError, match=r"refused the graph\. The compile log is .*\.log") as e:
         build_and_compile_llm(checkpoint_factory("qwen2"), tmp_path / "1die",
                               max_kv_cache_size=32, seq_len_list=[1], export_onnx=False,

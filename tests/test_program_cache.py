@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-import tyllm.compiler
+from backends.emulated_cpu import TargetSpec
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
 from tyllm.verify import verify_tree
@@ -22,8 +22,8 @@ def cache(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def lowered(monkeypatch) -> list:
     """Records every program the backend lowers."""
-    calls, real = [], tyllm.compiler.lower_windows
-    monkeypatch.setattr(tyllm.compiler, "lower_windows",
+    calls, real = [], TargetSpec.lower_windows
+    monkeypatch.setattr(TargetSpec, "lower_windows",
                         lambda *a, **k: calls.append(a[1]) or real(*a, **k))
     return calls
 
@@ -40,18 +40,18 @@ def stages(tree: Path) -> list[str]:
 
 def test_an_interrupted_compile_resumes_with_what_it_finished(checkpoint_factory, cache,
                                                               tmp_path, monkeypatch):
-    ckpt, real, lowered = checkpoint_factory("qwen2"), tyllm.compiler.lower_windows, []
+    ckpt, real, lowered = checkpoint_factory("qwen2"), TargetSpec.lower_windows, []
 
     def interrupt_second(*args, **kwargs):
         if len(lowered) == 2:
             raise KeyboardInterrupt("killed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tyllm.compiler, "lower_windows",
+    monkeypatch.setattr(TargetSpec, "lower_windows",
                         lambda *a, **k: lowered.append(a[1]) or interrupt_second(*a, **k))
     with pytest.raises(KeyboardInterrupt):
         compile_(ckpt, tmp_path / "1die")
-    monkeypatch.setattr(tyllm.compiler, "lower_windows",
+    monkeypatch.setattr(TargetSpec, "lower_windows",
                         lambda *a, **k: lowered.append(a[1]) or real(*a, **k))
     tree = compile_(ckpt, tmp_path / "1die")
     assert len(lowered) == 3  # 1 finished, 1 interrupted, then only the unfinished one
@@ -97,3 +97,23 @@ def test_a_cache_that_cannot_be_written_never_fails_a_compile(checkpoint_factory
     monkeypatch.setenv("TYLLM_CACHE", str(blocker / "cache"))
     tree = compile_(checkpoint_factory("llama"), tmp_path / "1die", export_onnx=False)
     assert (tree / "manifest.json").is_file() and blocker.read_text() == "mine"
+
+
+def test_a_second_vlm_tree_takes_its_language_programs_from_the_cache(vlm_checkpoint, cache,
+                                                                      tmp_path):
+    from tyllm.build_util import build_and_compile_vlm
+
+    args = dict(num_die=1, image_sizes=((56, 84),), max_model_len=64, kv_windows=(16,),
+                export_onnx=False, progress=False)
+    ckpt = vlm_checkpoint("qwen2_5_vl")
+    trees = [Path(build_and_compile_vlm(ckpt, tmp_path / name / "1die", **args))
+             for name in ("a", "b")]
+    language = [[g for g in json.loads((t / "compile_report.json").read_text())["graphs"]
+                 if g["kind"] in ("decode", "prefill")] for t in trees]
+    assert [next(iter(g["seconds"])) for g in language[0]] == ["export", "export"]
+    assert [next(iter(g["seconds"])) for g in language[1]] == ["cached", "cached"]
+    assert all(g["windows"] == [16, 64] for g in language[1])
+    with runtime.load(trees[0]) as a, runtime.load(trees[1]) as b:
+        prompt = [3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38, 32, 79, 50, 28]
+        assert a.generate(prompt, 6, stop_at_eos=False) == b.generate(prompt, 6,
+                                                                    stop_at_eos=False)

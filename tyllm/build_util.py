@@ -11,7 +11,8 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
                           embedding_as_input: bool = False, *, dtype: str = "float32",
                           num_threads: int = 0, export_onnx: bool = True,
                           progress: bool = True, verbose: bool = False,
-                          use_cache: bool = True, kv_windows=None) -> str:
+                          use_cache: bool = True, kv_windows=None,
+                          backend: str = "emulated_cpu") -> str:
     """Compiles a HF checkpoint folder into the `<N>die` artifact tree at `artifacts_path`.
 
     `use_cache`: take programs compiled before from the program cache and keep new ones there
@@ -28,7 +29,8 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
         max_kv_cache_size=max_kv_cache_size, seq_len_list=tuple(seq_len_list),
         dev_count=dev_count, embedding_as_input=embedding_as_input, dtype=dtype,
         num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
-        use_cache=use_cache, kv_windows=None if kv_windows is None else tuple(kv_windows))
+        use_cache=use_cache, kv_windows=None if kv_windows is None else tuple(kv_windows),
+        backend=backend)
     return str(compile_llm(request))
 
 
@@ -37,7 +39,7 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
                           max_model_len: int = 4096, vm_die_remap=None, lm_die_remap=None, *,
                           source_tokenizer=None, dtype: str = "float32", num_threads: int = 0,
                           export_onnx: bool = True, progress: bool = True,
-                          verbose: bool = False, kv_windows=None) -> str:
+                          verbose: bool = False, kv_windows=None, use_cache: bool = True) -> str:
     """Compiles a Qwen2.5-VL / Qwen3-VL folder into the `<N>die` tree at `artifacts_path`
     (the Python form of scripts/compile_vlm.py). Returns the artifacts path."""
     from tyllm.vlm.compiler import compile_vlm
@@ -51,5 +53,5 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
         lm_die_remap=tuple(lm_die_remap) if lm_die_remap else None,
         source_tokenizer=Path(source_tokenizer) if source_tokenizer else None, dtype=dtype,
         num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
-        kv_windows=None if kv_windows is None else tuple(kv_windows))
+        kv_windows=None if kv_windows is None else tuple(kv_windows), use_cache=use_cache)
     return str(compile_vlm(request))

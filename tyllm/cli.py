@@ -39,6 +39,8 @@ def add_compile(sub) -> None:
                    help="show framework output live (otherwise it goes to the tree's compile.log)")
     p.add_argument("--no-cache", action="store_true",
                    help="compile every program anew and keep none (see `tyllm cache`)")
+    p.add_argument("--backend", default="emulated_cpu",
+                   help="the backend to compile for (backends.REGISTRY; default emulated_cpu)")
 
 
 def add_run(sub) -> None:
@@ -116,7 +118,8 @@ def run_compile(args) -> None:
         args.model, args.out, max_kv_cache_size=args.max_kv, seq_len_list=args.seq_lens,
         dev_count=args.dies, embedding_as_input=args.embedding_as_input, dtype=args.dtype,
         num_threads=args.threads, export_onnx=not args.no_onnx, progress=not args.quiet,
-        verbose=args.verbose, use_cache=not args.no_cache, kv_windows=args.kv_windows)
+        verbose=args.verbose, use_cache=not args.no_cache, kv_windows=args.kv_windows,
+        backend=args.backend)
     print(path)
 
 

@@ -1,14 +1,15 @@
 """The compile recipe: checkpoint -> per-die, per-seq_len TVM libraries in the artifact tree."""
 
 import json
-import os
 import re
 import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from backends.emulated_cpu import TargetSpec, lower_windows
+from backends import Target
 from tyllm import program_cache
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
@@ -90,7 +91,7 @@ def capture_windows(step, plan, m, windows, request, root, target, timings, repo
         libraries = {w: layout.ensure_parent(
             root, layout.library_file(plan.die, m, w, request.windows[-1]))
             for w in windows}
-        order = lower_windows(program, libraries, target)
+        order = target.lower_windows(program, libraries)
     outputs = [t.as_json() for t in describe_outputs(program)]
     return {w: {"inputs": [t.as_json() for t in window_inputs(describe(inputs), w)],
                 "outputs": outputs, "param_order": order} for w in windows}
@@ -113,7 +114,7 @@ def place_known(plan, m, window, source: tuple, stage: str, request, root, timin
 
 
 def program_fingerprint(ckpt, key: tuple, seq_len: int, window: int, request,
-                        target: TargetSpec) -> str:
+                        target: Target) -> str:
     """Everything the program of (die shape `key`, seq_len, KV window) depends on, for the
     program cache."""
     return program_cache.fingerprint(ckpt.config.to_dict(), {
@@ -176,20 +177,34 @@ def compile_die(ckpt, plan, request, root, target, report, compiled: dict) -> li
     return entries
 
 
-def graphs_for(step, plan, m, prints: dict, compiled, request, root, target, report):
+@dataclass(frozen=True)
+class StepRecipe:
+    """What differs between the step graphs of LLM and VLM trees: the example inputs, the
+    constants written beside each M, and whether a rope-table file is among them."""
+
+    make_inputs: Callable
+    save_params: Callable  # (root, plan, seq_len, step)
+    rope_tables: bool
+
+
+LLM_STEP = StepRecipe(step_inputs, save_graph_params, rope_tables=True)
+
+
+def graphs_for(step, plan, m, prints: dict, compiled, request, root, target, report,
+               recipe: StepRecipe = LLM_STEP):
     """Die `plan.die`'s M-row graphs, one per KV window: programs compiled already (by this
     tree, else in the cache) are placed; the others are captured once and lowered now."""
     known = {w: known_program(compiled, f, root, request) for w, f in prints.items()}
     missing = [w for w, k in known.items() if k is None]
     with report.graph(plan.die, m, layout.graph_kind(m), list(prints)) as t:
-        save_graph_params(root, plan, m, step)
-        io = capture_windows(step, plan, m, missing, request, root, target, t,
-                             report) if missing else {}
+        recipe.save_params(root, plan, m, step)
+        io = capture_windows(step, plan, m, missing, request, root, target, t, report,
+                             recipe.make_inputs) if missing else {}
         for i, w in enumerate(w for w in prints if w not in missing):
             io[w] = place_known(plan, m, w, *known[w], request, root, t, report,
                                 relink=not missing and i == 0)
-    entries = [graph_entry(plan, m, w, io[w], request.export_onnx, request.max_kv_cache_size)
-               for w in prints]
+    entries = [graph_entry(plan, m, w, io[w], request.export_onnx, request.windows[-1])
+               | ({} if recipe.rope_tables else {"constants": None}) for w in prints]
     for w in missing:
         keep_program(prints[w], entries[list(prints).index(w)], root, request)
     return entries
@@ -202,7 +217,7 @@ def keep_program(fingerprint: str, entry: dict, root: Path, request) -> None:
                             {k: entry[k] for k in ("inputs", "outputs", "param_order")})
 
 
-def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: TargetSpec) -> dict:
+def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: Target) -> dict:
     dims = ckpt.dims
     return {
         "format_version": FORMAT_VERSION, "kind": "llm", "architecture": ckpt.arch.name,
@@ -214,7 +229,7 @@ def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: Target
         "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
         "eos_token_ids": ckpt.eos,
         "die_plans": [plan_json(p) for p in plans],
-        "target": {"kind": "llvm", "num_cores": target.num_cores},
+        "backend": request.backend, "target": target.as_json(),
         "hf_config": ckpt.config.to_dict(),
         "quantization": ckpt.int4.as_json() if ckpt.int4 else None,
     }
@@ -255,7 +270,7 @@ def sizes_per_die(root: Path, dies: int) -> dict[int, int]:
 def build_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) -> None:
     # Step 1. Plan the dies and pick the target.
     plans = plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
-    target = TargetSpec(num_cores=request.num_threads or os.cpu_count() or 1)
+    target = request.target()
     # Step 2. Capture, export and lower every (die, seq_len) graph.
     compiled: dict = {}
     graphs = [g for plan in plans

@@ -1,11 +1,14 @@
 """A compile request, validated before any work starts."""
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from backends import DEFAULT as DEFAULT_BACKEND
+from backends import UnknownBackend, get_backend
 from tyllm.errors import TyllmError
 from tyllm.windows import kv_windows
 
@@ -25,6 +28,7 @@ class CompileRequest:
     export_onnx: bool = True
     use_cache: bool = True  # reuse and keep compiled programs (tyllm/program_cache.py)
     kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: tyllm.windows ladder
+    backend: str = DEFAULT_BACKEND  # backends.REGISTRY
     progress: bool = field(default=True, compare=False)
     verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
 
@@ -35,6 +39,9 @@ class CompileRequest:
     @property
     def windows(self) -> list[int]:
         return kv_windows(self.max_kv_cache_size, self.kv_windows)
+
+    def target(self):
+        return backend_named(self.backend).target(self.num_threads or os.cpu_count() or 1)
 
 
 def validate(request: CompileRequest) -> None:
@@ -53,6 +60,7 @@ def validate(request: CompileRequest) -> None:
                          f"{request.max_kv_cache_size}: raise max_kv_cache_size or use shorter "
                          f"seq_lens.")
     kv_windows(request.max_kv_cache_size, request.kv_windows)
+    backend_named(request.backend)
     if not isinstance(request.dev_count, int) or request.dev_count < 1:
         raise TyllmError(f"dev_count={request.dev_count} is invalid: use 1 or more dies.")
     if request.dtype not in DTYPES:
@@ -60,6 +68,13 @@ def validate(request: CompileRequest) -> None:
                          f"{list(DTYPES)}.")
     check_model_folder(request.model_path)
     check_die_folder(request.artifacts_path, request.dev_count, "dev_count")
+
+
+def backend_named(name: str):
+    try:
+        return get_backend(name)
+    except UnknownBackend as e:
+        raise TyllmError(str(e)) from None
 
 
 def check_model_folder(path: Path) -> None:

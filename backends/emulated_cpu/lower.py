@@ -21,8 +21,15 @@ class TargetSpec:
 
     def as_json(self) -> dict:
         """What a compiled program depends on: the CPU it is tuned for and its core count."""
-        return {"kind": "llvm", "mcpu": tvm.target.codegen.llvm_get_system_cpu(),
-                "num_cores": self.num_cores}
+        return {"backend": "emulated_cpu", "kind": "llvm",
+                "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num_cores": self.num_cores}
+
+    def lower(self, program: torch.export.ExportedProgram, library: Path) -> list[str]:
+        return lower_to_library(program, library, self)
+
+    def lower_windows(self, program: torch.export.ExportedProgram,
+                      libraries: dict[int, Path]) -> list[str]:
+        return lower_windows(program, libraries, self)
 
     def tvm_target(self) -> tvm.target.Target:
         cpu = tvm.target.codegen.llvm_get_system_cpu()

@@ -2,7 +2,6 @@
 
 import torch
 
-from backends.emulated_cpu import DieProgram
 from tyllm.artifacts.params import load_params
 from tyllm.runtime.tree import Tree
 from tyllm.windows import history_mask, window_for
@@ -10,9 +9,10 @@ from tyllm.windows import history_mask, window_for
 TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
-def bind_program(tree: Tree, graph: dict, params: dict) -> DieProgram:
-    """A graph's library with its parameters bound in the graph's `param_order`."""
-    return DieProgram(tree.file(graph["library"]), [params[n] for n in graph["param_order"]])
+def bind_program(tree: Tree, graph: dict, params: dict):
+    """A graph's library, loaded by the tree's backend with its parameters bound in the
+    graph's `param_order`."""
+    return tree.backend.load(tree.file(graph["library"]), [params[n] for n in graph["param_order"]])
 
 
 class DieRunner:
@@ -28,7 +28,7 @@ class DieRunner:
         self.slots = {0: (self.k_cache, self.v_cache)}  # slot 0 is the session's own cache
 
     @staticmethod
-    def _program(tree: Tree, graph: dict, weights: dict) -> DieProgram:
+    def _program(tree: Tree, graph: dict, weights: dict):
         params = dict(weights)
         for key in ("constants", "graph_params"):
             if graph.get(key):

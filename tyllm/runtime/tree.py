@@ -4,6 +4,7 @@ other, every file they name proven inside the tree and listed; nothing loaded ye
 import re
 from pathlib import Path
 
+from backends import UnknownBackend, get_backend
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
 from tyllm.artifacts.manifest import inside, read_manifest, verify_files
@@ -39,6 +40,7 @@ class Tree:
         self.dies = self.config["dies"]
         self._check_die_count(dies)
         self._check_shapes()
+        self.backend  # noqa: B018  (a tree for a backend this tyllm lacks fails here, once)
 
     def file(self, name: str) -> Path:
         """A file the tree's documents name: inside the tree and listed in its manifest."""
@@ -103,6 +105,17 @@ class Tree:
     @property
     def seq_lens(self) -> list[int]:
         return list(self.config["seq_len_list"])
+
+    @property
+    def backend(self):
+        """The backend the tree was compiled for (config.json), which loads its libraries."""
+        name = self.config["backend"]
+        try:
+            return get_backend(name)
+        except UnknownBackend as e:
+            raise ArtifactError(f"{self.root} was compiled for the backend {name!r}, which this "
+                                f"tyllm does not have ({e}): recompile it, or install the "
+                                f"tyllm that has that backend.") from None
 
     @property
     def windows(self) -> list[int]:

@@ -5,23 +5,21 @@ folder, compile log, manifest last, so an interrupted compile never leaves a tre
 complete.
 """
 
-import os
 from pathlib import Path
 
 import torch
 
-from backends.emulated_cpu import TargetSpec
+from tyllm import program_cache
 from tyllm.artifacts import layout as llm_layout
 from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
 from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.compiler import (
-    capture_windows,
+    StepRecipe,
     compile_into,
     copy_tokenizer,
-    graph_entry,
+    graphs_for,
     kv_cache_entries,
-    place_known,
     save_die_weights,
     save_embedding,
     sizes_per_die,
@@ -46,8 +44,6 @@ from tyllm.vlm.graphs import compile_module, share_module
 from tyllm.vlm.processor import image_processor, patch_grid
 from tyllm.vlm.request import VlmCompileRequest, validate
 from tyllm.vlm.vision_compile import check_vision_dies, write_visual
-
-LANGUAGE_OUTPUTS = ("logits", "new_k", "new_v")
 
 
 class VlmCheckpoint:
@@ -75,8 +71,26 @@ def max_vision_runs(request: VlmCompileRequest, grids: dict, merge: int) -> int:
     return max(1, request.max_model_len // max(1, smallest))
 
 
+def save_language_params(root: Path, plan, m: int, step) -> None:
+    """A language graph's one constant: the causal mask of M rows (cos/sin are inputs)."""
+    graph_params = llm_layout.graph_params_file(plan.die, m)
+    save_params(llm_layout.ensure_parent(root, graph_params), {"causal_mask": causal_mask(m)})
+
+
+LANGUAGE_STEP = StepRecipe(language_inputs, save_language_params, rope_tables=False)
+
+
+def language_fingerprint(ckpt, key: tuple, m: int, window: int, request, target) -> str:
+    """Everything a language program depends on, for the program cache."""
+    return program_cache.fingerprint(ckpt.config.to_dict(), {
+        "graph": "vlm-language", "program_key": key, "seq_len": m, "window": window,
+        "max_kv": request.max_model_len, "dtype": request.dtype,
+        "int4": ckpt.int4.as_json() if ckpt.int4 else None, "target": target.as_json()})
+
+
 def compile_language(ckpt, plans, request, root: Path, target, report) -> list[dict]:
-    """Every language die's graphs; dies with the same program key share one compile."""
+    """Every language die's graphs, one per (M, KV window): each distinct program compiled
+    once (dies with the same program key share it), or taken from the program cache."""
     graphs, compiled = [], {}
     for plan in plans:
         step = build_language_step(ckpt.spec, ckpt.config, plan, ckpt.reader, ckpt.text_prefix,
@@ -85,34 +99,13 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
         save_die_weights(root, plan, step)
         key = plan.program_key(ckpt.dims.group_size)
         for m in request.seq_len_list:
-            entries = language_graphs(step, plan, m, compiled.get((key, m)), request, root,
-                                      target, report)
-            graphs += entries
-            compiled.setdefault((key, m), entries)
+            prints = {w: language_fingerprint(ckpt, key, m, w, request, target)
+                      for w in request.windows}
+            for entry in graphs_for(step, plan, m, prints, compiled, request, root, target,
+                                    report, LANGUAGE_STEP):
+                graphs.append(entry)
+                compiled.setdefault(prints[entry["window"]], entry)
     return graphs
-
-
-def language_graphs(step, plan, m, twins, request, root, target, report) -> list[dict]:
-    """Die `plan.die`'s M-row language graphs, one per KV window: compiled now, or placed from
-    `twins` (the entries of a die running the same program)."""
-    graph_params = llm_layout.graph_params_file(plan.die, m)
-    save_params(llm_layout.ensure_parent(root, graph_params), {"causal_mask": causal_mask(m)})
-    windows = request.windows
-    with report.graph(plan.die, m, llm_layout.graph_kind(m), windows) as t:
-        if twins is None:
-            io = capture_windows(step, plan, m, windows, request, root, target, t, report,
-                                 language_inputs)
-        else:
-            io = {g["window"]: place_known(plan, m, g["window"], shared_source(root, g),
-                                           "shared", request, root, t, report, relink=i == 0)
-                  for i, g in enumerate(twins)}
-    return [{**graph_entry(plan, m, w, io[w], request.export_onnx, request.max_model_len),
-             "constants": None} for w in windows]
-
-
-def shared_source(root: Path, entry: dict) -> tuple:
-    onnx = root / entry["onnx"] if entry["onnx"] else None
-    return root / entry["library"], onnx, entry
 
 
 def compile_mrope(ckpt, plans, request, root: Path, target, report) -> list[dict]:
@@ -169,7 +162,7 @@ def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
         "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
         "eos_token_ids": ckpt.eos,
         "die_plans": [plan_json(p) for p in plans],
-        "target": {"kind": "llvm", "num_cores": target.num_cores},
+        "backend": request.backend, "target": target.as_json(),
         "language_die_remap": list(request.language_remap),
         "modalities": list(request.modalities), "vision": vision,
         "tokens": token_ids(ckpt.config),
@@ -183,7 +176,7 @@ def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
 def write_vlm_tree(ckpt, request, root: Path, report) -> None:
     # Step 1. Plans, target, the patch grid of every compiled image size.
     plans = plan_dies(ckpt.dims, request.num_die, shard_unit(ckpt.int4))
-    target = TargetSpec(num_cores=request.num_threads or os.cpu_count() or 1)
+    target = request.target()
     processor = image_processor(ckpt.path, ckpt.config.vision_config)
     grids = {size: patch_grid(processor, size) for size in request.image_sizes}
     # Step 2. Every graph: vision, language, mrope, rope index.

@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from backends.emulated_cpu import TargetSpec, lower_to_library
+from backends import Target
 from tyllm.artifacts.layout import ensure_parent, share_file
 from tyllm.capture.export import describe, describe_outputs, export_module
 from tyllm.capture.onnx_export import export_onnx, relink_onnx
 
 
 def compile_module(module, inputs: dict, output_names: tuple[str, ...], root: Path,
-                   library: str, target: TargetSpec, timings: dict, report,
+                   library: str, target: Target, timings: dict, report,
                    onnx: str | None = None, onnx_weights: str | None = None) -> dict:
     with report.timed(timings, "export"):
         program = export_module(module, inputs)
@@ -17,7 +17,7 @@ def compile_module(module, inputs: dict, output_names: tuple[str, ...], root: Pa
         with report.timed(timings, "onnx"):
             export_onnx(program, list(inputs), root / onnx, root / onnx_weights, output_names)
     with report.timed(timings, "tvm"):
-        order = lower_to_library(program, ensure_parent(root, library), target)
+        order = target.lower(program, ensure_parent(root, library))
     return {"library": library, "onnx": onnx,
             "inputs": [t.as_json() for t in describe(inputs)],
             "outputs": [t.as_json() for t in describe_outputs(program, output_names)],

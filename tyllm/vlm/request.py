@@ -1,11 +1,13 @@
 """A VLM compile request (the flags of scripts/compile_vlm.py), validated before any work."""
 
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from backends import DEFAULT as DEFAULT_BACKEND
 from tyllm.errors import TyllmError
-from tyllm.request import DTYPES, check_die_folder, check_model_folder
+from tyllm.request import DTYPES, backend_named, check_die_folder, check_model_folder
 from tyllm.windows import kv_windows
 
 MODALITIES = ("image", "video")
@@ -27,6 +29,8 @@ class VlmCompileRequest:
     num_threads: int = 0
     export_onnx: bool = True
     kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: tyllm.windows ladder
+    use_cache: bool = True  # language programs reused from / kept in tyllm/program_cache.py
+    backend: str = DEFAULT_BACKEND  # backends.REGISTRY
     progress: bool = field(default=True, compare=False)
     verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
 
@@ -37,6 +41,9 @@ class VlmCompileRequest:
     @property
     def windows(self) -> list[int]:
         return kv_windows(self.max_model_len, self.kv_windows)
+
+    def target(self):
+        return backend_named(self.backend).target(self.num_threads or os.cpu_count() or 1)
 
     @property
     def seq_len_list(self) -> tuple[int, ...]:
@@ -93,6 +100,7 @@ def validate(request: VlmCompileRequest) -> None:
     if request.dtype not in DTYPES:
         raise TyllmError(f"dtype={request.dtype!r} is not supported; choose one of {list(DTYPES)}.")
     kv_windows(request.max_model_len, request.kv_windows)
+    backend_named(request.backend)
     check_model_folder(request.model_path)
     check_die_folder(request.artifacts_path, request.num_die, "num_die")
     if request.source_tokenizer is not None and not request.source_tokenizer.is_file():

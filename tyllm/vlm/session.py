@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import torch
 
-from backends.emulated_cpu import DieProgram
 from tyllm.errors import TyllmError
 from tyllm.runtime.session import Session, count_of
 from tyllm.text import load_tokenizer
@@ -44,7 +43,7 @@ class VlmSession(Session):
         self.tokens = tree.config["tokens"]
         self.deepstack_layers = tree.config["vision"]["deepstack_layers"]
         rope = tree.buffers["rope_index"]
-        self.rope_index = DieProgram(tree.file(rope["library"]), [])
+        self.rope_index = tree.backend.load(tree.file(rope["library"]), [])
         self.max_runs = rope["max_runs"]
         self.prompts: dict[int, PreparedPrompt] = {}  # slot -> its multimodal prompt
 
