@@ -18,15 +18,18 @@ GB = 1e9
 
 @dataclass(frozen=True)
 class Budget:
-    graphs: int
-    programs: int  # distinct programs, each compiled once
+    graphs: int  # (die, M) steps: what the progress bar counts
+    programs: int  # distinct (program key, M) steps, each captured once
+    windows: int  # KV windows: each program is lowered once per window
     disk_bytes: int
     peak_memory_bytes: int
 
     def line(self) -> str:
-        return (f"plan: {self.graphs} graphs ({self.programs} distinct programs to compile), "
-                f"tree about {self.disk_bytes / GB:.2f} GB on disk, peak memory about "
-                f"{self.peak_memory_bytes / GB:.1f} GB")
+        lowered = (f", {self.windows} KV windows each: {self.programs * self.windows} "
+                   f"libraries" if self.windows > 1 else "")
+        return (f"plan: {self.graphs} graphs ({self.programs} distinct programs to "
+                f"compile{lowered}), tree about {self.disk_bytes / GB:.2f} GB on disk, "
+                f"peak memory about {self.peak_memory_bytes / GB:.1f} GB")
 
 
 def die_weight_bytes(dims, plan, request, int4, tied: bool) -> int:
@@ -47,12 +50,13 @@ def estimate(dims, plans, request, int4, tied: bool = False) -> Budget:
     lens = request.seq_len_list
     itemsize = torch.empty(0, dtype=request.torch_dtype).element_size()
     rope = 2 * request.max_kv_cache_size * dims.head_dim * itemsize  # per graph: cos and sin
-    graphs_per_die = len(lens) * len(request.windows)  # one library per (M, KV window)
-    programs = len({p.program_key(dims.group_size) for p in plans}) * graphs_per_die
+    windows = len(request.windows)
+    programs = len({p.program_key(dims.group_size) for p in plans}) * len(lens)
     embedding = dims.vocab_size * dims.hidden_size * itemsize if request.embedding_as_input else 0
-    disk = (sum(weights) + len(plans) * len(lens) * rope + programs * LIBRARY_BYTES + embedding)
+    disk = (sum(weights) + len(plans) * len(lens) * rope
+            + programs * windows * LIBRARY_BYTES + embedding)
     # One die's weights at a time, held about twice while they are captured and saved.
-    return Budget(len(plans) * graphs_per_die, programs, disk,
+    return Budget(len(plans) * len(lens), programs, windows, disk,
                   IMPORTS_BYTES + 2 * max(weights))
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
-from tyllm.bench.prefill import median_time
+from tyllm.bench.timing import median_seconds
 from tyllm.capture.export import export_module
 
 
@@ -36,7 +36,7 @@ def lowered_seconds(x: torch.Tensor, weight: torch.Tensor, target: TargetSpec) -
         library = Path(tmp) / "linear.so"
         lower_to_library(export_module(_Linear(weight), {"x": x}), library, target)
         program = DieProgram(library, [weight])
-        return median_time(lambda: program(x), repeats=10)
+        return median_seconds(lambda: program(x), 10)
 
 
 def linear_gflops(rows: int, k: int, n: int, threads: int) -> dict:
@@ -44,8 +44,8 @@ def linear_gflops(rows: int, k: int, n: int, threads: int) -> dict:
     x, weight = torch.randn(rows, k), torch.randn(n, k) * 0.05
     torch.set_num_threads(threads)
     tyllm = gflops(rows, k, n, lowered_seconds(x, weight, TargetSpec(threads)))
-    ref = gflops(rows, k, n, median_time(lambda: torch.nn.functional.linear(x, weight),
-                                         repeats=10))
+    ref = gflops(rows, k, n, median_seconds(lambda: torch.nn.functional.linear(x, weight),
+                                            10))
     return {"rows": rows, "in": k, "out": n, "tyllm_gflops": tyllm, "torch_gflops": ref,
             "fraction_of_torch": tyllm / ref}
 

@@ -19,15 +19,12 @@ def prompt_of(length: int, ids: list[int]) -> list[int]:
     return (ids * (length // len(ids) + 1))[:length]
 
 
-def median_time(run, repeats: int = REPEATS) -> float:
-    return median_seconds(run, repeats)
-
-
 def ttft_tree(tree: Path, lengths: list[int], ids: list[int], workers: str = "threads") -> dict:
     from tyllm import runtime
 
     with runtime.load(tree, workers=workers) as session:
-        return {n: median_time(lambda n=n: session.extend(prompt_of(n, ids), 0, slot=0))
+        return {n: median_seconds(lambda n=n: session.extend(prompt_of(n, ids), 0, slot=0),
+                                  REPEATS)
                 for n in lengths}
 
 
@@ -41,14 +38,15 @@ def ttft_hf(model: Path, lengths: list[int], ids: list[int], threads: int) -> di
         with torch.no_grad():
             hf(torch.tensor([prompt_of(n, ids)])).logits[0, -1].argmax()
 
-    return {n: median_time(lambda n=n: first_token(n)) for n in lengths}
+    return {n: median_seconds(lambda n=n: first_token(n), REPEATS) for n in lengths}
 
 
 def ttft_ort(tree: Path, lengths: list[int], ids: list[int], threads: int) -> dict:
     from tyllm.runtime.tree import Tree
 
     die = OrtDie(Tree(tree), threads)
-    return {n: median_time(lambda n=n: die.extend(prompt_of(n, ids), 0)) for n in lengths}
+    return {n: median_seconds(lambda n=n: die.extend(prompt_of(n, ids), 0), REPEATS)
+            for n in lengths}
 
 
 VLLM_TTFT_CHILD = """
@@ -95,5 +93,5 @@ def decode_at_history(tree: Path, histories: list[int], ids: list[int], tokens: 
                 for i in range(tokens):
                     session.extend([token], n + i, slot=0)
 
-            result[n] = median_time(steps) / tokens * 1e3
+            result[n] = median_seconds(steps, REPEATS) / tokens * 1e3
     return result
