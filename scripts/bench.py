@@ -22,11 +22,12 @@ import tempfile
 from pathlib import Path
 
 from tyllm.bench.compile_cost import compile_cost
+from tyllm.bench.concurrency import CONCURRENCY, tree_throughput, vllm_throughput
 from tyllm.bench.engines import bench_hf, bench_ort, bench_tree, bench_vllm
 from tyllm.bench.load_memory import load_memory
 from tyllm.bench.matmul import prefill_matmuls
 from tyllm.bench.prefill import decode_at_history, ttft_hf, ttft_ort, ttft_tree, ttft_vllm
-from tyllm.bench.report import prefill_ratios, ratios, table, write_report
+from tyllm.bench.report import prefill_ratios, ratios, serving_ratios, table, write_report
 from tyllm.bench.roof import copy_bandwidth_gbs, decode_weight_bytes, read_bandwidth_gbs
 from tyllm.runtime.tree import Tree
 from tyllm.smollm2 import prepare_smollm2
@@ -37,6 +38,9 @@ PREFILL_LENS = [1, 16, 128]  # the recommended prefill set (docs/PERFORMANCE.md)
 PREFILL_KV = 1024
 TTFT_TOKENS = [41, 512]
 HISTORIES = [100, 3000]
+SERVING_KV = 1024  # the serving tree: batch sizes for up to 8 concurrent requests
+SERVING_BATCHES = [1, 4, 8]
+SERVING_TOKENS = 128
 
 
 def parse_args() -> argparse.Namespace:
@@ -50,6 +54,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="16 new tokens")
     p.add_argument("--skip", default="", help="engines to skip: vllm,hf,ort,processes")
+    p.add_argument("--serving-only", action="store_true",
+                   help="only the serving rows (1, 2, 4, 8 concurrent requests through vLLM)")
     p.add_argument("--work", default=None, help="folder for the compiled trees (default: temp)")
     p.add_argument("--out", default="bench.json", help="JSON report path")
     return p.parse_args()
@@ -72,6 +78,8 @@ def compile_trees(args, model: Path, work: Path) -> dict:
                                                     args.long_kv, [1, 8], args.threads)
     costs["1-prefill"] = compile_cost(model, prefill_tree(work), 1, PREFILL_KV, PREFILL_LENS,
                                       args.threads)
+    costs["1-serving"] = compile_cost(model, serving_tree(work), 1, SERVING_KV, [1, 8],
+                                      args.threads, SERVING_BATCHES)
     for name, cost in costs.items():
         print(f"compiled tree {name}: {cost['total_s']:.1f} s, peak RSS above imports "
               f"{cost['peak_rss_above_imports_bytes'] / 2**20:.0f} MiB", flush=True)
@@ -84,6 +92,26 @@ def long_kv_tree(args, work: Path) -> Path:
 
 def prefill_tree(work: Path) -> Path:
     return work / "prefill" / "1die"
+
+
+def serving_tree(work: Path) -> Path:
+    return work / "serving" / "1die"
+
+
+def serving(args, model: Path, work: Path, ids: list[int]) -> dict:
+    """Aggregate tok/s by concurrent requests through vLLM: tyllm's engine on the serving tree
+    (batch sizes SERVING_BATCHES) and on the batch-1 tree of the same shape, stock vLLM CPU in
+    fp32 and at its bf16 default."""
+    tokens = 16 if args.quick else SERVING_TOKENS
+    rates = {"tyllm-batched": tree_throughput(serving_tree(work), ids, tokens, args.threads)}
+    if "vllm" not in set(filter(None, args.skip.split(","))):
+        for dtype, name in (("float32", "vllm-cpu"), ("bfloat16", "vllm-cpu-bf16")):
+            rates[name] = vllm_throughput(model, ids, tokens, args.threads, SERVING_KV, dtype)
+    for name, by_n in rates.items():
+        print(f"serving {name}: " + ", ".join(f"{n} requests {r:.1f} tok/s"
+                                              for n, r in by_n.items()), flush=True)
+    return {"tok_s_by_concurrency": rates, "new_tokens": tokens, "max_kv": SERVING_KV,
+            "batch_sizes": SERVING_BATCHES, "concurrency": CONCURRENCY}
 
 
 def history_and_prefill(args, model: Path, work: Path, ids: list[int]) -> dict:
@@ -160,21 +188,39 @@ def run_engines(args, model: Path, work: Path, prompt: list[int], n: int) -> dic
     return speeds
 
 
+def serving_only(args, model: Path, work: Path, prompt: list[int]) -> None:
+    cost = compile_cost(model, serving_tree(work), 1, SERVING_KV, [1, 8], args.threads,
+                        SERVING_BATCHES)
+    served = serving(args, model, work, prompt)
+    summary = serving_ratios(served)
+    for key, value in summary.items():
+        print(f"{key}: {value:.2f}")
+    write_report(Path(args.out), {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "model": model.name, "dtype": "float32", "threads": args.threads,
+        "prompt_tokens": len(prompt), "compile": {"1-serving": cost}, "serving": served,
+        "ratios": summary})
+
+
 def main() -> None:
     args = parse_args()
     model = Path(args.model) if args.model else prepare_smollm2()
     work = Path(args.work or tempfile.mkdtemp(prefix="tyllm-bench-"))
     new_tokens = 16 if args.quick else args.new_tokens
     prompt = encode_prompt(model, PROMPT)
+    if args.serving_only:
+        return serving_only(args, model, work, prompt)
     costs = compile_trees(args, model, work)
     memories = load_memories(args, work)
     speeds = run_engines(args, model, work, prompt, new_tokens)
     prefill = history_and_prefill(args, model, work, prompt)
+    served = serving(args, model, work, prompt)
     weight_bytes = decode_weight_bytes(Tree(work / "1die"))
     bandwidth = copy_bandwidth_gbs(args.threads)
     roof_tok_s = bandwidth * 1e9 / weight_bytes
     print(table(speeds, roof_tok_s))
-    summary = ratios(speeds, roof_tok_s) | prefill_ratios(prefill, args.long_kv)
+    summary = (ratios(speeds, roof_tok_s) | prefill_ratios(prefill, args.long_kv)
+               | serving_ratios(served))
     for key, value in summary.items():
         print(f"{key}: {value:.2f}")
     write_report(Path(args.out), {
@@ -186,7 +232,7 @@ def main() -> None:
                  "roof_tok_s": roof_tok_s,
                  "read_only_bandwidth_gbs": read_bandwidth_gbs(args.threads)},
         "long_kv_cache_size": args.long_kv, "compile": costs, "load_memory": memories,
-        "history_and_prefill": prefill,
+        "history_and_prefill": prefill, "serving": served,
         "ratios": summary})
 
 

@@ -44,7 +44,9 @@ def smollm2_path():
 @pytest.fixture(scope="session")
 def smollm2_tree(smollm2_path, tmp_path_factory):
     """tree(dies) -> SmolLM2 compiled once per session: max_kv 256, seq lens [1, 8], KV windows
-    32, 64 and 256 (chat prompts and answers cross them mid-prefill and mid-decode)."""
+    32, 64 and 256 (chat prompts and answers cross them mid-prefill and mid-decode); the 1-die
+    tree also has batch sizes [1, 4] (the vLLM tests decode several requests per call), the
+    others are batch-1 trees (served one row per call)."""
     from tyllm.build_util import build_and_compile_llm
 
     trees: dict = {}
@@ -54,7 +56,8 @@ def smollm2_tree(smollm2_path, tmp_path_factory):
             out = tmp_path_factory.mktemp("smollm2-tree") / f"{dies}die"
             trees[dies] = Path(build_and_compile_llm(
                 smollm2_path, out, max_kv_cache_size=256, seq_len_list=[1, 8], dev_count=dies,
-                export_onnx=(dies == 1), progress=False, kv_windows=(32, 64)))
+                export_onnx=(dies == 1), progress=False, kv_windows=(32, 64),
+                batch_size_list=[1, 4] if dies == 1 else [1]))
         return trees[dies]
 
     return tree

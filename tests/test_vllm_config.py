@@ -9,11 +9,12 @@ from tyllm.cli import main
 from tyllm.errors import TyllmError
 
 
-def vllm_config(model, options=None, tp=2, max_len=128):
+def vllm_config(model, options=None, tp=2, max_len=128, max_num_seqs=8):
     return SimpleNamespace(
         additional_config={"tyllm": options} if options is not None else None,
         model_config=SimpleNamespace(model=str(model), max_model_len=max_len),
-        parallel_config=SimpleNamespace(tensor_parallel_size=tp))
+        parallel_config=SimpleNamespace(tensor_parallel_size=tp),
+        scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs))
 
 
 def test_default_tree_is_keyed_by_checkpoint_and_engine_shape(checkpoint_factory, tmp_path,
@@ -38,6 +39,20 @@ def test_unknown_tyllm_option_and_bad_workers_are_named(tmp_path):
         engine_tree(vllm_config(tmp_path, {"artifact_path": "x"}))
     with pytest.raises(TyllmError, match="workers"):
         engine_tree(vllm_config(tmp_path, {"artifacts_path": "x", "workers": "gpus"}))
+
+
+def test_engine_batch_sizes_cover_max_num_seqs_unless_named(checkpoint_factory, tmp_path,
+                                                            monkeypatch):
+    from tyllm.vllm_ext.artifacts import engine_tree
+
+    monkeypatch.setenv("TYLLM_CACHE", str(tmp_path))
+    model = checkpoint_factory("qwen3")
+    assert engine_tree(vllm_config(model)).batch_sizes == (1, 4, 8)
+    named = engine_tree(vllm_config(model, {"batch_sizes": [2]}))
+    assert (named.batch_sizes, named.named_batches) == ((1, 2), True)
+    assert named.artifacts_path != engine_tree(vllm_config(model)).artifacts_path
+    with pytest.raises(TyllmError, match="batch_size_list"):
+        engine_tree(vllm_config(model, {"batch_sizes": 4}))
 
 
 def test_serve_refuses_a_missing_model(capsys):

@@ -23,6 +23,12 @@ class CountingSession:
         self.calls.append((list(tokens), start, slot))
         return torch.nn.functional.one_hot(torch.tensor(start + len(tokens)), VOCAB).float()
 
+    def decode_rows(self, tokens, starts, slots):
+        """One call for every decode row of a step (recorded as its rows, and in `batches`)."""
+        self.batches = [*getattr(self, "batches", []), list(slots)]
+        return torch.stack([self.extend([t], s, slot)
+                            for t, s, slot in zip(tokens, starts, slots, strict=True)])
+
 
 def scheduled(new=(), cached=(), computed=(), counts=None, finished=(), preempted=None,
               resumed=(), all_token_ids=None):
@@ -91,3 +97,14 @@ def test_unsupported_sampling_is_refused_with_its_name():
     r = runner()
     with pytest.raises(TyllmError, match="min_tokens"):
         r.execute(scheduled(new=[new_request("a", [1], min_tokens=3)], counts={"a": 1}))
+
+
+def test_a_step_decodes_all_its_decode_requests_in_one_call():
+    r = runner(slots=3)
+    r.execute(scheduled(new=[new_request("a", [5, 6, 7]), new_request("b", [9]),
+                             new_request("c", [1, 2])], counts={"a": 3, "b": 1, "c": 1}))
+    assert r.session.batches == [[1]]  # "b": one prompt token, then it samples
+    step = r.execute(scheduled(cached=["a", "b", "c"], computed=[3, 1, 1],
+                               counts={"a": 1, "b": 1, "c": 1}))
+    assert r.session.batches[-1] == [0, 1, 2]  # "c"'s last prompt token decodes with them
+    assert step.sampled_token_ids == [[4], [2], [2]]

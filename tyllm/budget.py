@@ -47,16 +47,16 @@ def die_weight_bytes(dims, plan, request, int4, tied: bool) -> int:
 
 def estimate(dims, plans, request, int4, tied: bool = False) -> Budget:
     weights = [die_weight_bytes(dims, p, request, int4, tied) for p in plans]
-    lens = request.seq_len_list
+    lens, shapes = request.seq_len_list, request.graph_shapes
     itemsize = torch.empty(0, dtype=request.torch_dtype).element_size()
     rope = 2 * request.max_kv_cache_size * dims.head_dim * itemsize  # per graph: cos and sin
     windows = len(request.windows)
-    programs = len({p.program_key(dims.group_size) for p in plans}) * len(lens)
+    programs = len({p.program_key(dims.group_size) for p in plans}) * len(shapes)
     embedding = dims.vocab_size * dims.hidden_size * itemsize if request.embedding_as_input else 0
     disk = (sum(weights) + len(plans) * len(lens) * rope
             + programs * windows * LIBRARY_BYTES + embedding)
     # One die's weights at a time, held about twice while they are captured and saved.
-    return Budget(len(plans) * len(lens), programs, windows, disk,
+    return Budget(len(plans) * len(shapes), programs, windows, disk,
                   IMPORTS_BYTES + 2 * max(weights))
 
 

@@ -11,7 +11,7 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
                           embedding_as_input: bool = False, *, dtype: str = "float32",
                           num_threads: int = 0, export_onnx: bool = True,
                           progress: bool = True, verbose: bool = False,
-                          use_cache: bool = True, kv_windows=None,
+                          use_cache: bool = True, kv_windows=None, batch_size_list=(1,),
                           backend: str = "emulated_cpu") -> str:
     """Compiles a HF checkpoint folder into the `<N>die` artifact tree at `artifacts_path`.
 
@@ -20,6 +20,8 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
     `kv_windows`: the history lengths each graph is compiled for besides max_kv_cache_size (a
     step attends over the smallest that holds its history); default: 256, 1024, 4096, ... below
     max_kv_cache_size (tyllm/windows.py). `[max_kv_cache_size]` compiles the full window only.
+    `batch_size_list`: decode graphs for that many sequences in one call (batch_{B}/ folders;
+    batch 1 is always compiled and runs every prefill), e.g. [1, 4] to serve 4 users at once.
     `progress`: a progress bar and a final line on stderr; framework output goes to the tree's
     `compile.log` unless `verbose`. Returns the artifacts path. See docs/ARCHITECTURE.md for the
     tree layout.
@@ -30,8 +32,13 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
         dev_count=dev_count, embedding_as_input=embedding_as_input, dtype=dtype,
         num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
         use_cache=use_cache, kv_windows=None if kv_windows is None else tuple(kv_windows),
-        backend=backend)
+        batch_size_list=as_tuple(batch_size_list), backend=backend)
     return str(compile_llm(request))
+
+
+def as_tuple(values):
+    """A list option as the request's tuple; anything else is left for validation to refuse."""
+    return tuple(values) if isinstance(values, list | tuple) else values
 
 
 def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,

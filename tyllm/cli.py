@@ -29,6 +29,8 @@ def add_compile(sub) -> None:
     p.add_argument("--kv-windows", type=int_list, default=None,
                    help="history lengths each graph is compiled for, e.g. 256,1024 (default: "
                         "256, 1024, 4096... below --max-kv; the full --max-kv is always built)")
+    p.add_argument("--batch-sizes", type=int_list, default=[1],
+                   help="sequences per decode call, e.g. 1,4 (batch 1 is always built)")
     p.add_argument("--embedding-as-input", action="store_true",
                    help="graphs take embeddings; the runtime does the lookup")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
@@ -119,7 +121,7 @@ def run_compile(args) -> None:
         dev_count=args.dies, embedding_as_input=args.embedding_as_input, dtype=args.dtype,
         num_threads=args.threads, export_onnx=not args.no_onnx, progress=not args.quiet,
         verbose=args.verbose, use_cache=not args.no_cache, kv_windows=args.kv_windows,
-        backend=args.backend)
+        batch_size_list=args.batch_sizes, backend=args.backend)
     print(path)
 
 

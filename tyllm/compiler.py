@@ -55,16 +55,18 @@ class Checkpoint:
         self.reader = TensorReader(path)
 
 
-def graph_entry(plan: DiePlan, seq_len: int, window: int, io: dict, onnx: bool,
+def graph_entry(plan: DiePlan, shape: tuple[int, int], window: int, io: dict, onnx: bool,
                 max_kv: int) -> dict:
-    """A graph's buffer_config entry: die d's file names for (M, KV window), and the program's
-    inputs, outputs and parameter order (`io`, shared by every die that runs the program)."""
-    d = plan.die
-    return {"die": d, "seq_len": seq_len, "window": window, "kind": layout.graph_kind(seq_len),
-            "library": layout.library_file(d, seq_len, window, max_kv),
+    """A graph's buffer_config entry: die d's file names for (batch, M, KV window), and the
+    program's inputs, outputs and parameter order (`io`, shared by every die that runs the
+    program). Every batch size reads batch_1's weights and constants."""
+    d, (batch, seq_len) = plan.die, shape
+    return {"die": d, "batch": batch, "seq_len": seq_len, "window": window,
+            "kind": layout.graph_kind(seq_len),
+            "library": layout.library_file(d, seq_len, window, max_kv, batch),
             "weights": layout.weights_file(d), "constants": layout.constants_file(d, seq_len),
             "graph_params": layout.graph_params_file(d, seq_len),
-            "onnx": layout.onnx_file(d, seq_len) if onnx else None,
+            "onnx": layout.onnx_file(d, seq_len, batch) if onnx else None,
             **{k: io[k] for k in ("inputs", "outputs", "param_order")}}
 
 
@@ -77,19 +79,20 @@ def save_graph_params(root: Path, plan: DiePlan, seq_len: int, step) -> None:
                 {"causal_mask": causal_mask(seq_len)})
 
 
-def capture_windows(step, plan, m, windows, request, root, target, timings, report,
+def capture_windows(step, plan, shape, windows, request, root, target, timings, report,
                     make_inputs=step_inputs) -> dict:
-    """Captures the M-row step once (its KV window symbolic), writes its ONNX twin and lowers
-    one library per window; returns window -> io."""
+    """Captures the (batch, M) step once (its KV window symbolic), writes its ONNX twin and
+    lowers one library per window; returns window -> io."""
+    batch, m = shape
     with report.timed(timings, "export"):
-        program, inputs = export_step(step, m, make_inputs)
+        program, inputs = export_step(step, m, make_inputs, batch)
     if request.export_onnx:
         with report.timed(timings, "onnx"):
-            export_onnx(program, list(inputs), root / layout.onnx_file(plan.die, m),
+            export_onnx(program, list(inputs), root / layout.onnx_file(plan.die, m, batch),
                         root / layout.weights_file(plan.die))
     with report.timed(timings, "tvm"):
         libraries = {w: layout.ensure_parent(
-            root, layout.library_file(plan.die, m, w, request.windows[-1]))
+            root, layout.library_file(plan.die, m, w, request.windows[-1], batch))
             for w in windows}
         order = target.lower_windows(program, libraries)
     outputs = [t.as_json() for t in describe_outputs(program)]
@@ -97,28 +100,29 @@ def capture_windows(step, plan, m, windows, request, root, target, timings, repo
                 "outputs": outputs, "param_order": order} for w in windows}
 
 
-def place_known(plan, m, window, source: tuple, stage: str, request, root, timings,
+def place_known(plan, shape, window, source: tuple, stage: str, request, root, timings,
                 report, relink: bool) -> dict:
     """Die `plan.die` runs a program compiled already (`source`: library, ONNX twin, io; by
     another die of this tree, `stage` "shared", or by an earlier compile, "cached"): the same
     library file, and (`relink`) the same ONNX graph pointing into this die's weights."""
-    library, twin, io = source
+    (library, twin, io), (batch, m) = source, shape
     with report.timed(timings, stage):
         place = layout.share_file if stage == "shared" else shutil.copyfile
         place(library, layout.ensure_parent(
-            root, layout.library_file(plan.die, m, window, request.windows[-1])))
+            root, layout.library_file(plan.die, m, window, request.windows[-1], batch)))
         if relink and request.export_onnx:
-            relink_onnx(twin, root / layout.onnx_file(plan.die, m),
+            relink_onnx(twin, root / layout.onnx_file(plan.die, m, batch),
                         root / layout.weights_file(plan.die))
     return io
 
 
-def program_fingerprint(ckpt, key: tuple, seq_len: int, window: int, request,
+def program_fingerprint(ckpt, key: tuple, shape: tuple[int, int], window: int, request,
                         target: Target) -> str:
-    """Everything the program of (die shape `key`, seq_len, KV window) depends on, for the
-    program cache."""
+    """Everything the program of (die shape `key`, (batch, seq_len), KV window) depends on,
+    for the program cache."""
     return program_cache.fingerprint(ckpt.config.to_dict(), {
-        "graph": "llm-step", "program_key": key, "seq_len": seq_len, "window": window,
+        "graph": "llm-step", "program_key": key, "batch": shape[0], "seq_len": shape[1],
+        "window": window,
         "max_kv": request.max_kv_cache_size, "dtype": request.dtype,
         "embedding_as_input": request.embedding_as_input,
         "int4": ckpt.int4.as_json() if ckpt.int4 else None, "target": target.as_json()})
@@ -168,10 +172,11 @@ def compile_die(ckpt, plan, request, root, target, report, compiled: dict) -> li
                           dtype=request.torch_dtype, int4=ckpt.int4)
     save_die_weights(root, plan, step)
     key, entries = plan.program_key(ckpt.dims.group_size), []
-    for m in sorted(request.seq_len_list):
-        prints = {w: program_fingerprint(ckpt, key, m, w, request, target)
+    for shape in request.graph_shapes:
+        prints = {w: program_fingerprint(ckpt, key, shape, w, request, target)
                   for w in request.windows}
-        for entry in graphs_for(step, plan, m, prints, compiled, request, root, target, report):
+        for entry in graphs_for(step, plan, shape, prints, compiled, request, root, target,
+                                report):
             entries.append(entry)
             compiled.setdefault(prints[entry["window"]], entry)
     return entries
@@ -190,20 +195,23 @@ class StepRecipe:
 LLM_STEP = StepRecipe(step_inputs, save_graph_params, rope_tables=True)
 
 
-def graphs_for(step, plan, m, prints: dict, compiled, request, root, target, report,
-               recipe: StepRecipe = LLM_STEP):
-    """Die `plan.die`'s M-row graphs, one per KV window: programs compiled already (by this
-    tree, else in the cache) are placed; the others are captured once and lowered now."""
+def graphs_for(step, plan, shape: tuple[int, int], prints: dict, compiled, request, root,
+               target, report, recipe: StepRecipe = LLM_STEP):
+    """Die `plan.die`'s graphs of `shape` (batch, M), one per KV window: programs compiled
+    already (by this tree, else in the cache) are placed; the others are captured once and
+    lowered now. Batch 1 writes the constants every batch size of that M reads."""
     known = {w: known_program(compiled, f, root, request) for w, f in prints.items()}
     missing = [w for w, k in known.items() if k is None]
-    with report.graph(plan.die, m, layout.graph_kind(m), list(prints)) as t:
-        recipe.save_params(root, plan, m, step)
-        io = capture_windows(step, plan, m, missing, request, root, target, t, report,
+    batch, m = shape
+    with report.graph(plan.die, m, layout.graph_kind(m), list(prints), batch) as t:
+        if batch == 1:
+            recipe.save_params(root, plan, m, step)
+        io = capture_windows(step, plan, shape, missing, request, root, target, t, report,
                              recipe.make_inputs) if missing else {}
         for i, w in enumerate(w for w in prints if w not in missing):
-            io[w] = place_known(plan, m, w, *known[w], request, root, t, report,
+            io[w] = place_known(plan, shape, w, *known[w], request, root, t, report,
                                 relink=not missing and i == 0)
-    entries = [graph_entry(plan, m, w, io[w], request.export_onnx, request.windows[-1])
+    entries = [graph_entry(plan, shape, w, io[w], request.export_onnx, request.windows[-1])
                | ({} if recipe.rope_tables else {"constants": None}) for w in prints]
     for w in missing:
         keep_program(prints[w], entries[list(prints).index(w)], root, request)
@@ -223,6 +231,7 @@ def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: Target
         "format_version": FORMAT_VERSION, "kind": "llm", "architecture": ckpt.arch.name,
         "model_type": getattr(ckpt.config, "model_type", ckpt.arch.name),
         "dies": request.dev_count, "seq_len_list": sorted(request.seq_len_list),
+        "batch_sizes": request.batches,
         "max_kv_cache_size": request.max_kv_cache_size, "kv_windows": list(request.windows),
         "dtype": request.dtype,
         "embedding_as_input": request.embedding_as_input, "vocab_size": dims.vocab_size,
@@ -317,7 +326,7 @@ def compile_llm(request: CompileRequest) -> Path:
     budget = estimate(ckpt.dims, plans, request, ckpt.int4,
                       bool(getattr(ckpt.config, "tie_word_embeddings", False)))
     check_disk(budget, request.artifacts_path)
-    report = CompileReport(len(request.seq_len_list) * request.dev_count, request.progress,
+    report = CompileReport(len(request.graph_shapes) * request.dev_count, request.progress,
                            request.verbose)
     report.say(budget.line())
     return compile_into(request.artifacts_path, report,

@@ -92,11 +92,16 @@ def check_tree(root: Path) -> list[Finding]:
     from tyllm.runtime.tree import Tree
 
     try:
-        manifest = Tree(root).manifest
+        tree = Tree(root)
+        manifest = tree.manifest
         verify_files(root, manifest)
     except TyllmError as e:
         return [Finding(False, str(e))]
-    findings = [Finding(True, f"{len(manifest['files'])} files of {root} match their sha256")]
+    findings = [Finding(True, f"{len(manifest['files'])} files of {root} match their sha256"),
+                Finding(True, f"{len(tree.buffers['graphs'])} step graphs: seq lens "
+                              f"{tree.seq_lens}, KV windows {tree.windows}, batch sizes "
+                              f"{tree.batch_sizes} (up to {max(tree.batch_sizes)} sequences "
+                              f"per decode call)")]
     for name in MUST_MATCH_TREE:
         recorded, have = manifest["producer"].get(name), package_version(name)
         findings.append(Finding(recorded == have, f"tree made with {name} {recorded}, "

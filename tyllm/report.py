@@ -105,11 +105,16 @@ class CompileReport:
             self._bar.set_description_str(f"compile {text}", refresh=True)
 
     @contextmanager
-    def graph(self, die: int, seq_len: int, kind: str, windows: list[int] | None = None):
+    def graph(self, die: int, seq_len: int, kind: str, windows: list[int] | None = None,
+              batch: int = 1):
         """One step of the bar: a graph, or a step's graphs for several KV windows."""
         timings: dict[str, float] = {}
         entry = {"die": die, "seq_len": seq_len, "kind": kind, "seconds": timings}
-        label = f"[{len(self.graphs) + 1}/{self.total_graphs}] die {die} seqlen {seq_len} ({kind})"
+        batched = "" if batch == 1 else f" batch {batch}"
+        label = (f"[{len(self.graphs) + 1}/{self.total_graphs}] die {die}{batched} seqlen "
+                 f"{seq_len} ({kind})")
+        if batch > 1:
+            entry["batch"] = batch
         if windows:
             entry["windows"] = windows
         if windows and len(windows) > 1:

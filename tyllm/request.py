@@ -28,6 +28,7 @@ class CompileRequest:
     export_onnx: bool = True
     use_cache: bool = True  # reuse and keep compiled programs (tyllm/program_cache.py)
     kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: tyllm.windows ladder
+    batch_size_list: tuple[int, ...] = (1,)  # sequences per decode call (batch 1 is always built)
     backend: str = DEFAULT_BACKEND  # backends.REGISTRY
     progress: bool = field(default=True, compare=False)
     verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
@@ -39,6 +40,18 @@ class CompileRequest:
     @property
     def windows(self) -> list[int]:
         return kv_windows(self.max_kv_cache_size, self.kv_windows)
+
+    @property
+    def batches(self) -> list[int]:
+        return sorted({1, *self.batch_size_list})
+
+    @property
+    def graph_shapes(self) -> list[tuple[int, int]]:
+        """(batch, seq_len) of every step graph: batch 1 at every seq_len (prefill and decode);
+        each larger batch at the decode length, the smallest seq_len."""
+        decode = min(self.seq_len_list)
+        return ([(1, m) for m in sorted(self.seq_len_list)]
+                + [(b, decode) for b in self.batches if b > 1])
 
     def target(self):
         return backend_named(self.backend).target(self.num_threads or os.cpu_count() or 1)
@@ -60,6 +73,7 @@ def validate(request: CompileRequest) -> None:
                          f"{request.max_kv_cache_size}: raise max_kv_cache_size or use shorter "
                          f"seq_lens.")
     kv_windows(request.max_kv_cache_size, request.kv_windows)
+    check_batch_sizes(request.batch_size_list)
     backend_named(request.backend)
     if not isinstance(request.dev_count, int) or request.dev_count < 1:
         raise TyllmError(f"dev_count={request.dev_count} is invalid: use 1 or more dies.")
@@ -68,6 +82,18 @@ def validate(request: CompileRequest) -> None:
                          f"{list(DTYPES)}.")
     check_model_folder(request.model_path)
     check_die_folder(request.artifacts_path, request.dev_count, "dev_count")
+
+
+MAX_BATCH = 64
+
+
+def check_batch_sizes(sizes) -> None:
+    listed = isinstance(sizes, list | tuple)
+    bad = [b for b in (sizes if listed else []) if not isinstance(b, int) or
+           isinstance(b, bool) or not 1 <= b <= MAX_BATCH]
+    if not listed or not sizes or bad or len(set(sizes)) != len(sizes):
+        raise TyllmError(f"batch_size_list {sizes} must list distinct integers from 1 to "
+                         f"{MAX_BATCH} (sequences decoded in one call), e.g. [1, 4].")
 
 
 def backend_named(name: str):

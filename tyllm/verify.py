@@ -33,25 +33,30 @@ class GraphCheck:
     ok: bool
     kind: str = "language"  # or "vision" (seq_len is then the graph's patch count)
     window: int | None = None  # a language graph's KV window
+    batch: int = 1  # sequences per call of a language graph
 
     def label(self) -> str:
         if self.kind == "vision":
             return f"vision die {self.die} ({self.seq_len} patches)"
-        return f"die {self.die} seqlen {self.seq_len} kv {self.window}"
+        batch = "" if self.batch == 1 else f" batch {self.batch}"
+        return f"die {self.die}{batch} seqlen {self.seq_len} kv {self.window}"
 
 
 def random_inputs(graph: dict, tree: Tree, gen: torch.Generator) -> dict[str, np.ndarray]:
-    m, window = graph["seq_len"], graph["window"]
-    start = max(0, min(tree.max_kv - m, window // 2))
+    """Random tokens and caches; every sequence of a batched graph at its own start."""
+    m, window, batch = graph["seq_len"], graph["window"], graph.get("batch", 1)
+    starts = [max(0, min(tree.max_kv - m, window // 2 - b)) for b in range(batch)]
+    fixed = {"start_pos": torch.tensor(starts),
+             "last_index": torch.tensor([b * m + m - 1 for b in range(batch)]),
+             HISTORY_MASK: torch.stack([history_mask(s, window) for s in starts]).reshape(
+                 next(t["shape"] for t in graph["inputs"] if t["name"] == HISTORY_MASK))}
     feeds = {}
     for t in graph["inputs"]:
         dtype, shape = TORCH_DTYPES.get(t["dtype"]), t["shape"]
         if t["name"] == "input_ids":
             value = torch.randint(0, tree.config["vocab_size"], shape, generator=gen)
-        elif t["name"] in ("start_pos", "last_index"):
-            value = torch.tensor([start if t["name"] == "start_pos" else m - 1])
-        elif t["name"] == HISTORY_MASK:
-            value = history_mask(start, window)
+        elif t["name"] in fixed:
+            value = fixed[t["name"]]
         else:
             value = (torch.randn(shape, generator=gen) * 0.5).to(dtype)
         feeds[t["name"]] = value.numpy()
@@ -83,10 +88,13 @@ def compare(tree: Tree, onnx: str, program, feeds: dict, die: int, key: int,
 
 
 def check_graph(tree: Tree, runner: DieRunner, graph: dict, gen) -> GraphCheck:
-    """A step graph against its M's ONNX twin (one twin per M: its KV window is symbolic)."""
-    m, window = graph["seq_len"], graph["window"]
-    return compare(tree, graph["onnx"], runner.programs[m, window],
-                   random_inputs(graph, tree, gen), graph["die"], m, window=window)
+    """A step graph against its (batch, M)'s ONNX twin (its KV window is symbolic)."""
+    m, window, batch = graph["seq_len"], graph["window"], graph.get("batch", 1)
+    program = runner.programs[m, window] if batch == 1 else runner.batched[batch, window]
+    check = compare(tree, graph["onnx"], program, random_inputs(graph, tree, gen), graph["die"],
+                    m, window=window)
+    check.batch = batch
+    return check
 
 
 def check_vision(tree: Tree, gen) -> list[GraphCheck]:
@@ -112,8 +120,9 @@ def verify_tree(root: Path, seed: int = 0) -> list[GraphCheck]:
     with bind_member(IdentityMember()):
         for die in range(tree.dies):
             runner = DieRunner(tree, die)
-            checks += [check_graph(tree, runner, g, gen)
-                       for _, g in sorted(tree.graphs_for(die).items()) if g["onnx"]]
+            graphs = [*sorted(tree.graphs_for(die).items()),
+                      *sorted(tree.batched_graphs_for(die).items())]
+            checks += [check_graph(tree, runner, g, gen) for _, g in graphs if g["onnx"]]
         if tree.config["kind"] == "vlm":
             checks += check_vision(tree, gen)
     return checks

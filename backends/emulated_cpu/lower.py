@@ -10,6 +10,7 @@ from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
 
 from backends.emulated_cpu.pipeline import build_pipeline
+from tyllm.capture.export import HISTORY_MASK
 from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
 
 
@@ -115,7 +116,7 @@ def bind_size(mod: tvm.IRModule, size: int) -> tvm.IRModule:
     traced static (a one-window cache) is returned as it is."""
     sizes = relax.analysis.defined_symbolic_vars(mod["main"])
     if not sizes:
-        traced = [p.ty.shape[0] for p in mod["main"].params if str(p.name) == "history_mask"]
+        traced = [p.ty.shape[-1] for p in mod["main"].params if str(p.name) == HISTORY_MASK]
         if traced and int(traced[0]) != size:
             raise RuntimeError(f"a program traced for a window of {int(traced[0])} cannot be "
                                f"bound to {size}")

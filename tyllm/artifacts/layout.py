@@ -8,6 +8,11 @@
   batch_1/seqlen_{M}/llm_{prefill|decode}_kv{W}_die{d}.so   the same graph for a KV window of
                                         the first W positions (tyllm/windows.py)
   batch_1/seqlen_{M}/llm_die{d}.params  graph-local constants (causal mask of M rows)
+  batch_{B}/seqlen_{M}/llm_decode[_kv{W}]_die{d}.so   B > 1: the step for B sequences in one
+                                        call (tyllm/request.py::graph_shapes: decode length only);
+                                        its weights and constants are batch_1's files
+  batch_1/llm_die{d}_{M}_b{B}.onnx      ONNX twin of a batch-B graph (beside the weights it
+                                        points into)
   config.json buffer_config.json tokenizer.json manifest.json compile_report.json
   compile.log (framework output and per-graph timings of the compile)
   embedding.params (embedding_as_input) empty.bin
@@ -44,15 +49,15 @@ def constants_file(die: int, seq_len: int) -> str:
     return f"{BATCH}/constant_die{die}_{seq_len}.params"
 
 
-def onnx_file(die: int, seq_len: int) -> str:
-    return f"{BATCH}/llm_die{die}_{seq_len}.onnx"
+def onnx_file(die: int, seq_len: int, batch: int = 1) -> str:
+    return f"{BATCH}/llm_die{die}_{seq_len}{'' if batch == 1 else f'_b{batch}'}.onnx"
 
 
 def library_file(die: int, seq_len: int, window: int | None = None,
-                 max_kv: int | None = None) -> str:
+                 max_kv: int | None = None, batch: int = 1) -> str:
     """The seed's name for the full window (`window` None or max_kv), `_kv{W}` for others."""
     tag = "" if window is None or window == max_kv else f"_kv{window}"
-    return f"{BATCH}/seqlen_{seq_len}/llm_{graph_kind(seq_len)}{tag}_die{die}.so"
+    return f"batch_{batch}/seqlen_{seq_len}/llm_{graph_kind(seq_len)}{tag}_die{die}.so"
 
 
 def graph_params_file(die: int, seq_len: int) -> str:

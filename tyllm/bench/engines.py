@@ -115,16 +115,18 @@ if __name__ == "__main__":
 """
 
 
-def run_stock_vllm(child: str, job: dict, threads: int):
+def run_stock_vllm(child: str, job: dict, threads: int, stock: bool = True):
     """Runs `child` (a script printing RESULT<json>) in a process with tyllm's plugin off
-    (stock vLLM CPU); returns the JSON."""
-    env = dict(os.environ, VLLM_TARGET_DEVICE="cpu", VLLM_CPU_KVCACHE_SPACE="1",
+    (stock vLLM CPU; `stock=False`: on, the engine runs a tree); returns the JSON."""
+    env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1",
                VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}")
+    if stock:
+        env["VLLM_TARGET_DEVICE"] = "cpu"
     done = subprocess.run([sys.executable, "-c", child, json.dumps(job)], env=env,
                           capture_output=True, text=True, timeout=1800)
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"stock vLLM run failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"vLLM run failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT"):])
 
 

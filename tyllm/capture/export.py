@@ -22,20 +22,25 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def step_inputs(step: DecoderStep, seq_len: int) -> dict[str, torch.Tensor]:
-    """Example inputs of a step graph, in call order. Names are the ones the runtime uses."""
+def step_inputs(step: DecoderStep, seq_len: int, batch: int = 1) -> dict[str, torch.Tensor]:
+    """Example inputs of a step graph, in call order. Names are the ones the runtime uses. A
+    batched graph (batch B > 1) takes B sequences' rows one after the other: tokens [B*M],
+    start_pos / last_index [B], history_mask [B, W], then the caches of sequences 1..B-1."""
     kv_shape = (len(step.layers), step.layers[0].self_attn.kv_heads, step.max_kv,
                 step.layers[0].self_attn.head_dim)
-    dtype = step.norm.weight.dtype
+    dtype, rows = step.norm.weight.dtype, batch * seq_len
     if step.embed_tokens is None:
-        tokens = ("inputs_embeds", torch.zeros(seq_len, step.norm.weight.shape[0], dtype=dtype))
+        tokens = ("inputs_embeds", torch.zeros(rows, step.norm.weight.shape[0], dtype=dtype))
     else:
-        tokens = ("input_ids", torch.zeros(seq_len, dtype=torch.int64))
-    return dict([tokens, ("start_pos", torch.zeros(1, dtype=torch.int64)),
-                 ("last_index", torch.zeros(1, dtype=torch.int64)),
+        tokens = ("input_ids", torch.zeros(rows, dtype=torch.int64))
+    mask = torch.zeros(example_window(step.max_kv), dtype=torch.bool)
+    return dict([tokens, ("start_pos", torch.zeros(batch, dtype=torch.int64)),
+                 ("last_index", torch.zeros(batch, dtype=torch.int64)),
                  ("k_cache", torch.zeros(kv_shape, dtype=dtype)),
                  ("v_cache", torch.zeros(kv_shape, dtype=dtype)),
-                 (HISTORY_MASK, torch.zeros(example_window(step.max_kv), dtype=torch.bool))])
+                 (HISTORY_MASK, mask if batch == 1 else mask.repeat(batch, 1)),
+                 *((f"{kv}_cache_{b}", torch.zeros(kv_shape, dtype=dtype))
+                   for b in range(1, batch) for kv in "kv")])
 
 
 OUTPUT_NAMES = ("logits", "new_k", "new_v")
@@ -62,14 +67,19 @@ def example_window(max_kv: int) -> int:
 
 
 def window_shapes(inputs: dict[str, torch.Tensor], max_kv: int):
-    """torch.export's dynamic_shapes: the history mask's length is the symbolic KV window (a
+    """torch.export's dynamic_shapes: the history mask's last axis is the symbolic KV window (a
     cache of 2 positions has the one window 2). The traced range stops below max_kv, where
     torch would ask whether the cache slice is the whole (contiguous) cache; the program bound
-    to max_kv computes the same slice, and verify checks it against the ONNX twin."""
+    to max_kv computes the same slice, and verify checks it against the ONNX twin. The caches
+    of a batched graph's sequences 1..B-1 are the step's variadic `row_caches`."""
     if example_window(max_kv) >= max_kv:
         return None
     window = torch.export.Dim("kv_window", min=2, max=max_kv - 1)
-    return tuple({0: window} if name == HISTORY_MASK else None for name in inputs)
+    names = list(inputs)
+    fixed = names.index(HISTORY_MASK) + 1
+    shapes = tuple({inputs[n].dim() - 1: window} if n == HISTORY_MASK else None
+                   for n in names[:fixed])
+    return (*shapes, (None,) * (len(names) - fixed)) if len(names) > fixed else shapes
 
 
 def export_module(module: torch.nn.Module, inputs: dict[str, torch.Tensor],
@@ -81,15 +91,15 @@ def export_module(module: torch.nn.Module, inputs: dict[str, torch.Tensor],
     return program.run_decompositions()
 
 
-def export_step(step: DecoderStep, seq_len: int, make_inputs=step_inputs):
-    """Returns (decomposed ExportedProgram, example inputs) of the step at `seq_len` new tokens,
-    its KV window symbolic (bound per compiled window when lowered)."""
+def export_step(step: DecoderStep, seq_len: int, make_inputs=step_inputs, batch: int = 1):
+    """Returns (decomposed ExportedProgram, example inputs) of the step at `seq_len` new tokens
+    per sequence (`batch` sequences), its KV window symbolic (bound per window when lowered)."""
     step.causal_mask = causal_mask(seq_len)
-    inputs = make_inputs(step, seq_len)
+    inputs = make_inputs(step, seq_len) if batch == 1 else make_inputs(step, seq_len, batch)
     return export_module(step, inputs, window_shapes(inputs, step.max_kv)), inputs
 
 
 def window_inputs(inputs: list[TensorDesc], window: int) -> list[TensorDesc]:
     """The input descriptions of a step's program bound to `window`."""
-    return [TensorDesc(t.name, (window,), t.dtype) if t.name == HISTORY_MASK else t
-            for t in inputs]
+    return [TensorDesc(t.name, (*t.shape[:-1], window), t.dtype) if t.name == HISTORY_MASK
+            else t for t in inputs]

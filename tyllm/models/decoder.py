@@ -115,10 +115,48 @@ class Attention(nn.Module):
         return t if self.group is not None else torch.index_select(t, 0, self.kv_index)
 
     def forward(self, x, cos, sin, k_hist, v_hist, hist_mask, causal_mask):
-        m = x.shape[0]
+        """x [R, H]: one sequence's M rows (R = M), or B sequences' rows one after the other
+        (R = B*M; k_hist, v_hist are then lists of B histories and hist_mask is [B, W])."""
         q = apply_rope(self.project(x, self.q_proj, self.q_norm, self.heads), cos, sin)
         k = apply_rope(self.project(x, self.k_proj, self.k_norm, self.kv_heads), cos, sin)
         v = self.project(x, self.v_proj, None, self.kv_heads)
+        if isinstance(k_hist, torch.Tensor):
+            out = self.attend(q, k, v, k_hist, v_hist, hist_mask, causal_mask)
+        else:
+            out = self.attend_rows(q, k, v, k_hist, v_hist, hist_mask, causal_mask)
+        y = all_reduce(self.o_proj(out))
+        return (y if self.o_bias is None else y + self.o_bias), k, v
+
+    def attend_rows(self, q, k, v, k_hists, v_hists, hist_mask, causal_mask):
+        """B sequences, each attending to its own history and its own new rows: q [h, B*M, D],
+        new k/v [KVl, B*M, D], B histories [KVl, W, D], hist_mask [B, W] -> [B*M, h*D]. The
+        sequences are a batch axis of the same bmm as `attend`: (sequence, group) pairs."""
+        b, m, d = len(k_hists), causal_mask.shape[0], self.head_dim
+        g = self.group or 1
+        kh = torch.cat([self.group_kv(t) for t in k_hists])  # [B*G, W, D]
+        vh = torch.cat([self.group_kv(t) for t in v_hists])
+        groups = kh.shape[0] // b
+
+        def per_sequence(t, rows):  # [heads, B*M, D] -> [B*heads', rows, D]
+            return t.reshape(t.shape[0], b, m, d).transpose(0, 1).reshape(-1, rows, d)
+
+        qg = per_sequence(q, g * m)  # [B*G, g*M, D]: rows are (g, m) as in `attend`
+        kg, vg = per_sequence(self.group_kv(k), m), per_sequence(self.group_kv(v), m)
+        scale = d**-0.5
+        s_hist = torch.bmm(qg, kh.transpose(1, 2)) * scale  # [B*G, g*M, W]
+        s_new = torch.bmm(qg, kg.transpose(1, 2)) * scale  # [B*G, g*M, M]
+        neg = torch.finfo(s_hist.dtype).min
+        rows = torch.arange(b).repeat_interleave(groups)
+        s_hist = torch.where(torch.index_select(hist_mask, 0, rows).unsqueeze(1), s_hist, neg)
+        s_new = torch.where(causal_mask.repeat(g, 1), s_new, neg)
+        p = torch.softmax(torch.cat([s_hist, s_new], -1), -1, dtype=torch.float32).to(q.dtype)
+        p_hist, p_new = p[..., : kh.shape[1]], p[..., kh.shape[1]:]
+        out = torch.bmm(p_hist, vh) + torch.bmm(p_new, vg)  # [B*G, g*M, D]
+        return out.reshape(b, self.heads, m, d).transpose(1, 2).reshape(b * m, -1)
+
+    def attend(self, q, k, v, k_hist, v_hist, hist_mask, causal_mask):
+        """One sequence: q [h, M, D], new k/v [KVl, M, D], history [KVl, W, D] -> [M, h*D]."""
+        m = q.shape[1]
         g = self.group or 1
         kg, vg = self.group_kv(k), self.group_kv(v)
         kh, vh = self.group_kv(k_hist), self.group_kv(v_hist)
@@ -133,9 +171,7 @@ class Attention(nn.Module):
         p = torch.softmax(torch.cat([s_hist, s_new], -1), -1, dtype=torch.float32).to(q.dtype)
         p_hist, p_new = p[..., : kh.shape[1]], p[..., kh.shape[1]:]
         out = torch.bmm(p_hist, vh) + torch.bmm(p_new, vg)  # [G, g*M, D]
-        out = out.reshape(self.heads, m, self.head_dim).transpose(0, 1).reshape(m, -1)
-        y = all_reduce(self.o_proj(out))
-        return (y if self.o_bias is None else y + self.o_bias), k, v
+        return out.reshape(self.heads, m, self.head_dim).transpose(0, 1).reshape(m, -1)
 
 
 class MLP(nn.Module):
@@ -190,28 +226,46 @@ class DecoderStep(nn.Module):
         return tokens if self.embed_tokens is None else nn.functional.embedding(
             tokens, self.embed_tokens)
 
-    def forward(self, tokens, start_pos, last_index, k_cache, v_cache, history_mask):
+    def forward(self, tokens, start_pos, last_index, k_cache, v_cache, history_mask,
+                *row_caches):
+        """One sequence (start_pos [1]), or B sequences in one call (batched graphs): tokens
+        [B*M] row-major, start_pos [B], last_index [B] (flat rows), history_mask [B, W], the
+        caches of sequence 0 then `row_caches` = (k_cache, v_cache) of sequences 1..B-1."""
         offsets = torch.arange(self.causal_mask.shape[0], dtype=torch.int64)
-        pos = torch.clamp(start_pos + offsets, 0, self.max_kv - 1)  # padding rows may overflow
-        cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [M, D]
-        return self.run(self.embed(tokens), cos, sin, last_index, k_cache, v_cache,
-                        history_mask)
+        if start_pos.shape[0] == 1:
+            pos = start_pos + offsets
+        else:
+            pos = (start_pos.unsqueeze(1) + offsets).reshape(-1)  # [B*M], sequence-major
+        pos = torch.clamp(pos, 0, self.max_kv - 1)  # padding rows may overflow
+        cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [R, D]
+        return self.run(self.embed(tokens), cos, sin, last_index,
+                        caches_of(k_cache, v_cache, row_caches), history_mask)
 
-    def run(self, h, cos, sin, last_index, k_cache, v_cache, history_mask, deepstack=None):
-        """The layers on embeddings h [M, H] with rope cos/sin [M, D], attending to the first
-        W = len(history_mask) cached positions; `deepstack` [K, M, H] (Qwen3-VL) is added to
-        the output of layers 0..K-1."""
-        window = history_mask.shape[0]
+    def run(self, h, cos, sin, last_index, caches, history_mask, deepstack=None):
+        """The layers on embeddings h [R, H] with rope cos/sin [R, D]; `caches` is one (K, V)
+        pair per sequence, each attending to its first W = history_mask.shape[-1] cached
+        positions; `deepstack` [K, M, H] (Qwen3-VL) is added to the output of layers 0..K-1."""
+        window = history_mask.shape[-1]
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             # slices, not k_cache[i]: a select lowers to a copy of the layer's whole cache
-            k_hist = k_cache[i:i + 1, :, :window].squeeze(0)
-            v_hist = v_cache[i:i + 1, :, :window].squeeze(0)
-            h, k, v = layer(h, cos, sin, k_hist, v_hist, history_mask, self.causal_mask)
+            k_hist = [k[i:i + 1, :, :window].squeeze(0) for k, _ in caches]
+            v_hist = [v[i:i + 1, :, :window].squeeze(0) for _, v in caches]
+            if len(caches) == 1:
+                h, k, v = layer(h, cos, sin, k_hist[0], v_hist[0], history_mask,
+                                self.causal_mask)
+            else:
+                h, k, v = layer(h, cos, sin, k_hist, v_hist, history_mask, self.causal_mask)
             if deepstack is not None and i < deepstack.shape[0]:
                 h = h + deepstack[i]
             new_k.append(k)
             new_v.append(v)
-        h_last = torch.index_select(self.norm(h), 0, last_index)  # [1, H]
-        logits = nn.functional.linear(h_last, self.lm_head)  # [1, Vl]
+        h_last = torch.index_select(self.norm(h), 0, last_index)  # [B, H]
+        logits = nn.functional.linear(h_last, self.lm_head)  # [B, Vl]
         return logits, torch.stack(new_k), torch.stack(new_v)
+
+
+def caches_of(k_cache, v_cache, row_caches: tuple) -> list[tuple]:
+    """(K, V) per sequence: the first pair, then the pairs of `row_caches` (k1, v1, k2, ...)."""
+    rest = list(row_caches)
+    return [(k_cache, v_cache), *zip(rest[0::2], rest[1::2], strict=True)]

@@ -20,6 +20,8 @@ class DieRunner:
         graphs = tree.graphs_for(die)
         weights = load_params(tree.file(next(iter(graphs.values()))["weights"]))
         self.programs = {key: self._program(tree, g, weights) for key, g in graphs.items()}
+        self.batched = {key: self._program(tree, g, weights)
+                        for key, g in tree.batched_graphs_for(die).items()}
         self.windows = sorted({w for _, w in graphs})
         kv = tree.kv_cache_for(die)
         k = kv["k_cache"]
@@ -60,3 +62,24 @@ class DieRunner:
         k_cache[:, :, start:start + valid] = new_k[:, :, :valid]
         v_cache[:, :, start:start + valid] = new_v[:, :, :valid]
         return logits.clone()
+
+    def rows(self, batch: int, seq_len: int, tokens: torch.Tensor, starts: list[int],
+             valids: list[int], slots: list[int]) -> torch.Tensor:
+        """One call of the batch-`batch` graph for len(slots) <= batch sequences, each at its
+        own start with its own valid rows and KV slot; `tokens` holds batch*seq_len rows,
+        sequence after sequence. Rows past the real sequences are padding that reads the
+        first sequence's cache and writes nothing. Returns [len(slots), V_d] logits."""
+        pad = batch - len(slots)
+        window = window_for(max(starts), self.windows)
+        caches = [self.cache(s) for s in slots] + [self.cache(slots[0])] * pad
+        starts_all, valids_all = starts + [0] * pad, valids + [1] * pad
+        last = [b * seq_len + v - 1 for b, v in enumerate(valids_all)]
+        mask = torch.stack([history_mask(s, window) for s in starts_all])
+        logits, new_k, new_v = self.batched[batch, window](
+            tokens, torch.tensor(starts_all), torch.tensor(last), *caches[0], mask,
+            *(t for pair in caches[1:] for t in pair))
+        for b, (start, valid) in enumerate(zip(starts, valids, strict=True)):
+            rows = slice(b * seq_len, b * seq_len + valid)
+            caches[b][0][:, :, start:start + valid] = new_k[:, :, rows]
+            caches[b][1][:, :, start:start + valid] = new_v[:, :, rows]
+        return logits[:len(slots)].clone()

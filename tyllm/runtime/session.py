@@ -33,6 +33,18 @@ def plan_chunks(length: int, seq_lens: list[int]) -> list[tuple[int, int, int]]:
     return chunks
 
 
+def batch_calls(rows: int, sizes: list[int]) -> list[tuple[int, int, int]]:
+    """(first row, row count, batch size) calls covering `rows` sequences: the largest compiled
+    batch while more rows are left than it holds, then the smallest batch that holds the rest."""
+    calls, first, largest = [], 0, max(sizes)
+    while rows - first > largest:
+        calls.append((first, largest, largest))
+        first += largest
+    if rows > first:
+        calls.append((first, rows - first, min(b for b in sizes if b >= rows - first)))
+    return calls
+
+
 def flat_ids(input_ids) -> list[int]:
     """One prompt: a list of ints, a 1-D integer tensor/array, or a batch of one ([1, P])."""
     ids = input_ids.tolist() if hasattr(input_ids, "tolist") else input_ids
@@ -43,7 +55,7 @@ def flat_ids(input_ids) -> list[int]:
     if ids and isinstance(ids[0], list | tuple):
         if len(ids) != 1:
             raise TyllmError(f"generate takes one prompt but got a batch of {len(ids)}: call "
-                             f"generate once per prompt.")
+                             f"generate_batch for several prompts.")
         ids = list(ids[0])
     return [token_id(t) for t in ids]
 
@@ -114,27 +126,55 @@ class Session:
                              f"cache of {room}: ask for at most {room - prompt + 1} new tokens "
                              f"or recompile with a larger max_kv_cache_size.")
 
+    def _check_positions(self, start: int, count: int) -> None:
+        if start < 0:
+            raise TyllmError(f"start={start}: positions start at 0.")
+        if start + count > self.tree.max_kv:
+            raise TyllmError(f"Positions up to {start + count} exceed the KV cache of "
+                             f"{self.tree.max_kv}: recompile with a larger max_kv_cache_size "
+                             f"(--max_model_len for VLM trees).")
+
     def _inputs(self, tokens: list[int], seq_len: int) -> torch.Tensor:
         ids = torch.tensor(tokens + [0] * (seq_len - len(tokens)), dtype=torch.int64)
         return ids if self.embedding is None else self.embedding[ids]
 
-    def _step(self, tokens: list[int], start: int, seq_len: int, slot: int = 0) -> torch.Tensor:
+    def _workers(self):
         if self.workers is None:
             raise TyllmError("This session is closed: load the tree again.")
-        inputs = self._inputs(tokens, seq_len)
-        slices = self.workers.step(seq_len, inputs, start, len(tokens), slot)
+        return self.workers
+
+    def _step(self, tokens: list[int], start: int, seq_len: int, slot: int = 0) -> torch.Tensor:
+        workers = self._workers()
+        slices = workers.step(seq_len, self._inputs(tokens, seq_len), start, len(tokens), slot)
         return torch.cat(slices, dim=-1)[0]
+
+    def decode_rows(self, tokens: list[int], starts: list[int],
+                    slots: list[int]) -> torch.Tensor:
+        """One new token for each of several sequences (token i at position starts[i] of
+        sequence slots[i]) in as few calls as the compiled batch sizes allow
+        (`batch_calls`); returns their logits [len(slots), V]."""
+        self._check_ids(tokens)
+        for start in starts:
+            self._check_positions(start, 1)
+        out = []
+        for first, count, batch in batch_calls(len(slots), self.tree.batch_sizes):
+            rows = range(first, first + count)
+            if batch == 1:
+                out += [self._step([tokens[i]], starts[i], self.decode_len, slots[i]) for i in rows]
+                continue
+            ids = [t for i in rows for t in [tokens[i]] + [0] * (self.decode_len - 1)]
+            inputs = self._inputs(ids, batch * self.decode_len)
+            slices = self._workers().rows(batch, self.decode_len, inputs,
+                                          [starts[i] for i in rows], [1] * count,
+                                          [slots[i] for i in rows])
+            out += list(torch.cat(slices, dim=-1))
+        return torch.stack(out)
 
     def extend(self, tokens: list[int], start: int, slot: int) -> torch.Tensor:
         """Runs `tokens` at positions `start`.. against the KV cache of sequence `slot` (each
         slot is one independent sequence); returns the logits of the last token."""
         self._check_ids(tokens)
-        if start < 0:
-            raise TyllmError(f"start={start}: positions start at 0.")
-        if start + len(tokens) > self.tree.max_kv:
-            raise TyllmError(f"Positions up to {start + len(tokens)} exceed the KV cache of "
-                             f"{self.tree.max_kv}: recompile with a larger max_kv_cache_size "
-                             f"(--max_model_len for VLM trees).")
+        self._check_positions(start, len(tokens))
         logits = None
         for offset, valid, m in plan_chunks(len(tokens), self.tree.seq_lens):
             logits = self._step(tokens[offset:offset + valid], start + offset, m, slot)
@@ -155,6 +195,33 @@ class Session:
         self._check_ids(input_ids)
         self._check_fits(len(input_ids), max_new_tokens)
         return self.greedy(self.prefill(input_ids), len(input_ids), max_new_tokens, stop_at_eos)
+
+    def generate_batch(self, prompts: list, max_new_tokens: int,
+                       stop_at_eos: bool = True) -> list[list[int]]:
+        """Greedy generation for several prompts at once: each prompt is prefilled in its own
+        KV slot (0..n-1), then every unfinished sequence decodes in the same calls of the
+        tree's batched graphs (`decode_rows`). Row i equals generate(prompts[i], ...)."""
+        if isinstance(prompts, str) or not isinstance(prompts, list | tuple):
+            raise TyllmError("generate_batch takes a list of prompts (each a list of token "
+                             "ids); for one prompt call generate.")
+        prompts = [flat_ids(p) for p in prompts]
+        max_new_tokens = count_of(max_new_tokens, "max_new_tokens")
+        for ids in prompts:
+            self._check_ids(ids)
+            self._check_fits(len(ids), max_new_tokens)
+        logits = {i: self.extend(ids, 0, slot=i) for i, ids in enumerate(prompts)}
+        outs: list[list[int]] = [[] for _ in prompts]
+        while logits:
+            for i, row in logits.items():
+                outs[i].append(int(torch.argmax(row)))
+            live = [i for i in logits if len(outs[i]) < max_new_tokens
+                    and not (stop_at_eos and outs[i][-1] in self.eos)]
+            if not live:
+                break
+            rows = self.decode_rows([outs[i][-1] for i in live],
+                                    [len(prompts[i]) + len(outs[i]) - 1 for i in live], live)
+            logits = dict(zip(live, rows, strict=True))
+        return outs
 
     def greedy(self, logits: torch.Tensor, length: int, max_new_tokens: int,
                stop_at_eos: bool = True, slot: int = 0) -> list[int]:

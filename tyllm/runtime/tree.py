@@ -96,8 +96,19 @@ class Tree:
                                     f"disagree; recompile the tree.")
 
     def graphs_for(self, die: int) -> dict[tuple[int, int], dict]:
-        """Die `die`'s step graphs by (seq_len, KV window)."""
-        return {(g["seq_len"], g["window"]): g for g in self.buffers["graphs"] if g["die"] == die}
+        """Die `die`'s one-sequence (batch 1) step graphs by (seq_len, KV window)."""
+        return {(g["seq_len"], g["window"]): g for g in self.buffers["graphs"]
+                if g["die"] == die and g.get("batch", 1) == 1}
+
+    def batched_graphs_for(self, die: int) -> dict[tuple[int, int], dict]:
+        """Die `die`'s batched (batch B > 1) decode graphs by (B, KV window)."""
+        return {(g["batch"], g["window"]): g for g in self.buffers["graphs"]
+                if g["die"] == die and g.get("batch", 1) > 1}
+
+    @property
+    def batch_sizes(self) -> list[int]:
+        """Sequences one decode call can hold: [1] for a tree compiled without batch sizes."""
+        return list(self.config.get("batch_sizes", [1]))
 
     def kv_cache_for(self, die: int) -> dict:
         return next(e for e in self.buffers["kv_cache"] if e["die"] == die)

@@ -1,8 +1,9 @@
 """Dies as workers: threads in this process, or one process per die with a shared-memory
 all-reduce between them.
 
-Both kinds speak the same little protocol: ("step", args) -> ("ok", logits) | ("error", text),
-and "stop". `step` runs on every die at once; the caller concatenates the vocab slices.
+Both kinds speak the same little protocol: (call, args) -> ("ok", logits) | ("error", text),
+and "stop", where call is one of RUNNER_CALLS: "step" (one sequence) or "rows" (a batched
+call). A call runs on every die at once; the caller concatenates the vocab slices.
 """
 
 import multiprocessing
@@ -19,6 +20,8 @@ from tyllm.runtime.placement import pin_current_thread, pin_process
 from tyllm.runtime.tree import Tree
 from tyllm.runtime.wire import from_wire, to_wire
 
+RUNNER_CALLS = ("step", "rows")
+
 
 class DieFailure(RuntimeError):
     """A die worker failed; the session cannot continue."""
@@ -34,7 +37,9 @@ def serve(make_runner, receive, reply) -> None:
     reply(("ok", None))
     while (message := receive()) != "stop":
         try:
-            reply(("ok", runner.step(*message[1])))
+            if message[0] not in RUNNER_CALLS:
+                raise ValueError(f"unknown die call {message[0]!r}")
+            reply(("ok", getattr(runner, message[0])(*message[1])))
         except Exception:
             reply(("error", traceback.format_exc()))
 
@@ -70,7 +75,20 @@ def default_runner():
     return DieRunner
 
 
-class ThreadWorkers:
+class DieCalls:
+    """What a session calls on its dies; `call(name, *args)` runs on every die at once."""
+
+    def step(self, *args) -> list[torch.Tensor]:
+        return self.call("step", *args)
+
+    def rows(self, *args) -> list[torch.Tensor]:
+        return self.call("rows", *args)
+
+    def call(self, name: str, *args) -> list[torch.Tensor]:
+        raise NotImplementedError
+
+
+class ThreadWorkers(DieCalls):
     """`runner(tree, rank)` is built in each worker; rank r runs on physical die placement[r]
     (default: rank r on die r, one rank per die of the tree)."""
 
@@ -102,9 +120,9 @@ class ThreadWorkers:
     def _gather(self) -> list:
         return gather([lambda b=box: _poll_queue(b) for box in self.outboxes], self.group.abort)
 
-    def step(self, *args) -> list[torch.Tensor]:
+    def call(self, name: str, *args) -> list[torch.Tensor]:
         for box in self.inboxes:
-            box.put(("step", args))
+            box.put((name, args))
         return self._gather()
 
     def close(self) -> None:
@@ -127,8 +145,10 @@ def _process_main(root: str, rank: int, physical: int, dies: int, group, conn, r
 
 
 def all_reduce_bytes(tree: Tree) -> int:
-    """The largest all-reduce of a step: hidden states of the longest graph, 4-byte elements."""
-    return tree.config["hidden_size"] * max(tree.seq_lens) * 4
+    """The largest all-reduce of a step: hidden states of the most rows a graph takes (the
+    longest graph, or the largest batch at the decode length), 4-byte elements."""
+    rows = max(max(tree.seq_lens), max(tree.batch_sizes) * min(tree.seq_lens))
+    return tree.config["hidden_size"] * rows * 4
 
 
 UNGUARDED_EXIT = 86  # a die process found itself re-running the user's unguarded script
@@ -145,7 +165,7 @@ def exit_if_bootstrapping() -> None:
         raise SystemExit(UNGUARDED_EXIT)
 
 
-class ProcessWorkers:
+class ProcessWorkers(DieCalls):
     """Same contract as ThreadWorkers; `runner` must be importable by name (spawned processes)."""
 
     def __init__(self, tree: Tree, runner=None, placement: list[int] | None = None,
@@ -190,9 +210,9 @@ class ProcessWorkers:
                 return None
         return ("error", f"die process {proc.name} exited with code {proc.exitcode}")
 
-    def step(self, *args) -> list[torch.Tensor]:
+    def call(self, name: str, *args) -> list[torch.Tensor]:
         for c in self.conns:
-            c.send(("step", to_wire(args)))
+            c.send((name, to_wire(args)))
         return self._gather()
 
     def kill(self) -> None:

@@ -10,6 +10,7 @@ The worker answers the engine's calls in the order vLLM makes them (`init_device
 from concurrent.futures import Future
 
 import torch
+from vllm.logger import init_logger
 from vllm.utils.import_utils import resolve_obj_by_qualname
 from vllm.v1.executor.abstract import Executor
 from vllm.v1.kv_cache_interface import FullAttentionSpec
@@ -20,6 +21,7 @@ from tyllm.vllm_ext.artifacts import engine_tree, ensure_tree
 from tyllm.vllm_ext.runner import SlotRunner
 from tyllm.vllm_ext.sampling import BatchSampler
 
+logger = init_logger(__name__)
 WORKER_QUALNAME = "tyllm.vllm_ext.edgex_executor.EdgeXWorker"
 KV_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
@@ -42,8 +44,9 @@ class EdgeXWorker:
         self.session = runtime.load(path, workers=self.tree_request.workers)
         model_config = self.vllm_config.model_config
         sampler = BatchSampler(model_config.get_vocab_size(), model_config.logprobs_mode)
-        self.runner = SlotRunner(self.session, self.vllm_config.scheduler_config.max_num_seqs,
-                                 sampler)
+        max_num_seqs = self.vllm_config.scheduler_config.max_num_seqs
+        self.runner = SlotRunner(self.session, max_num_seqs, sampler)
+        say_batching(path, self.session.tree.batch_sizes, max_num_seqs)
 
     def _kv_spec(self) -> FullAttentionSpec:
         tree = self.session.tree
@@ -92,6 +95,19 @@ class EdgeXWorker:
     def shutdown(self) -> None:
         if self.session is not None:
             self.session.close()
+
+
+def say_batching(tree, batches: list[int], max_num_seqs: int) -> None:
+    """A log line when the tree cannot decode max_num_seqs sequences in one call."""
+    if max(batches) == 1 and max_num_seqs > 1:
+        logger.info("tyllm: %s was compiled for batch 1 only, so each decode request runs in a "
+                    "call of its own; recompile it with batch sizes (tyllm compile "
+                    "--batch-sizes 1,%d, or additional_config tyllm.batch_sizes) to decode "
+                    "them together.", tree, min(max_num_seqs, 16))
+    elif max(batches) < max_num_seqs:
+        logger.info("tyllm: the largest batch compiled into %s is %d; up to max_num_seqs=%d "
+                    "decode requests take several calls per step.", tree, max(batches),
+                    max_num_seqs)
 
 
 def worker_class(vllm_config) -> type:

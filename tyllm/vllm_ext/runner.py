@@ -1,9 +1,10 @@
 """SchedulerOutput -> ModelRunnerOutput on a tyllm session: one static KV slot per request.
 
 vLLM schedules, tyllm runs. Each request owns one slot (its own KV cache on every die) from its
-first scheduled chunk until it finishes, is aborted or is preempted. A step runs every scheduled
-request's chunk on the dies, then samples once, with vLLM's sampler, for the requests whose
-prompt is now fully in their cache.
+first scheduled chunk until it finishes, is aborted or is preempted. A step runs the decode
+requests (one new token each) together, in calls of the tree's batched graphs
+(`Session.decode_rows`), and every other request's prompt chunk on its own; then it samples
+once, with vLLM's sampler, for the requests whose prompt is now fully in their cache.
 """
 
 from dataclasses import dataclass, field
@@ -80,6 +81,23 @@ class SlotRunner:
                               old.generator)
         self._admit(req_id, state, 0, request.images)
 
+    def _decodes(self, req_id: str, num_tokens: int) -> bool:
+        """The request adds its last known token and samples the next one."""
+        request = self.requests[req_id]
+        return num_tokens == 1 and request.num_computed == len(request.token_ids) - 1
+
+    def _decode(self, req_ids: list[str]) -> dict[str, torch.Tensor]:
+        """One new token for each of `req_ids`, in as few die calls as the tree allows."""
+        if not req_ids:
+            return {}
+        requests = [self.requests[r] for r in req_ids]
+        logits = self.session.decode_rows([q.token_ids[q.num_computed] for q in requests],
+                                          [q.num_computed for q in requests],
+                                          [q.slot for q in requests])
+        for q in requests:
+            q.num_computed += 1
+        return dict(zip(req_ids, logits, strict=True))
+
     def _run(self, req_id: str, num_tokens: int) -> torch.Tensor | None:
         """Runs this step's chunk; returns logits when the request samples now."""
         request = self.requests[req_id]
@@ -94,9 +112,12 @@ class SlotRunner:
             raise TyllmError("Speculative decoding is not supported by tyllm's vLLM worker: "
                              "start the engine without speculative_config.")
         self._update_states(out)
-        req_ids = list(out.num_scheduled_tokens)
-        logits = {r: x for r in req_ids if (x := self._run(r, out.num_scheduled_tokens[r]))
-                  is not None}
+        req_ids, counts = list(out.num_scheduled_tokens), out.num_scheduled_tokens
+        decodes = [r for r in req_ids if self._decodes(r, counts[r])]
+        logits = self._decode(decodes) | {
+            r: x for r in req_ids if r not in decodes and (x := self._run(r, counts[r]))
+            is not None}
+        logits = {r: logits[r] for r in req_ids if r in logits}  # sampled in vLLM's order
         sampled, logprobs = self._sample(req_ids, logits)
         return ModelRunnerOutput(req_ids=req_ids,
                                  req_id_to_index={r: i for i, r in enumerate(req_ids)},

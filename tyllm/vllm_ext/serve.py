@@ -16,13 +16,15 @@ from tyllm.errors import TyllmError
 from tyllm.vllm_ext.artifacts import CONFIG_KEY, WORKERS
 
 USAGE = "tyllm serve MODEL_OR_TREE [--artifacts-path P] [--seq-len-list 1,8] " \
-        "[--workers threads|processes] [vLLM serve flags]"
+        "[--batch-sizes 1,4] [--workers threads|processes] [vLLM serve flags]"
 
 
 def tyllm_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tyllm serve", usage=USAGE, add_help=False)
     p.add_argument("--artifacts-path", help="tree to load, or to compile into if absent")
     p.add_argument("--seq-len-list", type=int_list, help="graph lengths when compiling, e.g. 1,8")
+    p.add_argument("--batch-sizes", type=int_list,
+                   help="decode batch sizes when compiling (default: cover --max-num-seqs)")
     p.add_argument("--workers", choices=WORKERS, default="threads",
                    help="run dies as threads of the engine or as one process each")
     return p
@@ -34,6 +36,8 @@ def options_from_flags(known: argparse.Namespace) -> dict:
         options["artifacts_path"] = known.artifacts_path
     if known.seq_len_list:
         options["seq_len_list"] = known.seq_len_list
+    if known.batch_sizes:
+        options["batch_sizes"] = known.batch_sizes
     return options
 
 

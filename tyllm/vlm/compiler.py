@@ -101,7 +101,7 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
         for m in request.seq_len_list:
             prints = {w: language_fingerprint(ckpt, key, m, w, request, target)
                       for w in request.windows}
-            for entry in graphs_for(step, plan, m, prints, compiled, request, root, target,
+            for entry in graphs_for(step, plan, (1, m), prints, compiled, request, root, target,
                                     report, LANGUAGE_STEP):
                 graphs.append(entry)
                 compiled.setdefault(prints[entry["window"]], entry)

@@ -28,14 +28,14 @@ def checkpoint_prefix(reader: TensorReader, prefixes: tuple[str, ...], probe: st
 class LanguageStep(DecoderStep):
     def forward(self, inputs_embeds, rope_cos, rope_sin, start_pos, last_index, k_cache, v_cache,
                 history_mask):
-        return self.run(inputs_embeds, rope_cos, rope_sin, last_index, k_cache, v_cache,
+        return self.run(inputs_embeds, rope_cos, rope_sin, last_index, [(k_cache, v_cache)],
                         history_mask)
 
 
 class DeepstackLanguageStep(DecoderStep):
     def forward(self, inputs_embeds, rope_cos, rope_sin, deepstack, start_pos, last_index,
                 k_cache, v_cache, history_mask):
-        return self.run(inputs_embeds, rope_cos, rope_sin, last_index, k_cache, v_cache,
+        return self.run(inputs_embeds, rope_cos, rope_sin, last_index, [(k_cache, v_cache)],
                         history_mask, deepstack)
 
 
