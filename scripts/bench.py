@@ -39,7 +39,7 @@ PREFILL_KV = 1024
 TTFT_TOKENS = [41, 512]
 HISTORIES = [100, 3000]
 SERVING_KV = 1024  # the serving tree: batch sizes for up to 8 concurrent requests
-SERVING_BATCHES = [1, 4, 8]
+SERVING_BATCHES = [1, 2, 4, 8]  # what an engine with max_num_seqs=8 compiles
 SERVING_TOKENS = 128
 
 

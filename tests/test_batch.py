@@ -41,8 +41,9 @@ def test_bad_batch_sizes_are_refused_with_the_fix(bad):
 
 def test_an_engine_compiles_batches_that_cover_max_num_seqs():
     assert engine_batch_sizes(1) == (1,)
-    assert engine_batch_sizes(6) == (1, 4, 6)
-    assert engine_batch_sizes(256) == (1, 4, 16)
+    assert engine_batch_sizes(6) == (1, 2, 4, 6)
+    assert engine_batch_sizes(8) == (1, 2, 4, 8)
+    assert engine_batch_sizes(256) == (1, 2, 4, 8, 16)
 
 
 def test_batched_step_rows_equal_one_sequence_steps(checkpoint_factory):
@@ -121,3 +122,40 @@ def test_decode_rows_refuses_positions_past_the_cache(batch_tree):
             session.decode_rows([1, 2], [3, 48], [0, 1])
         with pytest.raises(TyllmError, match="list of prompts"):
             session.generate_batch([1, 2, 3][0], 4)
+
+
+@pytest.mark.slow
+def test_vlm_language_decodes_image_prompts_together(vlm_checkpoint, tmp_path):
+    """A VLM tree with language batch sizes [1, 2]: two image prompts prepared in their own
+    slots decode in one call per step (Qwen3-VL: deepstack rows, 3-axis positions) and give
+    each prompt's own greedy tokens."""
+    from vlm_models import SIZES, picture
+
+    from tyllm.build_util import build_and_compile_vlm
+
+    arch = "qwen3_vl"
+    tree = build_and_compile_vlm(vlm_checkpoint(arch), tmp_path / "2die", num_die=2,
+                                 image_sizes=(SIZES[arch],), prefill_lens=(16,),
+                                 max_model_len=160, export_onnx=False, progress=False,
+                                 kv_windows=(32, 64), batch_size_list=[1, 2])
+    prompts = ["w3 <|vision_start|><|image_pad|><|vision_end|> w5 w6",
+               "w9 w8 w7 <|vision_start|><|image_pad|><|vision_end|> w4"]
+    images = [[picture(SIZES[arch], 3)], [picture(SIZES[arch], 7)]]
+    with runtime.load(tree) as session:
+        assert session.tree.batch_sizes == [1, 2]
+        alone = [session.generate_multimodal(p, images=i, max_new_tokens=10)
+                 for p, i in zip(prompts, images, strict=True)]
+        ids, logits = [], []
+        for slot, (prompt, pictures) in enumerate(zip(prompts, images, strict=True)):
+            items = [session.preprocessor.image(p) for p in pictures]
+            text, order = session.preprocessor.expand(prompt, items, [])
+            ids.append(session.tokenizer.encode(text, add_special_tokens=False))
+            session.prepare(slot, ids[-1], order)
+            logits.append(session.extend(ids[-1], 0, slot))
+        together = [[], []]
+        for step in range(10):
+            tokens = [int(torch.argmax(x)) for x in logits]
+            for out, token in zip(together, tokens, strict=True):
+                out.append(token)
+            logits = session.decode_rows(tokens, [len(i) + step for i in ids], [0, 1])
+    assert together == alone

@@ -47,7 +47,7 @@ def test_engine_batch_sizes_cover_max_num_seqs_unless_named(checkpoint_factory, 
 
     monkeypatch.setenv("TYLLM_CACHE", str(tmp_path))
     model = checkpoint_factory("qwen3")
-    assert engine_tree(vllm_config(model)).batch_sizes == (1, 4, 8)
+    assert engine_tree(vllm_config(model)).batch_sizes == (1, 2, 4, 8)
     named = engine_tree(vllm_config(model, {"batch_sizes": [2]}))
     assert (named.batch_sizes, named.named_batches) == ((1, 2), True)
     assert named.artifacts_path != engine_tree(vllm_config(model)).artifacts_path

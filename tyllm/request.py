@@ -15,8 +15,25 @@ from tyllm.windows import kv_windows
 DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
+class StepShapes:
+    """The (batch, seq_len) step graphs of a request with `seq_len_list` and `batch_size_list`
+    (LLM and VLM language models alike)."""
+
+    @property
+    def batches(self) -> list[int]:
+        return sorted({1, *self.batch_size_list})
+
+    @property
+    def graph_shapes(self) -> list[tuple[int, int]]:
+        """Batch 1 at every seq_len (prefill and decode); each larger batch at the decode
+        length, the smallest seq_len."""
+        decode = min(self.seq_len_list)
+        return ([(1, m) for m in sorted(self.seq_len_list)]
+                + [(b, decode) for b in self.batches if b > 1])
+
+
 @dataclass(frozen=True)
-class CompileRequest:
+class CompileRequest(StepShapes):
     model_path: Path
     artifacts_path: Path
     max_kv_cache_size: int = 4096
@@ -40,18 +57,6 @@ class CompileRequest:
     @property
     def windows(self) -> list[int]:
         return kv_windows(self.max_kv_cache_size, self.kv_windows)
-
-    @property
-    def batches(self) -> list[int]:
-        return sorted({1, *self.batch_size_list})
-
-    @property
-    def graph_shapes(self) -> list[tuple[int, int]]:
-        """(batch, seq_len) of every step graph: batch 1 at every seq_len (prefill and decode);
-        each larger batch at the decode length, the smallest seq_len."""
-        decode = min(self.seq_len_list)
-        return ([(1, m) for m in sorted(self.seq_len_list)]
-                + [(b, decode) for b in self.batches if b > 1])
 
     def target(self):
         return backend_named(self.backend).target(self.num_threads or os.cpu_count() or 1)

@@ -15,7 +15,7 @@ if __name__ == "__main__":
     job = json.loads(sys.argv[1])
     llm = LLM(**job["engine"])
     n_new = job["new_tokens"]
-    params = SamplingParams(temperature=0, max_tokens=n_new, min_tokens=n_new, ignore_eos=True)
+    params = SamplingParams(temperature=0, max_tokens=n_new, ignore_eos=True)
     warm = SamplingParams(temperature=0, max_tokens=4)
     llm.generate([{"prompt_token_ids": p} for p in job["prompts"]], warm, use_tqdm=False)
     result = {}

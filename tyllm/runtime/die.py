@@ -67,8 +67,13 @@ class DieRunner:
              valids: list[int], slots: list[int]) -> torch.Tensor:
         """One call of the batch-`batch` graph for len(slots) <= batch sequences, each at its
         own start with its own valid rows and KV slot; `tokens` holds batch*seq_len rows,
-        sequence after sequence. Rows past the real sequences are padding that reads the
-        first sequence's cache and writes nothing. Returns [len(slots), V_d] logits."""
+        sequence after sequence. Returns [len(slots), V_d] logits."""
+        return self.run_rows(batch, seq_len, [tokens], starts, valids, slots)
+
+    def run_rows(self, batch: int, seq_len: int, inputs: list[torch.Tensor],
+                 starts: list[int], valids: list[int], slots: list[int]) -> torch.Tensor:
+        """`rows` with the graph's leading inputs given. Rows past the real sequences are
+        padding that reads the first sequence's cache and writes nothing."""
         pad = batch - len(slots)
         window = window_for(max(starts), self.windows)
         caches = [self.cache(s) for s in slots] + [self.cache(slots[0])] * pad
@@ -76,7 +81,7 @@ class DieRunner:
         last = [b * seq_len + v - 1 for b, v in enumerate(valids_all)]
         mask = torch.stack([history_mask(s, window) for s in starts_all])
         logits, new_k, new_v = self.batched[batch, window](
-            tokens, torch.tensor(starts_all), torch.tensor(last), *caches[0], mask,
+            *inputs, torch.tensor(starts_all), torch.tensor(last), *caches[0], mask,
             *(t for pair in caches[1:] for t in pair))
         for b, (start, valid) in enumerate(zip(starts, valids, strict=True)):
             rows = slice(b * seq_len, b * seq_len + valid)

@@ -162,13 +162,19 @@ class Session:
             if batch == 1:
                 out += [self._step([tokens[i]], starts[i], self.decode_len, slots[i]) for i in rows]
                 continue
-            ids = [t for i in rows for t in [tokens[i]] + [0] * (self.decode_len - 1)]
-            inputs = self._inputs(ids, batch * self.decode_len)
-            slices = self._workers().rows(batch, self.decode_len, inputs,
-                                          [starts[i] for i in rows], [1] * count,
-                                          [slots[i] for i in rows])
-            out += list(torch.cat(slices, dim=-1))
+            out += list(self._decode_call(batch, [tokens[i] for i in rows],
+                                          [starts[i] for i in rows], [slots[i] for i in rows]))
         return torch.stack(out)
+
+    def _decode_call(self, batch: int, tokens: list[int], starts: list[int],
+                     slots: list[int]) -> torch.Tensor:
+        """One call of the batch-`batch` decode graph: one token per sequence, padded to the
+        decode length and to `batch` sequences; [len(slots), V] logits."""
+        m = self.decode_len
+        ids = [t for token in tokens for t in [token] + [0] * (m - 1)]
+        slices = self._workers().rows(batch, m, self._inputs(ids, batch * m), starts,
+                                      [1] * len(slots), slots)
+        return torch.cat(slices, dim=-1)
 
     def extend(self, tokens: list[int], start: int, slot: int) -> torch.Tensor:
         """Runs `tokens` at positions `start`.. against the KV cache of sequence `slot` (each

@@ -66,10 +66,10 @@ def engine_tree(vllm_config) -> EngineTree:
 
 
 def engine_batch_sizes(max_num_seqs: int) -> tuple[int, ...]:
-    """The batch sizes an engine-start compile builds: 1, 4 and 16 below max_num_seqs, and
-    max_num_seqs itself up to BATCH_CAP (8 -> 1, 4, 8; 256 -> 1, 4, 16)."""
+    """The batch sizes an engine-start compile builds: the powers of two below max_num_seqs,
+    and max_num_seqs itself, up to BATCH_CAP (6 -> 1, 2, 4, 6; 256 -> 1, 2, 4, 8, 16)."""
     top = min(max_num_seqs, BATCH_CAP)
-    return tuple(sorted({1, *(b for b in (4, 16) if b < top), top}))
+    return tuple(sorted({1, *(2**i for i in range(top.bit_length()) if 2**i < top), top}))
 
 
 def checkpoint_fingerprint(model_path: Path) -> str:

@@ -80,10 +80,12 @@ def save_language_params(root: Path, plan, m: int, step) -> None:
 LANGUAGE_STEP = StepRecipe(language_inputs, save_language_params, rope_tables=False)
 
 
-def language_fingerprint(ckpt, key: tuple, m: int, window: int, request, target) -> str:
-    """Everything a language program depends on, for the program cache."""
+def language_fingerprint(ckpt, key: tuple, shape: tuple[int, int], window: int, request,
+                         target) -> str:
+    """Everything a language program of (batch, seq_len) depends on, for the program cache."""
     return program_cache.fingerprint(ckpt.config.to_dict(), {
-        "graph": "vlm-language", "program_key": key, "seq_len": m, "window": window,
+        "graph": "vlm-language", "program_key": key, "batch": shape[0], "seq_len": shape[1],
+        "window": window,
         "max_kv": request.max_model_len, "dtype": request.dtype,
         "int4": ckpt.int4.as_json() if ckpt.int4 else None, "target": target.as_json()})
 
@@ -98,10 +100,10 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
                                    int4=ckpt.int4)
         save_die_weights(root, plan, step)
         key = plan.program_key(ckpt.dims.group_size)
-        for m in request.seq_len_list:
-            prints = {w: language_fingerprint(ckpt, key, m, w, request, target)
+        for shape in request.graph_shapes:
+            prints = {w: language_fingerprint(ckpt, key, shape, w, request, target)
                       for w in request.windows}
-            for entry in graphs_for(step, plan, (1, m), prints, compiled, request, root, target,
+            for entry in graphs_for(step, plan, shape, prints, compiled, request, root, target,
                                     report, LANGUAGE_STEP):
                 graphs.append(entry)
                 compiled.setdefault(prints[entry["window"]], entry)
@@ -157,7 +159,7 @@ def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
         "format_version": FORMAT_VERSION, "kind": "vlm", "architecture": ckpt.spec.name,
         "model_type": ckpt.config.model_type, "dies": request.num_die,
         "seq_len_list": list(request.seq_len_list), "max_kv_cache_size": request.max_model_len,
-        "kv_windows": request.windows,
+        "kv_windows": request.windows, "batch_sizes": request.batches,
         "dtype": request.dtype, "embedding_as_input": True, "vocab_size": dims.vocab_size,
         "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
         "eos_token_ids": ckpt.eos,
@@ -204,7 +206,7 @@ def compile_vlm(request: VlmCompileRequest) -> Path:
     plan_dies(ckpt.dims, request.num_die, shard_unit(ckpt.int4))
     check_vision_dies(ckpt.config, len(request.vision_remap))
     total = (len(request.vision_remap) * len(request.image_sizes)
-             + 2 * request.num_die * len(request.seq_len_list) + 1)
+             + request.num_die * (len(request.graph_shapes) + len(request.seq_len_list)) + 1)
     report = CompileReport(total, request.progress, request.verbose)
     return compile_into(request.artifacts_path, report,
                         lambda root: write_vlm_tree(ckpt, request, root, report))

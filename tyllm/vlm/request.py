@@ -7,14 +7,21 @@ from pathlib import Path
 
 from backends import DEFAULT as DEFAULT_BACKEND
 from tyllm.errors import TyllmError
-from tyllm.request import DTYPES, backend_named, check_die_folder, check_model_folder
+from tyllm.request import (
+    DTYPES,
+    StepShapes,
+    backend_named,
+    check_batch_sizes,
+    check_die_folder,
+    check_model_folder,
+)
 from tyllm.windows import kv_windows
 
 MODALITIES = ("image", "video")
 
 
 @dataclass(frozen=True)
-class VlmCompileRequest:
+class VlmCompileRequest(StepShapes):
     model_path: Path
     artifacts_path: Path  # the `<N>die` folder
     num_die: int = 1
@@ -30,6 +37,7 @@ class VlmCompileRequest:
     export_onnx: bool = True
     kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: tyllm.windows ladder
     use_cache: bool = True  # language programs reused from / kept in tyllm/program_cache.py
+    batch_size_list: tuple[int, ...] = (1,)  # sequences per language decode call
     backend: str = DEFAULT_BACKEND  # backends.REGISTRY
     progress: bool = field(default=True, compare=False)
     verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
@@ -100,6 +108,7 @@ def validate(request: VlmCompileRequest) -> None:
     if request.dtype not in DTYPES:
         raise TyllmError(f"dtype={request.dtype!r} is not supported; choose one of {list(DTYPES)}.")
     kv_windows(request.max_model_len, request.kv_windows)
+    check_batch_sizes(request.batch_size_list)
     backend_named(request.backend)
     check_model_folder(request.model_path)
     check_die_folder(request.artifacts_path, request.num_die, "num_die")

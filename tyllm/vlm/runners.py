@@ -23,6 +23,17 @@ class LanguageRunner(DieRunner):
         inputs = [embeds, cos, sin] + ([deepstack] if self.deepstack else [])
         return self.run(seq_len, inputs, start, valid, slot)
 
+    def rows(self, batch: int, seq_len: int, embeds: torch.Tensor, positions: torch.Tensor,
+             deepstack: torch.Tensor | None, starts: list[int], valids: list[int],
+             slots: list[int]) -> torch.Tensor:
+        """DieRunner.rows for the language model: each sequence's rows get their cos/sin from
+        the seq_len mrope graph (positions [3, batch*seq_len])."""
+        rope = [self.mrope[seq_len](positions[:, b * seq_len:(b + 1) * seq_len])
+                for b in range(batch)]
+        cos, sin = (torch.cat([r[i] for r in rope]) for i in (0, 1))
+        inputs = [embeds, cos, sin] + ([deepstack] if self.deepstack else [])
+        return self.run_rows(batch, seq_len, inputs, starts, valids, slots)
+
 
 class VisionRunner:
     """Vision program `rank`: one graph per compiled size, keyed by 'HxW'."""

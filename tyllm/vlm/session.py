@@ -34,6 +34,12 @@ def preprocessor_for(tree) -> Preprocessor:
                         tree.config["video_frames_as_images"], tree.config["tokens_per_second"])
 
 
+def nn_pad(t: torch.Tensor, rows: int, axis: int) -> torch.Tensor:
+    """`t` with zero rows added along `axis` up to `rows`."""
+    pad = [0, 0] * (t.dim() - 1 - axis) + [0, rows - t.shape[axis]]
+    return torch.nn.functional.pad(t, pad)
+
+
 class VlmSession(Session):
     def __init__(self, tree, workers, vision_workers):
         super().__init__(tree, workers)
@@ -59,14 +65,28 @@ class VlmSession(Session):
         if self.workers is None:
             raise TyllmError("This session is closed: load the tree again.")
         embeds, positions, deepstack = self._rows(tokens, start, slot)
-        pad = seq_len - len(tokens)
-        embeds = torch.nn.functional.pad(embeds, (0, 0, 0, pad))
-        positions = torch.nn.functional.pad(positions, (0, pad))
+        embeds, positions = nn_pad(embeds, seq_len, 0), nn_pad(positions, seq_len, 1)
         if deepstack is not None:
-            deepstack = torch.nn.functional.pad(deepstack, (0, 0, 0, pad))
+            deepstack = nn_pad(deepstack, seq_len, 1)
         slices = self.workers.step(seq_len, embeds, positions, deepstack, start, len(tokens),
                                    slot)
         return torch.cat(slices, dim=-1)[0]
+
+    def _decode_call(self, batch: int, tokens: list[int], starts: list[int],
+                     slots: list[int]) -> torch.Tensor:
+        """Session._decode_call with each sequence's embeddings, positions and deepstack rows
+        (from its prepared prompt), padded to the decode length and to `batch` sequences."""
+        m = self.decode_len
+        parts = [self._rows([t], s, slot) for t, s, slot in zip(tokens, starts, slots,
+                                                                  strict=True)]
+        parts += [self._rows([0], 0, -1)] * (batch - len(parts))  # padding sequences
+        embeds = torch.cat([nn_pad(e, m, 0) for e, _, _ in parts])
+        positions = torch.cat([nn_pad(p, m, 1) for _, p, _ in parts], dim=1)
+        deepstack = (None if parts[0][2] is None else
+                     torch.cat([nn_pad(d, m, 1) for _, _, d in parts], dim=1))
+        slices = self._workers().rows(batch, m, embeds, positions, deepstack, starts,
+                                      [1] * len(slots), slots)
+        return torch.cat(slices, dim=-1)
 
     def _no_deepstack(self, rows: int, embeds: torch.Tensor) -> torch.Tensor | None:
         if not self.deepstack_layers:

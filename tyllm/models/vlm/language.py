@@ -9,7 +9,7 @@ import torch
 
 from tyllm.capture.export import HISTORY_MASK, example_window
 from tyllm.checkpoint import TensorReader
-from tyllm.models.decoder import DecoderStep
+from tyllm.models.decoder import DecoderStep, caches_of
 from tyllm.models.llama.weights import weight_table
 from tyllm.models.loading import load_die_weights
 from tyllm.models.vlm.spec import VlmSpec
@@ -26,37 +26,44 @@ def checkpoint_prefix(reader: TensorReader, prefixes: tuple[str, ...], probe: st
 
 
 class LanguageStep(DecoderStep):
+    """Rows as DecoderStep's: one sequence, or B sequences one after the other (batched graphs:
+    start_pos / last_index [B], history_mask [B, W], `row_caches` of sequences 1..B-1)."""
+
     def forward(self, inputs_embeds, rope_cos, rope_sin, start_pos, last_index, k_cache, v_cache,
-                history_mask):
-        return self.run(inputs_embeds, rope_cos, rope_sin, last_index, [(k_cache, v_cache)],
-                        history_mask)
+                history_mask, *row_caches):
+        return self.run(inputs_embeds, rope_cos, rope_sin, last_index,
+                        caches_of(k_cache, v_cache, row_caches), history_mask)
 
 
 class DeepstackLanguageStep(DecoderStep):
     def forward(self, inputs_embeds, rope_cos, rope_sin, deepstack, start_pos, last_index,
-                k_cache, v_cache, history_mask):
-        return self.run(inputs_embeds, rope_cos, rope_sin, last_index, [(k_cache, v_cache)],
-                        history_mask, deepstack)
+                k_cache, v_cache, history_mask, *row_caches):
+        return self.run(inputs_embeds, rope_cos, rope_sin, last_index,
+                        caches_of(k_cache, v_cache, row_caches), history_mask, deepstack)
 
 
 def deepstack_count(config) -> int:
     return len(getattr(config.vision_config, "deepstack_visual_indexes", None) or [])
 
 
-def language_inputs(step: DecoderStep, seq_len: int) -> dict[str, torch.Tensor]:
+def language_inputs(step: DecoderStep, seq_len: int, batch: int = 1) -> dict[str, torch.Tensor]:
+    """Example inputs of a language graph; `batch` sequences' rows one after the other."""
     attn = step.layers[0].self_attn
-    dtype, hidden = step.norm.weight.dtype, step.norm.weight.shape[0]
+    dtype, hidden, rows = step.norm.weight.dtype, step.norm.weight.shape[0], batch * seq_len
     kv_shape = (len(step.layers), attn.kv_heads, step.max_kv, attn.head_dim)
-    inputs = {"inputs_embeds": torch.zeros(seq_len, hidden, dtype=dtype),
-              "rope_cos": torch.zeros(seq_len, attn.head_dim, dtype=dtype),
-              "rope_sin": torch.zeros(seq_len, attn.head_dim, dtype=dtype)}
+    inputs = {"inputs_embeds": torch.zeros(rows, hidden, dtype=dtype),
+              "rope_cos": torch.zeros(rows, attn.head_dim, dtype=dtype),
+              "rope_sin": torch.zeros(rows, attn.head_dim, dtype=dtype)}
     if isinstance(step, DeepstackLanguageStep):
-        inputs["deepstack"] = torch.zeros(step.deepstack_layers, seq_len, hidden, dtype=dtype)
-    return inputs | {"start_pos": torch.zeros(1, dtype=torch.int64),
-                     "last_index": torch.zeros(1, dtype=torch.int64),
+        inputs["deepstack"] = torch.zeros(step.deepstack_layers, rows, hidden, dtype=dtype)
+    mask = torch.zeros(example_window(step.max_kv), dtype=torch.bool)
+    return inputs | {"start_pos": torch.zeros(batch, dtype=torch.int64),
+                     "last_index": torch.zeros(batch, dtype=torch.int64),
                      "k_cache": torch.zeros(kv_shape, dtype=dtype),
                      "v_cache": torch.zeros(kv_shape, dtype=dtype),
-                     HISTORY_MASK: torch.zeros(example_window(step.max_kv), dtype=torch.bool)}
+                     HISTORY_MASK: mask if batch == 1 else mask.repeat(batch, 1),
+                     **{f"{kv}_cache_{b}": torch.zeros(kv_shape, dtype=dtype)
+                        for b in range(1, batch) for kv in "kv"}}
 
 
 def build_language_step(spec: VlmSpec, config, plan: DiePlan, reader: TensorReader,
