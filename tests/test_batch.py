@@ -116,12 +116,15 @@ def test_generate_batch_rows_equal_their_own_greedy_and_hf(batch_tree, workers):
     assert alone == [hf_greedy(ckpt, p, 12) for p in PROMPTS]
 
 
-def test_decode_rows_refuses_positions_past_the_cache(batch_tree):
+def test_bad_batched_calls_are_refused_and_tensor_prompts_work(batch_tree):
     with runtime.load(batch_tree[1]) as session:
         with pytest.raises(TyllmError, match="exceed the KV cache of 48"):
             session.decode_rows([1, 2], [3, 48], [0, 1])
-        with pytest.raises(TyllmError, match="list of prompts"):
-            session.generate_batch([1, 2, 3][0], 4)
+        for bad in (7, [1, 2, 3], "w1 w2"):
+            with pytest.raises(TyllmError, match="list of prompts"):
+                session.generate_batch(bad, 4)
+        assert session.generate_batch(torch.tensor([PROMPTS[0]] * 2), 3, stop_at_eos=False) \
+            == [session.generate(PROMPTS[0], 3, stop_at_eos=False)] * 2
 
 
 @pytest.mark.slow

@@ -3,20 +3,9 @@
 import argparse
 import sys
 
+from tyllm.arg_types import int_list, positive_int
 from tyllm.errors import TyllmError
-
-
-def int_list(text: str) -> list[int]:
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of ints") from e
-
-
-def positive_int(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return int(text)
+from tyllm.worker_kinds import WORKER_NAMES
 
 
 def add_compile(sub) -> None:
@@ -50,7 +39,7 @@ def add_run(sub) -> None:
     p.add_argument("artifacts", help="the <N>die folder written by `tyllm compile`")
     p.add_argument("--prompt", required=True)
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--workers", default="threads", choices=["threads", "processes"])
+    p.add_argument("--workers", default="threads", choices=WORKER_NAMES)
     p.add_argument("--dies", type=int, default=None, help="expected die count (checked)")
     p.add_argument("--raw", action="store_true", help="do not apply the chat template")
     p.add_argument("--image", action="append", default=[],

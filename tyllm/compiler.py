@@ -225,23 +225,29 @@ def keep_program(fingerprint: str, entry: dict, root: Path, request) -> None:
                             {k: entry[k] for k in ("inputs", "outputs", "param_order")})
 
 
-def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: Target) -> dict:
+def step_config(ckpt, request, plans, target: Target, *, kind: str, architecture: str,
+                max_kv: int, embedding_as_input: bool) -> dict:
+    """The config.json keys LLM and VLM trees share: the language model's step graphs."""
     dims = ckpt.dims
     return {
-        "format_version": FORMAT_VERSION, "kind": "llm", "architecture": ckpt.arch.name,
-        "model_type": getattr(ckpt.config, "model_type", ckpt.arch.name),
-        "dies": request.dev_count, "seq_len_list": sorted(request.seq_len_list),
-        "batch_sizes": request.batches,
-        "max_kv_cache_size": request.max_kv_cache_size, "kv_windows": list(request.windows),
-        "dtype": request.dtype,
-        "embedding_as_input": request.embedding_as_input, "vocab_size": dims.vocab_size,
-        "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
-        "eos_token_ids": ckpt.eos,
+        "format_version": FORMAT_VERSION, "kind": kind, "architecture": architecture,
+        "model_type": getattr(ckpt.config, "model_type", architecture), "dies": len(plans),
+        "seq_len_list": sorted(request.seq_len_list), "batch_sizes": request.batches,
+        "max_kv_cache_size": max_kv, "kv_windows": list(request.windows),
+        "dtype": request.dtype, "embedding_as_input": embedding_as_input,
+        "vocab_size": dims.vocab_size, "hidden_size": dims.hidden_size,
+        "num_layers": dims.num_layers, "eos_token_ids": ckpt.eos,
         "die_plans": [plan_json(p) for p in plans],
         "backend": request.backend, "target": target.as_json(),
         "hf_config": ckpt.config.to_dict(),
         "quantization": ckpt.int4.as_json() if ckpt.int4 else None,
     }
+
+
+def tree_config(ckpt: Checkpoint, request: CompileRequest, plans, target: Target) -> dict:
+    return step_config(ckpt, request, plans, target, kind="llm", architecture=ckpt.arch.name,
+                       max_kv=request.max_kv_cache_size,
+                       embedding_as_input=request.embedding_as_input)
 
 
 def kv_cache_entries(graphs: list[dict]) -> list[dict]:
@@ -285,14 +291,25 @@ def build_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) ->
     graphs = [g for plan in plans
               for g in compile_die(ckpt, plan, request, root, target, report, compiled)]
     # Step 3. Documents, tokenizer, embedding table, report.
-    write_json(root / layout.CONFIG, tree_config(ckpt, request, plans, target))
-    write_json(root / layout.BUFFER_CONFIG, {"format_version": FORMAT_VERSION, "graphs": graphs,
-                                             "kv_cache": kv_cache_entries(graphs)})
+    write_documents(root, tree_config(ckpt, request, plans, target), graphs)
     copy_tokenizer(ckpt, root)
     if request.embedding_as_input:
         save_embedding(ckpt, root, request.torch_dtype)
+    write_report(root, report, request.dev_count)
+
+
+def write_documents(root: Path, config: dict, graphs: list[dict], **buffers) -> None:
+    """config.json, buffer_config.json (the step graphs, their KV buffers and `buffers`, e.g. a
+    VLM's mrope graphs) and empty.bin: what every tree (LLM, VLM) writes the same way."""
+    write_json(root / layout.CONFIG, config)
+    write_json(root / layout.BUFFER_CONFIG, {"format_version": FORMAT_VERSION, "graphs": graphs,
+                                             "kv_cache": kv_cache_entries(graphs), **buffers})
     (root / layout.EMPTY).write_bytes(b"")
-    write_json(root / layout.REPORT, report.summary(sizes_per_die(root, request.dev_count)))
+
+
+def write_report(root: Path, report, dies: int) -> None:
+    """compile_report.json, once every other file is written (it counts their bytes)."""
+    write_json(root / layout.REPORT, report.summary(sizes_per_die(root, dies)))
 
 
 def final_line(tree: Path) -> str:

@@ -9,10 +9,9 @@ import torch
 
 from backends import DEFAULT as DEFAULT_BACKEND
 from backends import UnknownBackend, get_backend
+from tyllm.dtypes import DTYPES
 from tyllm.errors import TyllmError
 from tyllm.windows import kv_windows
-
-DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 class StepShapes:
@@ -77,16 +76,22 @@ def validate(request: CompileRequest) -> None:
         raise TyllmError(f"seq_len {too_long} exceeds max_kv_cache_size="
                          f"{request.max_kv_cache_size}: raise max_kv_cache_size or use shorter "
                          f"seq_lens.")
-    kv_windows(request.max_kv_cache_size, request.kv_windows)
-    check_batch_sizes(request.batch_size_list)
-    backend_named(request.backend)
     if not isinstance(request.dev_count, int) or request.dev_count < 1:
         raise TyllmError(f"dev_count={request.dev_count} is invalid: use 1 or more dies.")
+    validate_shared(request, request.max_kv_cache_size, request.dev_count, "dev_count")
+
+
+def validate_shared(request, max_kv: int, dies: int, die_option: str) -> None:
+    """What every compile request (LLM and VLM) checks the same way: KV windows, batch sizes,
+    backend, dtype, the model folder and the `<N>die` destination."""
+    kv_windows(max_kv, request.kv_windows)
+    check_batch_sizes(request.batch_size_list)
+    backend_named(request.backend)
     if request.dtype not in DTYPES:
         raise TyllmError(f"dtype={request.dtype!r} is not supported; choose one of "
                          f"{list(DTYPES)}.")
     check_model_folder(request.model_path)
-    check_die_folder(request.artifacts_path, request.dev_count, "dev_count")
+    check_die_folder(request.artifacts_path, dies, die_option)
 
 
 MAX_BATCH = 64

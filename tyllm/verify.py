@@ -16,8 +16,9 @@ from onnx import external_data_helper
 
 from tyllm.artifacts.manifest import verify_files
 from tyllm.capture.export import HISTORY_MASK
+from tyllm.dtypes import DTYPES
 from tyllm.runtime.collective import IdentityMember, bind_member
-from tyllm.runtime.die import TORCH_DTYPES, DieRunner
+from tyllm.runtime.die import DieRunner
 from tyllm.runtime.tree import Tree
 from tyllm.windows import history_mask
 
@@ -52,7 +53,7 @@ def random_inputs(graph: dict, tree: Tree, gen: torch.Generator) -> dict[str, np
                  next(t["shape"] for t in graph["inputs"] if t["name"] == HISTORY_MASK))}
     feeds = {}
     for t in graph["inputs"]:
-        dtype, shape = TORCH_DTYPES.get(t["dtype"]), t["shape"]
+        dtype, shape = DTYPES.get(t["dtype"]), t["shape"]
         if t["name"] == "input_ids":
             value = torch.randint(0, tree.config["vocab_size"], shape, generator=gen)
         elif t["name"] in fixed:

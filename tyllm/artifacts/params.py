@@ -16,7 +16,7 @@ from tyllm.errors import ArtifactError
 
 PARAMS_FORMAT = "tyllm.params/1"
 ALIASES = "tyllm.aliases"
-DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+SAFETENSORS_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
           "I64": torch.int64, "I32": torch.int32, "U8": torch.uint8, "I8": torch.int8,
           "BOOL": torch.bool}
 
@@ -92,7 +92,7 @@ def read_owned(path: Path) -> dict[str, torch.Tensor]:
             f.seek(base + begin)
             if f.readinto(raw.numpy()) != end - begin:
                 raise ValueError(f"tensor {name!r} is cut short")
-            tensors[name] = raw.view(DTYPES[info["dtype"]]).reshape(info["shape"])
+            tensors[name] = raw.view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
     return tensors
 
 

@@ -10,7 +10,7 @@ a multi-byte character split over tokens).
 from dataclasses import dataclass
 
 from tyllm.errors import TyllmError
-from tyllm.quant.evaluate import Score, probe_positions
+from tyllm.quant.scores import Score, probe_positions
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ decode step per token, from its own last-row logits. Accuracy is measured at pro
 
 import copy
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -19,25 +19,8 @@ from tyllm.checkpoint import load_config
 from tyllm.quant.data import get_dataloader, load_texts
 from tyllm.quant.groups import check_group_size, fake_quantize
 from tyllm.quant.layers import decoder_layers, linears_of
+from tyllm.quant.scores import Score, probe_positions
 from tyllm.request import check_model_folder
-
-
-@dataclass(frozen=True)
-class Score:
-    name: str
-    perplexity: float | None  # None for a served model (the API gives no prompt logprobs)
-    tokens: int
-    accuracy: float | None = None  # greedy next-token accuracy at the probe positions
-    probes: int = 0
-
-    def as_json(self) -> dict:
-        return {"name": self.name, "perplexity": self.perplexity, "tokens": self.tokens,
-                "next_token_accuracy": self.accuracy, "probes": self.probes}
-
-
-def probe_positions(block: list[int], stride: int) -> list[int]:
-    """Positions i whose next token block[i + 1] is predicted from block[: i + 1]."""
-    return list(range(stride - 1, len(block) - 1, stride))
 
 
 class Tally:

@@ -3,10 +3,9 @@
 import torch
 
 from tyllm.artifacts.params import load_params
+from tyllm.dtypes import DTYPES
 from tyllm.runtime.tree import Tree
 from tyllm.windows import history_mask, window_for
-
-TORCH_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 def bind_program(tree: Tree, graph: dict, params: dict):
@@ -25,7 +24,7 @@ class DieRunner:
         self.windows = sorted({w for _, w in graphs})
         kv = tree.kv_cache_for(die)
         k = kv["k_cache"]
-        self.k_cache = torch.zeros(k["shape"], dtype=TORCH_DTYPES[k["dtype"]])
+        self.k_cache = torch.zeros(k["shape"], dtype=DTYPES[k["dtype"]])
         self.v_cache = torch.zeros_like(self.k_cache)
         self.slots = {0: (self.k_cache, self.v_cache)}  # slot 0 is the session's own cache
 

@@ -207,7 +207,8 @@ class Session:
         """Greedy generation for several prompts at once: each prompt is prefilled in its own
         KV slot (0..n-1), then every unfinished sequence decodes in the same calls of the
         tree's batched graphs (`decode_rows`). Row i equals generate(prompts[i], ...)."""
-        if isinstance(prompts, str) or not isinstance(prompts, list | tuple):
+        prompts = prompts.tolist() if hasattr(prompts, "tolist") else prompts  # [B, P] tensor
+        if not isinstance(prompts, list | tuple) or any(integer(p) is not None for p in prompts):
             raise TyllmError("generate_batch takes a list of prompts (each a list of token "
                              "ids); for one prompt call generate.")
         prompts = [flat_ids(p) for p in prompts]

@@ -19,6 +19,7 @@ from tyllm.runtime import collective
 from tyllm.runtime.placement import pin_current_thread, pin_process
 from tyllm.runtime.tree import Tree
 from tyllm.runtime.wire import from_wire, to_wire
+from tyllm.worker_kinds import WORKER_NAMES
 
 RUNNER_CALLS = ("step", "rows")
 
@@ -230,4 +231,4 @@ class ProcessWorkers(DieCalls):
         self.group.unlink()
 
 
-WORKER_KINDS = {"threads": ThreadWorkers, "processes": ProcessWorkers}
+WORKER_KINDS = dict(zip(WORKER_NAMES, (ThreadWorkers, ProcessWorkers), strict=True))

@@ -16,10 +16,10 @@ from tyllm.artifacts.documents import read_json
 from tyllm.cache import cache_root
 from tyllm.errors import TyllmError
 from tyllm.request import check_batch_sizes
+from tyllm.worker_kinds import WORKER_NAMES
 
 CONFIG_KEY = "tyllm"
 OPTIONS = ("artifacts_path", "seq_len_list", "batch_sizes", "workers")
-WORKERS = ("threads", "processes")
 BATCH_CAP = 16  # the largest batch compiled by default; more sequences take several calls
 
 
@@ -44,9 +44,9 @@ def tyllm_options(vllm_config) -> dict:
                          f"are {list(OPTIONS)}.")
     if "batch_sizes" in options:
         check_batch_sizes(options["batch_sizes"])
-    if options.get("workers", "threads") not in WORKERS:
+    if options.get("workers", "threads") not in WORKER_NAMES:
         raise TyllmError(f"additional_config tyllm.workers={options['workers']!r}: use one of "
-                         f"{list(WORKERS)}.")
+                         f"{list(WORKER_NAMES)}.")
     return options
 
 

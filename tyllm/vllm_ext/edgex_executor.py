@@ -9,13 +9,13 @@ The worker answers the engine's calls in the order vLLM makes them (`init_device
 
 from concurrent.futures import Future
 
-import torch
 from vllm.logger import init_logger
 from vllm.utils.import_utils import resolve_obj_by_qualname
 from vllm.v1.executor.abstract import Executor
 from vllm.v1.kv_cache_interface import FullAttentionSpec
 from vllm.v1.worker.worker_base import CompilationTimes
 
+from tyllm.dtypes import DTYPES
 from tyllm.errors import TyllmError
 from tyllm.vllm_ext.artifacts import engine_tree, ensure_tree
 from tyllm.vllm_ext.runner import SlotRunner
@@ -23,7 +23,6 @@ from tyllm.vllm_ext.sampling import BatchSampler
 
 logger = init_logger(__name__)
 WORKER_QUALNAME = "tyllm.vllm_ext.edgex_executor.EdgeXWorker"
-KV_DTYPES = {"float32": torch.float32, "float16": torch.float16}
 
 
 class EdgeXWorker:
@@ -54,7 +53,7 @@ class EdgeXWorker:
         head_dim = kv[0]["shape"][-1]
         return FullAttentionSpec(block_size=self.vllm_config.cache_config.block_size,
                                  num_kv_heads=sum(k["shape"][1] for k in kv),
-                                 head_size=head_dim, dtype=KV_DTYPES[kv[0]["dtype"]])
+                                 head_size=head_dim, dtype=DTYPES[kv[0]["dtype"]])
 
     def get_kv_cache_spec(self) -> dict:
         layers = self.session.tree.config["num_layers"]

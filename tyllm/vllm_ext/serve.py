@@ -11,9 +11,10 @@ import argparse
 import json
 from pathlib import Path
 
-from tyllm.cli import int_list
+from tyllm.arg_types import int_list
 from tyllm.errors import TyllmError
-from tyllm.vllm_ext.artifacts import CONFIG_KEY, WORKERS
+from tyllm.vllm_ext.artifacts import CONFIG_KEY
+from tyllm.worker_kinds import WORKER_NAMES
 
 USAGE = "tyllm serve MODEL_OR_TREE [--artifacts-path P] [--seq-len-list 1,8] " \
         "[--batch-sizes 1,4] [--workers threads|processes] [vLLM serve flags]"
@@ -25,7 +26,7 @@ def tyllm_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len-list", type=int_list, help="graph lengths when compiling, e.g. 1,8")
     p.add_argument("--batch-sizes", type=int_list,
                    help="decode batch sizes when compiling (default: cover --max-num-seqs)")
-    p.add_argument("--workers", choices=WORKERS, default="threads",
+    p.add_argument("--workers", choices=WORKER_NAMES, default="threads",
                    help="run dies as threads of the engine or as one process each")
     return p
 

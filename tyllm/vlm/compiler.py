@@ -11,7 +11,7 @@ import torch
 
 from tyllm import program_cache
 from tyllm.artifacts import layout as llm_layout
-from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
+from tyllm.artifacts.documents import eos_token_ids
 from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.compiler import (
@@ -19,10 +19,11 @@ from tyllm.compiler import (
     compile_into,
     copy_tokenizer,
     graphs_for,
-    kv_cache_entries,
     save_die_weights,
     save_embedding,
-    sizes_per_die,
+    step_config,
+    write_documents,
+    write_report,
 )
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import causal_mask
@@ -153,25 +154,14 @@ def token_ids(config) -> dict:
 
 
 def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
-    dims = ckpt.dims
-    v = ckpt.config.vision_config
-    return {
-        "format_version": FORMAT_VERSION, "kind": "vlm", "architecture": ckpt.spec.name,
-        "model_type": ckpt.config.model_type, "dies": request.num_die,
-        "seq_len_list": list(request.seq_len_list), "max_kv_cache_size": request.max_model_len,
-        "kv_windows": request.windows, "batch_sizes": request.batches,
-        "dtype": request.dtype, "embedding_as_input": True, "vocab_size": dims.vocab_size,
-        "hidden_size": dims.hidden_size, "num_layers": dims.num_layers,
-        "eos_token_ids": ckpt.eos,
-        "die_plans": [plan_json(p) for p in plans],
-        "backend": request.backend, "target": target.as_json(),
+    """step_config (tyllm/compiler.py) plus the vision side: remaps, modalities, tokens."""
+    return step_config(ckpt, request, plans, target, kind="vlm", architecture=ckpt.spec.name,
+                       max_kv=request.max_model_len, embedding_as_input=True) | {
         "language_die_remap": list(request.language_remap),
         "modalities": list(request.modalities), "vision": vision,
         "tokens": token_ids(ckpt.config),
-        "tokens_per_second": getattr(v, "tokens_per_second", None),
+        "tokens_per_second": getattr(ckpt.config.vision_config, "tokens_per_second", None),
         "video_frames_as_images": ckpt.spec.video_frames_as_images,
-        "hf_config": ckpt.config.to_dict(),
-        "quantization": ckpt.int4.as_json() if ckpt.int4 else None,
     }
 
 
@@ -188,16 +178,13 @@ def write_vlm_tree(ckpt, request, root: Path, report) -> None:
     runs = max_vision_runs(request, grids, ckpt.config.vision_config.spatial_merge_size)
     rope_index = compile_rope_index(request, runs, root, target, report)
     # Step 3. Documents, tokenizer, processor config, embedding table.
-    write_json(root / llm_layout.CONFIG, tree_config(ckpt, request, plans, vision, target))
-    write_json(root / llm_layout.BUFFER_CONFIG, {
-        "format_version": FORMAT_VERSION, "graphs": graphs, "kv_cache": kv_cache_entries(graphs),
-        "mrope": mrope, "rope_index": rope_index})
+    write_documents(root, tree_config(ckpt, request, plans, vision, target), graphs,
+                    mrope=mrope, rope_index=rope_index)
     copy_tokenizer(ckpt, root, extras=(layout.PREPROCESSOR,))
     if not (root / layout.PREPROCESSOR).is_file():
         processor.save_pretrained(root)
     save_embedding(ckpt, root, request.torch_dtype, f"{ckpt.text_prefix}embed_tokens.weight")
-    (root / llm_layout.EMPTY).write_bytes(b"")
-    write_json(root / llm_layout.REPORT, report.summary(sizes_per_die(root, request.num_die)))
+    write_report(root, report, request.num_die)
 
 
 def compile_vlm(request: VlmCompileRequest) -> Path:

@@ -6,15 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backends import DEFAULT as DEFAULT_BACKEND
+from tyllm.dtypes import DTYPES
 from tyllm.errors import TyllmError
-from tyllm.request import (
-    DTYPES,
-    StepShapes,
-    backend_named,
-    check_batch_sizes,
-    check_die_folder,
-    check_model_folder,
-)
+from tyllm.request import StepShapes, backend_named, validate_shared
 from tyllm.windows import kv_windows
 
 MODALITIES = ("image", "video")
@@ -105,13 +99,7 @@ def validate(request: VlmCompileRequest) -> None:
     if max(request.seq_len_list) > request.max_model_len:
         raise TyllmError(f"prefill length {max(request.seq_len_list)} exceeds max_model_len="
                          f"{request.max_model_len}: raise max_model_len or shorten prefill_lens.")
-    if request.dtype not in DTYPES:
-        raise TyllmError(f"dtype={request.dtype!r} is not supported; choose one of {list(DTYPES)}.")
-    kv_windows(request.max_model_len, request.kv_windows)
-    check_batch_sizes(request.batch_size_list)
-    backend_named(request.backend)
-    check_model_folder(request.model_path)
-    check_die_folder(request.artifacts_path, request.num_die, "num_die")
+    validate_shared(request, request.max_model_len, request.num_die, "num_die")
     if request.source_tokenizer is not None and not request.source_tokenizer.is_file():
         raise TyllmError(f"--source_tokenizer {request.source_tokenizer} is not a file: pass a "
                          f"tokenizer.json.")
