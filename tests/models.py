@@ -7,6 +7,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     LlamaConfig,
     LlamaForCausalLM,
+    Phi3Config,
+    Phi3ForCausalLM,
     PreTrainedTokenizerFast,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -18,7 +20,9 @@ ARCHS = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
     "qwen3": (Qwen3Config, Qwen3ForCausalLM),
+    "phi3": (Phi3Config, Phi3ForCausalLM),
 }
+ARCH_OVERRIDES = {"phi3": {"pad_token_id": None}}  # Phi-3's default pad id is past a tiny vocab
 
 BASE = dict(vocab_size=250, hidden_size=48, intermediate_size=90, num_hidden_layers=2,
             num_attention_heads=6, num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
@@ -34,7 +38,7 @@ def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 def make_checkpoint(folder: Path, arch: str, seed: int = 0, **overrides) -> Path:
     config_cls, model_cls = ARCHS[arch]
-    config = config_cls(**(BASE | overrides))
+    config = config_cls(**(BASE | ARCH_OVERRIDES.get(arch, {}) | overrides))
     torch.manual_seed(seed)
     model = model_cls(config).eval()
     model.save_pretrained(folder)

@@ -35,10 +35,10 @@ def cycle_from(start: str, graph: dict) -> list[str] | None:
         node, path = stack.pop()
         for nxt in graph[node]:
             if nxt == start:
-                return path + [start]
+                return [*path, start]
             if nxt not in seen:
                 seen.add(nxt)
-                stack.append((nxt, path + [nxt]))
+                stack.append((nxt, [*path, nxt]))
     return None
 
 

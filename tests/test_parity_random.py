@@ -1,4 +1,5 @@
-"""Greedy parity with HF transformers for random small Qwen3, Qwen2 and Llama at 1-4 dies."""
+"""Greedy parity with HF transformers for random small Qwen3, Qwen2, Llama (1-4 dies) and Phi-3
+(1-3 dies)."""
 
 import pytest
 from models import hf_greedy
@@ -48,3 +49,14 @@ def test_generation_stops_at_eos_like_hf(checkpoint_factory, tmp_path):
     tree = compile_tree(ckpt, tmp_path, 1)
     with runtime.load(tree) as session:
         assert session.generate(PROMPT, max_new_tokens=12) == reference
+
+
+@pytest.mark.parametrize("dies", [1, 2, 3])
+def test_phi3_fused_qkv_and_gate_up_equal_hf(dies, checkpoint_factory, tmp_path):
+    """Phi-3 fuses q/k/v and gate/up into one tensor each: every die reads its segments only
+    (on 3 dies, 6 query heads over 2 KV heads: KV heads are replicated unevenly)."""
+    ckpt = checkpoint_factory("phi3", seed=2)
+    tree = compile_tree(ckpt, tmp_path, dies)
+    with runtime.load(tree, workers="processes" if dies == 3 else "threads") as session:
+        got = session.generate(PROMPT, max_new_tokens=32)
+    assert got == hf_greedy(ckpt, PROMPT, 32)

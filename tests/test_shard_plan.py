@@ -74,3 +74,11 @@ def test_int4_input_slices_are_in_bytes_and_groups():
     plan = plan_dies(dims(6, 2, ffn=96), 3, group_size=16)[1]
     assert shard_slices(ShardDim(1, "ffn", per=2), plan, 2) == (slice(None), slice(16, 32))
     assert shard_slices(ShardDim(1, "ffn", per=16), plan, 2) == (slice(None), slice(2, 4))
+
+
+def test_a_segment_of_a_fused_tensor_is_sliced_after_its_offset():
+    """Phi-3's qkv_proj: k rows start after the q rows (6 heads x 8); die 1 of 2 holds KV
+    head 1, rows 48 + 8..16 of the fused tensor."""
+    plan = plan_dies(DecoderDims(100, 48, 90, 1, 6, 2, 8, 1e-6, False), 2)[1]
+    k_rows = shard_slices(ShardDim(0, "kv_heads", 8, offset=48), plan, 2)
+    assert k_rows == (slice(56, 64), slice(None))

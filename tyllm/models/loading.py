@@ -11,7 +11,7 @@ from tyllm.models.decoder import DecoderStep, Int4Linear
 from tyllm.models.spec import ArchSpec, WeightSpec
 from tyllm.quant.int4 import Int4Scheme
 from tyllm.shard.plan import DiePlan
-from tyllm.shard.spec import ShardDim, shard_slices
+from tyllm.shard.spec import Replicate, ShardDim, shard_slices
 
 SHARED_CONSTANTS = ("rope_cos", "rope_sin")  # the same for every seq_len graph
 GRAPH_CONSTANTS = ("causal_mask",)  # specific to one seq_len graph
@@ -62,13 +62,15 @@ def step_weight_table(step: DecoderStep, table: dict[str, WeightSpec]) -> dict[s
 
 def read_sources(entries: dict[str, WeightSpec], plan: DiePlan, reader: TensorReader, params):
     """Yields (parameter name, die slice) for every entry. A checkpoint tensor that several
-    entries read (a tied embedding / LM head) is read once, and each entry gets a view of it,
-    so it is held once in memory."""
-    sources = Counter(spec.hf_name for spec in entries.values())
+    entries read, one of them whole (a tied embedding / LM head), is read once, and each entry
+    gets a view of it, so it is held once in memory; segments of a fused tensor (Phi-3's
+    qkv_proj) are each read on their own, only the die's slice."""
+    whole_reads = {spec.hf_name for spec in entries.values() if isinstance(spec.shard, Replicate)}
+    sources = Counter(spec.hf_name for spec in entries.values() if spec.hf_name in whole_reads)
     whole: dict[str, torch.Tensor] = {}
     for name, spec in entries.items():
         slices = shard_slices(spec.shard, plan, params[name].dim())
-        if sources[spec.hf_name] == 1:
+        if sources[spec.hf_name] <= 1:
             yield name, reader.read(spec.hf_name, slices).to(params[name].dtype)
             continue
         if spec.hf_name not in whole:

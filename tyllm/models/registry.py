@@ -2,11 +2,12 @@
 
 from tyllm.errors import TyllmError
 from tyllm.models.llama import LLAMA
+from tyllm.models.phi3 import PHI3
 from tyllm.models.qwen2 import QWEN2
 from tyllm.models.qwen3 import QWEN3
 from tyllm.models.spec import ArchSpec
 
-MODELS: dict[str, ArchSpec] = {spec.name: spec for spec in (LLAMA, QWEN2, QWEN3)}
+MODELS: dict[str, ArchSpec] = {spec.name: spec for spec in (LLAMA, QWEN2, QWEN3, PHI3)}
 
 
 def supported_architectures() -> list[str]:

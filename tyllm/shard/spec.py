@@ -15,12 +15,15 @@ class Replicate:
 class ShardDim:
     """Split tensor dimension `dim` along a plan axis ("q_heads", "kv_heads", "ffn", "vocab");
     each axis item covers `unit` consecutive elements (head_dim for heads), divided by `per`
-    when the tensor packs `per` elements into one (2 for int4 bytes, G for group scales)."""
+    when the tensor packs `per` elements into one (2 for int4 bytes, G for group scales).
+    `offset`: the elements of `dim` before the segment this entry reads (a fused tensor, e.g.
+    Phi-3's qkv_proj holds q, then k, then v rows)."""
 
     dim: int
     axis: str
     unit: int = 1
     per: int = 1
+    offset: int = 0
 
 
 def shard_slices(spec: Replicate | ShardDim, plan: DiePlan, ndim: int) -> tuple[slice, ...]:
@@ -28,7 +31,7 @@ def shard_slices(spec: Replicate | ShardDim, plan: DiePlan, ndim: int) -> tuple[
     slices = [slice(None)] * ndim
     if isinstance(spec, ShardDim):
         r = plan.axis(spec.axis)
-        start, stop = r.start * spec.unit, r.stop * spec.unit
+        start, stop = spec.offset + r.start * spec.unit, spec.offset + r.stop * spec.unit
         if start % spec.per or stop % spec.per:
             raise TyllmError(f"Die {plan.die} holds elements [{start}, {stop}) of a tensor that "
                              f"packs {spec.per} per entry: the split is not aligned; choose "
