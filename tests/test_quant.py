@@ -186,3 +186,12 @@ def test_stock_vllm_loads_the_saved_checkpoint(outlier_model, checkpoint_factory
                       [request(ids, max_tokens=8, ignore_eos=True) for ids in prompts],
                       stock=True)
     assert [o["token_ids"] for o in outputs] == expected
+
+
+def test_awq_layout_comes_from_the_architecture_registry(checkpoint_factory):
+    from tyllm.models.llama.awq import LLAMA_AWQ
+    from tyllm.quant.layers import awq_layout
+
+    assert awq_layout(load_hf(checkpoint_factory("qwen2"))) is LLAMA_AWQ
+    with pytest.raises(TyllmError, match="does not quantize phi3"):
+        awq_layout(load_hf(checkpoint_factory("phi3")))

@@ -155,13 +155,16 @@ def test_int4_tree_matches_the_dequantized_model(awq_qwen2, tmp_path, dies):
     tree = Path(build_and_compile_llm(converted, tmp_path / "tree" / f"{dies}die",
                                       max_kv_cache_size=64, seq_len_list=[1, 8], dev_count=dies,
                                       progress=False, export_onnx=dies == 2,
-                                      kv_windows=[8, 16]))  # decode crosses a window
+                                      kv_windows=[8, 16],  # decode crosses a window
+                                      batch_size_list=[1, 2]))
     from tyllm import runtime
 
     reference = load_quantized_model(awq_qwen2)
     with runtime.load(tree) as session:
         got = [session.generate(ids, max_new_tokens=10) for ids in PROMPTS]
+        together = session.generate_batch(PROMPTS, max_new_tokens=10)  # int4 batched decode
     assert got == [greedy(reference, ids, 10) for ids in PROMPTS]
+    assert together == got
     config = json.loads((tree / "config.json").read_text())
     assert config["quantization"] == {"quant_method": "tyllm_int4", "bits": 4, "group_size": 32,
                                       "zero_point": True}

@@ -23,8 +23,8 @@ from tyllm.capture.export import (
     step_inputs,
     window_inputs,
 )
-from tyllm.capture.onnx_export import export_onnx, relink_onnx
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
+from tyllm.compile_core import place_program, twin_and_lower
 from tyllm.errors import TyllmError
 from tyllm.memory import return_free_memory
 from tyllm.models.decoder import causal_mask
@@ -86,15 +86,11 @@ def capture_windows(step, plan, shape, windows, request, root, target, timings, 
     batch, m = shape
     with report.timed(timings, "export"):
         program, inputs = export_step(step, m, make_inputs, batch)
-    if request.export_onnx:
-        with report.timed(timings, "onnx"):
-            export_onnx(program, list(inputs), root / layout.onnx_file(plan.die, m, batch),
-                        root / layout.weights_file(plan.die))
-    with report.timed(timings, "tvm"):
-        libraries = {w: layout.ensure_parent(
-            root, layout.library_file(plan.die, m, w, request.windows[-1], batch))
-            for w in windows}
-        order = target.lower_windows(program, libraries)
+    libraries = {w: layout.library_file(plan.die, m, w, request.windows[-1], batch)
+                 for w in windows}
+    onnx = layout.onnx_file(plan.die, m, batch) if request.export_onnx else None
+    order = twin_and_lower(program, inputs, root, libraries, target, timings, report, onnx,
+                           layout.weights_file(plan.die))
     outputs = [t.as_json() for t in describe_outputs(program)]
     return {w: {"inputs": [t.as_json() for t in window_inputs(describe(inputs), w)],
                 "outputs": outputs, "param_order": order} for w in windows}
@@ -107,12 +103,10 @@ def place_known(plan, shape, window, source: tuple, stage: str, request, root, t
     library file, and (`relink`) the same ONNX graph pointing into this die's weights."""
     (library, twin, io), (batch, m) = source, shape
     with report.timed(timings, stage):
-        place = layout.share_file if stage == "shared" else shutil.copyfile
-        place(library, layout.ensure_parent(
-            root, layout.library_file(plan.die, m, window, request.windows[-1], batch)))
-        if relink and request.export_onnx:
-            relink_onnx(twin, root / layout.onnx_file(plan.die, m, batch),
-                        root / layout.weights_file(plan.die))
+        onnx = layout.onnx_file(plan.die, m, batch) if relink and request.export_onnx else None
+        place_program(library, twin, root,
+                      layout.library_file(plan.die, m, window, request.windows[-1], batch),
+                      onnx, layout.weights_file(plan.die), copy=stage != "shared")
     return io
 
 

@@ -6,12 +6,19 @@ from tyllm.models.phi3 import PHI3
 from tyllm.models.qwen2 import QWEN2
 from tyllm.models.qwen3 import QWEN3
 from tyllm.models.spec import ArchSpec
+from tyllm.models.vlm.spec import vlm_for_config
 
 MODELS: dict[str, ArchSpec] = {spec.name: spec for spec in (LLAMA, QWEN2, QWEN3, PHI3)}
 
 
 def supported_architectures() -> list[str]:
     return sorted(a for spec in MODELS.values() for a in spec.hf_architectures)
+
+
+def text_arch_for_config(config) -> ArchSpec:
+    """The registry entry of a causal LM's layers, or of a VLM's text layers."""
+    vlm = vlm_for_config(config)
+    return MODELS[vlm.text_arch] if vlm is not None else arch_for_config(config)
 
 
 def arch_for_config(config) -> ArchSpec:

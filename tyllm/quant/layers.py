@@ -8,6 +8,8 @@ from torch import nn
 from tqdm import tqdm
 
 from tyllm.errors import TyllmError
+from tyllm.models.registry import text_arch_for_config
+from tyllm.models.spec import AwqLayout
 from tyllm.quant.awq import (
     AwqConfig,
     apply_clip,
@@ -18,9 +20,6 @@ from tyllm.quant.awq import (
     search_scales,
 )
 from tyllm.quant.groups import check_group_size
-
-CAPTURED = ("self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.down_proj")
-NO_CLIP = ("q_proj", "k_proj")
 
 
 class _Stop(Exception):
@@ -83,37 +82,31 @@ def run_layer(layer, hidden, kwargs, capture=()) -> tuple[torch.Tensor, dict]:
     return (out[0] if isinstance(out, tuple) else out), inputs
 
 
-def scale_groups(layer, inputs: dict) -> list:
-    attn, mlp = layer.self_attn, layer.mlp
-    groups = [(layer.input_layernorm, [attn.q_proj, attn.k_proj, attn.v_proj],
-               "self_attn.q_proj"),
-              (layer.post_attention_layernorm, [mlp.gate_proj, mlp.up_proj], "mlp.gate_proj"),
-              (mlp.up_proj, [mlp.down_proj], "mlp.down_proj")]
-    if attn.v_proj.weight.shape == attn.o_proj.weight.shape:  # no GQA: v's rows feed o
-        groups.insert(1, (attn.v_proj, [attn.o_proj], "self_attn.o_proj"))
-    return groups
+def awq_layout(model) -> AwqLayout:
+    """The architecture registry's AWQ layout of `model` (a VLM: of its text layers)."""
+    arch = text_arch_for_config(model.config)
+    if arch.awq is None:
+        raise TyllmError(f"tyllm's AWQ does not quantize {arch.name} checkpoints yet (its "
+                         f"registry entry has no AWQ layout): compile it in float16 or float32.")
+    return arch.awq
 
 
-def quantize_layer(layer, hidden, kwargs, cfg: AwqConfig) -> dict:
+def quantize_layer(layer, hidden, kwargs, cfg: AwqConfig, awq: AwqLayout) -> dict:
     """Scales, clips and quantizes one layer in place; returns {linear name: int tensors}."""
 
     for name, fc in linears_of(layer).items():
         check_group_size(fc.in_features, cfg.group_size, name)
-    _, inputs = run_layer(layer, hidden, kwargs, CAPTURED)
+    _, inputs = run_layer(layer, hidden, kwargs, awq.captured)
     x = {n: rows_sample(v.float(), cfg.max_search_tokens) for n, v in inputs.items()}
-    for prev, linears, key in scale_groups(layer, inputs):
+    for prev, linears, key in awq.scale_groups(layer):
         s = search_scales(x[key], linears, cfg)
         fold_scales(prev, linears, s)
         x[key] = x[key] / s
-    source = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.q_proj",
-              "v_proj": "self_attn.q_proj", "o_proj": "self_attn.o_proj",
-              "gate_proj": "mlp.gate_proj", "up_proj": "mlp.gate_proj",
-              "down_proj": "mlp.down_proj"}
     packed = {}
     for name, fc in linears_of(layer).items():
         short = name.rsplit(".", 1)[-1]
-        if cfg.apply_clip and short not in NO_CLIP:
-            clip_x = rows_sample(x[source[short]], cfg.max_clip_tokens)
+        if cfg.apply_clip and short not in awq.no_clip:
+            clip_x = rows_sample(x[awq.inputs_of[short]], cfg.max_clip_tokens)
             apply_clip(fc, search_clip(clip_x, fc.weight.data, cfg), cfg.group_size)
         packed[name] = quantize_linear(fc, cfg)
     return packed
@@ -122,10 +115,11 @@ def quantize_layer(layer, hidden, kwargs, cfg: AwqConfig) -> dict:
 @torch.no_grad()
 def awq_quantize(model, samples: list[torch.Tensor], cfg: AwqConfig) -> dict:
     """Quantizes every decoder linear of `model` in place; returns {module name: int tensors}."""
+    awq = awq_layout(model)
     hidden, kwargs = first_layer_inputs(model, samples)
     path, packed = decoder_path(model), {}
     for i, layer in enumerate(tqdm(decoder_layers(model), desc="AWQ", unit="layer")):
-        for name, tensors in quantize_layer(layer, hidden, kwargs, cfg).items():
+        for name, tensors in quantize_layer(layer, hidden, kwargs, cfg, awq).items():
             packed[f"{path}.{i}.{name}"] = tensors
         hidden, _ = run_layer(layer, hidden, kwargs)
     return packed

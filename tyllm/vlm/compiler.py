@@ -14,6 +14,7 @@ from tyllm.artifacts import layout as llm_layout
 from tyllm.artifacts.documents import eos_token_ids
 from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
+from tyllm.compile_core import compile_module, share_module
 from tyllm.compiler import (
     StepRecipe,
     compile_into,
@@ -41,7 +42,6 @@ from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.shard.plan import plan_dies
 from tyllm.vlm import layout
-from tyllm.vlm.graphs import compile_module, share_module
 from tyllm.vlm.processor import image_processor, patch_grid
 from tyllm.vlm.request import VlmCompileRequest, validate
 from tyllm.vlm.vision_compile import check_vision_dies, write_visual

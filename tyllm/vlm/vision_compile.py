@@ -8,6 +8,7 @@ from tyllm.artifacts.documents import FORMAT_VERSION, write_json
 from tyllm.artifacts.layout import ensure_parent
 from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader
+from tyllm.compile_core import compile_module, share_module
 from tyllm.errors import TyllmError
 from tyllm.models.vlm.language import VISION_PREFIXES, checkpoint_prefix
 from tyllm.models.vlm.vision import (
@@ -18,7 +19,6 @@ from tyllm.models.vlm.vision import (
     vision_sizes,
 )
 from tyllm.vlm import layout
-from tyllm.vlm.graphs import compile_module, share_module
 
 
 def load_vision_tower(spec, config, reader: TensorReader, dtype):

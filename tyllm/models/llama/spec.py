@@ -1,6 +1,7 @@
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 from tyllm.models.dims import dims_from_hf_config
+from tyllm.models.llama.awq import LLAMA_AWQ
 from tyllm.models.llama.weights import weight_table
 from tyllm.models.spec import ArchSpec
 
@@ -17,4 +18,5 @@ LLAMA = ArchSpec(
     dims_from_config=llama_dims,
     weight_table=weight_table,
     rotary_embedding=lambda config: LlamaRotaryEmbedding(config=config),
+    awq=LLAMA_AWQ,
 )

@@ -3,6 +3,7 @@
 from transformers.models.qwen2.modeling_qwen2 import Qwen2RotaryEmbedding
 
 from tyllm.models.dims import dims_from_hf_config
+from tyllm.models.llama.awq import LLAMA_AWQ
 from tyllm.models.llama.weights import weight_table
 from tyllm.models.spec import ArchSpec
 
@@ -13,4 +14,5 @@ QWEN2 = ArchSpec(
         config, qkv_bias=True, o_bias=False, mlp_bias=False, qk_norm=False),
     weight_table=weight_table,
     rotary_embedding=lambda config: Qwen2RotaryEmbedding(config=config),
+    awq=LLAMA_AWQ,
 )

@@ -3,6 +3,7 @@
 from transformers.models.qwen3.modeling_qwen3 import Qwen3RotaryEmbedding
 
 from tyllm.models.dims import dims_from_hf_config
+from tyllm.models.llama.awq import LLAMA_AWQ
 from tyllm.models.llama.weights import weight_table
 from tyllm.models.spec import ArchSpec
 
@@ -14,4 +15,5 @@ QWEN3 = ArchSpec(
         o_bias=bool(getattr(config, "attention_bias", False)), mlp_bias=False, qk_norm=True),
     weight_table=weight_table,
     rotary_embedding=lambda config: Qwen3RotaryEmbedding(config=config),
+    awq=LLAMA_AWQ,
 )

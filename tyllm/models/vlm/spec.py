@@ -12,6 +12,7 @@ class VlmSpec:
     hf_module: str  # transformers module holding the classes below
     vision_class: str  # HF vision tower class, built from config.vision_config
     rotary_class: str  # HF text rotary embedding (multimodal rope), built from text_config
+    text_arch: str  # the registry entry (tyllm/models/registry.py) of its text layers
     qk_norm: bool  # Qwen3 text layers normalise queries and keys per head
     qkv_bias: bool  # Qwen2 text layers have q/k/v biases
     video_frames_as_images: bool  # Qwen3-VL: each frame pair is its own run with a timestamp
@@ -33,20 +34,20 @@ QWEN2_5_VL = VlmSpec(
     name="qwen2_5_vl", hf_architectures=("Qwen2_5_VLForConditionalGeneration",),
     hf_module="transformers.models.qwen2_5_vl.modeling_qwen2_5_vl",
     vision_class="Qwen2_5_VisionTransformerPretrainedModel",
-    rotary_class="Qwen2_5_VLRotaryEmbedding", qk_norm=False, qkv_bias=True,
+    rotary_class="Qwen2_5_VLRotaryEmbedding", text_arch="qwen2", qk_norm=False, qkv_bias=True,
     video_frames_as_images=False)
 
 QWEN3_VL = VlmSpec(
     name="qwen3_vl", hf_architectures=("Qwen3VLForConditionalGeneration",),
     hf_module="transformers.models.qwen3_vl.modeling_qwen3_vl",
     vision_class="Qwen3VLVisionModel", rotary_class="Qwen3VLTextRotaryEmbedding",
-    qk_norm=True, qkv_bias=False, video_frames_as_images=True)
+    text_arch="qwen3", qk_norm=True, qkv_bias=False, video_frames_as_images=True)
 
 QWEN2_VL = VlmSpec(
     name="qwen2_vl", hf_architectures=("Qwen2VLForConditionalGeneration",),
     hf_module="transformers.models.qwen2_vl.modeling_qwen2_vl",
     vision_class="Qwen2VisionTransformerPretrainedModel",
-    rotary_class="Qwen2VLRotaryEmbedding", qk_norm=False, qkv_bias=True,
+    rotary_class="Qwen2VLRotaryEmbedding", text_arch="qwen2", qk_norm=False, qkv_bias=True,
     video_frames_as_images=False)
 
 VLMS = {spec.name: spec for spec in (QWEN2_VL, QWEN2_5_VL, QWEN3_VL)}
