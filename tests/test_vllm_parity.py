@@ -75,6 +75,8 @@ def test_greedy_equals_hf_and_stock_vllm(name, dies, workers, chunked, models, e
     path, prompts, extra = models[name]
     tree = smollm2_tree(dies) if name == "smollm2" else qwen3_trees / f"{dies}die"
     options = {"tyllm": {"artifacts_path": str(tree), "workers": workers}}
+    if (name, dies) == ("qwen3", 4):  # named batch sizes; the 2-die tree gets max_num_seqs's
+        options["tyllm"]["batch_sizes"] = [1, 4]
     flags = EXPLICIT_FLAGS if (name, dies, chunked) == ("smollm2", 1, True) else {}
     outputs = run_job(tmp_path, engine(path, dies, 256, chunked, additional_config=options,
                                        **flags),
