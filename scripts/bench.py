@@ -22,7 +22,12 @@ import tempfile
 from pathlib import Path
 
 from tyllm.bench.compile_cost import compile_cost
-from tyllm.bench.concurrency import CONCURRENCY, tree_throughput, vllm_throughput
+from tyllm.bench.concurrency import (
+    CONCURRENCY,
+    kv_bytes_per_slot,
+    tree_throughput,
+    vllm_throughput,
+)
 from tyllm.bench.engines import bench_hf, bench_ort, bench_tree, bench_vllm
 from tyllm.bench.load_memory import load_memory
 from tyllm.bench.matmul import prefill_matmuls
@@ -110,8 +115,13 @@ def serving(args, model: Path, work: Path, ids: list[int]) -> dict:
     for name, by_n in rates.items():
         print(f"serving {name}: " + ", ".join(f"{n} requests {r:.1f} tok/s"
                                               for n, r in by_n.items()), flush=True)
+    slot = kv_bytes_per_slot(serving_tree(work))
+    print(f"serving KV cache: {slot / 2**20:.1f} MiB per sequence, "
+          f"{slot * max(CONCURRENCY) / 2**20:.0f} MiB for {max(CONCURRENCY)}", flush=True)
     return {"tok_s_by_concurrency": rates, "new_tokens": tokens, "max_kv": SERVING_KV,
-            "batch_sizes": SERVING_BATCHES, "concurrency": CONCURRENCY}
+            "batch_sizes": SERVING_BATCHES, "concurrency": CONCURRENCY,
+            "kv_bytes_per_slot": slot,
+            "kv_bytes_per_batch": {b: b * slot for b in SERVING_BATCHES}}
 
 
 def history_and_prefill(args, model: Path, work: Path, ids: list[int]) -> dict:

@@ -3,25 +3,20 @@
 from pathlib import Path
 
 import torch
+import transformers
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import (
-    LlamaConfig,
-    LlamaForCausalLM,
-    Phi3Config,
-    Phi3ForCausalLM,
-    PreTrainedTokenizerFast,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-)
+from transformers import PreTrainedTokenizerFast
 
-ARCHS = {
-    "llama": (LlamaConfig, LlamaForCausalLM),
-    "qwen2": (Qwen2Config, Qwen2ForCausalLM),
-    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
-    "phi3": (Phi3Config, Phi3ForCausalLM),
-}
+from tyllm.models.registry import MODELS
+
+
+def hf_classes(arch: str):
+    """(config class, model class) of a registry architecture ("qwen3", "phi3", ...): the
+    transformers class its entry names first."""
+    model_cls = getattr(transformers, MODELS[arch].hf_architectures[0])
+    return model_cls.config_class, model_cls
+
+
 ARCH_OVERRIDES = {"phi3": {"pad_token_id": None}}  # Phi-3's default pad id is past a tiny vocab
 
 BASE = dict(vocab_size=250, hidden_size=48, intermediate_size=90, num_hidden_layers=2,
@@ -37,7 +32,7 @@ def word_tokenizer(vocab_size: int) -> PreTrainedTokenizerFast:
 
 
 def make_checkpoint(folder: Path, arch: str, seed: int = 0, **overrides) -> Path:
-    config_cls, model_cls = ARCHS[arch]
+    config_cls, model_cls = hf_classes(arch)
     config = config_cls(**(BASE | ARCH_OVERRIDES.get(arch, {}) | overrides))
     torch.manual_seed(seed)
     model = model_cls(config).eval()

@@ -131,13 +131,13 @@ def test_bad_batched_calls_are_refused_and_tensor_prompts_work(batch_tree):
 def test_vlm_language_decodes_image_prompts_together(vlm_checkpoint, tmp_path):
     """A VLM tree with language batch sizes [1, 2]: two image prompts prepared in their own
     slots decode in one call per step (Qwen3-VL: deepstack rows, 3-axis positions) and give
-    each prompt's own greedy tokens."""
+    each prompt's own greedy tokens (1 die: the LLM batch tests cover N dies)."""
     from vlm_models import SIZES, picture
 
     from tyllm.build_util import build_and_compile_vlm
 
     arch = "qwen3_vl"
-    tree = build_and_compile_vlm(vlm_checkpoint(arch), tmp_path / "2die", num_die=2,
+    tree = build_and_compile_vlm(vlm_checkpoint(arch), tmp_path / "1die", num_die=1,
                                  image_sizes=(SIZES[arch],), prefill_lens=(16,),
                                  max_model_len=160, export_onnx=False, progress=False,
                                  kv_windows=(32, 64), batch_size_list=[1, 2])

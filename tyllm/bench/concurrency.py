@@ -55,5 +55,17 @@ def vllm_throughput(model: Path, ids: list[int], new_tokens: int, threads: int, 
     return keyed(run_stock_vllm(CHILD, engine_job(engine, ids, new_tokens), threads))
 
 
+def kv_bytes_per_slot(tree: Path) -> int:
+    """K and V cache bytes one sequence holds, over all dies (a batch of B holds B slots)."""
+    from math import prod
+
+    from tyllm.dtypes import DTYPES
+    from tyllm.runtime.tree import Tree
+
+    opened = Tree(tree)
+    caches = [opened.kv_cache_for(d)["k_cache"] for d in range(opened.dies)]
+    return sum(2 * prod(k["shape"]) * DTYPES[k["dtype"]].itemsize for k in caches)
+
+
 def keyed(result: dict) -> dict:
     return {int(n): rate for n, rate in result.items()}

@@ -1,5 +1,6 @@
 """torch.export of a die step at one static seq_len (its KV window symbolic), and its ONNX twin."""
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -94,9 +95,18 @@ def export_module(module: torch.nn.Module, inputs: dict[str, torch.Tensor],
 def export_step(step: DecoderStep, seq_len: int, make_inputs=step_inputs, batch: int = 1):
     """Returns (decomposed ExportedProgram, example inputs) of the step at `seq_len` new tokens
     per sequence (`batch` sequences), its KV window symbolic (bound per window when lowered)."""
-    step.causal_mask = causal_mask(seq_len)
-    inputs = make_inputs(step, seq_len) if batch == 1 else make_inputs(step, seq_len, batch)
-    return export_module(step, inputs, window_shapes(inputs, step.max_kv)), inputs
+    view = step_at(step, seq_len)
+    inputs = make_inputs(view, seq_len) if batch == 1 else make_inputs(view, seq_len, batch)
+    return export_module(view, inputs, window_shapes(inputs, step.max_kv)), inputs
+
+
+def step_at(step: DecoderStep, seq_len: int) -> DecoderStep:
+    """The step for `seq_len` rows per sequence: the same submodules and weights with its own
+    causal-mask constant; `step` itself is never changed (no module state set by call order)."""
+    view = copy.copy(step)
+    view._parameters = dict(step._parameters)
+    view.causal_mask = causal_mask(seq_len)
+    return view
 
 
 def window_inputs(inputs: list[TensorDesc], window: int) -> list[TensorDesc]:

@@ -8,7 +8,6 @@ from torch import nn
 from tqdm import tqdm
 
 from tyllm.errors import TyllmError
-from tyllm.models.registry import text_arch_for_config
 from tyllm.models.spec import AwqLayout
 from tyllm.quant.awq import (
     AwqConfig,
@@ -83,7 +82,11 @@ def run_layer(layer, hidden, kwargs, capture=()) -> tuple[torch.Tensor, dict]:
 
 
 def awq_layout(model) -> AwqLayout:
-    """The architecture registry's AWQ layout of `model` (a VLM: of its text layers)."""
+    """The architecture registry's AWQ layout of `model` (a VLM: of its text layers). The
+    registry imports every architecture's transformers classes: read only when quantizing (the
+    runtime imports tyllm.quant for the int4 layout and must not load them)."""
+    from tyllm.models.registry import text_arch_for_config
+
     arch = text_arch_for_config(model.config)
     if arch.awq is None:
         raise TyllmError(f"tyllm's AWQ does not quantize {arch.name} checkpoints yet (its "
