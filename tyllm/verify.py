@@ -78,24 +78,22 @@ def onnx_inside(tree: Tree, name: str) -> Path:
 
 
 def compare(tree: Tree, onnx: str, program, feeds: dict, die: int, key: int,
-            kind: str = "language", window: int | None = None) -> GraphCheck:
+            kind: str = "language", window: int | None = None, batch: int = 1) -> GraphCheck:
     session = ort.InferenceSession(str(onnx_inside(tree, onnx)), providers=["CPUExecutionProvider"])
     expected = session.run(None, feeds)
     got = program(*[torch.from_numpy(v) for v in feeds.values()])
     diff = max(float(np.abs(e - g.numpy()).max()) for e, g in zip(expected, got, strict=True))
     scale = max(float(np.abs(e).max()) for e in expected) or 1.0
     ok = diff / scale <= TOLERANCE[tree.config["dtype"]]
-    return GraphCheck(die, key, diff, diff / scale, ok, kind, window)
+    return GraphCheck(die, key, diff, diff / scale, ok, kind, window, batch)
 
 
 def check_graph(tree: Tree, runner: DieRunner, graph: dict, gen) -> GraphCheck:
     """A step graph against its (batch, M)'s ONNX twin (its KV window is symbolic)."""
     m, window, batch = graph["seq_len"], graph["window"], graph.get("batch", 1)
     program = runner.programs[m, window] if batch == 1 else runner.batched[batch, window]
-    check = compare(tree, graph["onnx"], program, random_inputs(graph, tree, gen), graph["die"],
-                    m, window=window)
-    check.batch = batch
-    return check
+    return compare(tree, graph["onnx"], program, random_inputs(graph, tree, gen), graph["die"],
+                   m, window=window, batch=batch)
 
 
 def check_vision(tree: Tree, gen) -> list[GraphCheck]:

@@ -17,7 +17,7 @@ from vllm.v1.worker.worker_base import CompilationTimes
 
 from tyllm.dtypes import DTYPES
 from tyllm.errors import TyllmError
-from tyllm.vllm_ext.artifacts import engine_tree, ensure_tree
+from tyllm.vllm_ext.artifacts import BATCH_CAP, engine_tree, ensure_tree
 from tyllm.vllm_ext.runner import SlotRunner
 from tyllm.vllm_ext.sampling import BatchSampler
 
@@ -102,7 +102,7 @@ def say_batching(tree, batches: list[int], max_num_seqs: int) -> None:
         logger.info("tyllm: %s was compiled for batch 1 only, so each decode request runs in a "
                     "call of its own; recompile it with batch sizes (tyllm compile "
                     "--batch-sizes 1,%d, or additional_config tyllm.batch_sizes) to decode "
-                    "them together.", tree, min(max_num_seqs, 16))
+                    "them together.", tree, min(max_num_seqs, BATCH_CAP))
     elif max(batches) < max_num_seqs:
         logger.info("tyllm: the largest batch compiled into %s is %d; up to max_num_seqs=%d "
                     "decode requests take several calls per step.", tree, max(batches),
