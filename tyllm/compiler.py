@@ -163,7 +163,8 @@ def compile_die(ckpt, plan, request, root, target, report, compiled: dict) -> li
     step = build_die_step(ckpt.arch, ckpt.config, plan, ckpt.reader,
                           max_kv=request.max_kv_cache_size,
                           embedding_as_input=request.embedding_as_input,
-                          dtype=request.torch_dtype, int4=ckpt.int4)
+                          dtype=request.torch_dtype, int4=ckpt.int4,
+                          panels=target.weight_panels)
     save_die_weights(root, plan, step)
     key, entries = plan.program_key(ckpt.dims.group_size), []
     for shape in request.graph_shapes:

@@ -10,20 +10,25 @@ from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
 
 from backends.emulated_cpu.pipeline import build_pipeline
+from backends.emulated_cpu.schedules import PANEL_LANES
 from tyllm.capture.export import HISTORY_MASK
 from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
 
 
 @dataclass(frozen=True)
 class TargetSpec:
-    """The LLVM target of the host CPU; `num_cores` bounds TVM's parallel loops."""
+    """The LLVM target of the host CPU; `num_cores` bounds TVM's parallel loops. Linear weights
+    come in panels of `weight_panels` outputs, what the matmul kernel reads (schedules.py)."""
 
     num_cores: int = 1
+    weight_panels: int = PANEL_LANES
 
     def as_json(self) -> dict:
-        """What a compiled program depends on: the CPU it is tuned for and its core count."""
+        """What a compiled program depends on: the CPU it is tuned for, its core count and the
+        weight layout its kernels read."""
         return {"backend": "emulated_cpu", "kind": "llvm",
-                "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num_cores": self.num_cores}
+                "mcpu": tvm.target.codegen.llvm_get_system_cpu(), "num_cores": self.num_cores,
+                "weight_panels": self.weight_panels}
 
     def lower(self, program: torch.export.ExportedProgram, library: Path) -> list[str]:
         return lower_to_library(program, library, self)

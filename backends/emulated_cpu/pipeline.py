@@ -1,7 +1,8 @@
 """The Relax pass pipeline for the emulated CPU backend, as readable stages (TVM cpu_generic style).
 
 Stage 1 dispatches library ops, stage 2 fuses transposes into matmuls, legalizes and fuses
-(int4 weight unpacking into the matmul that reads it: fuse_dequantize.py), stage 3 schedules the
+(int4 weight unpacking and panelled weight views into the matmul that reads them:
+fuse_weights.py), stage 3 schedules the
 fused kernels for the CPU with tyllm's own rules (schedules.py), stage 4 lowers dataflow and
 stage 5 plans memory and finalizes for the VM.
 """
@@ -11,13 +12,13 @@ from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight as dl
 
-from backends.emulated_cpu.fuse_dequantize import fuse_dequantize_passes
+from backends.emulated_cpu.fuse_weights import fuse_weight_passes
 from backends.emulated_cpu.schedules import cpu_rules
 
 
 def legalize_passes(target: tvm.target.Target) -> list:
     return [relax.transform.FuseTransposeMatmul(), *cpu_generic.legalize_passes(target),
-            *fuse_dequantize_passes()]
+            *fuse_weight_passes()]
 
 
 def schedule_passes(target: tvm.target.Target) -> list:

@@ -1,6 +1,7 @@
 """The prefill matmul: GFLOP/s of a linear lowered by the backend (TVM with tyllm's schedule
-rules) against torch's own matmul (MKL/oneDNN), on the model's shapes, at the same rows and
-threads, each with its weight hot in cache."""
+rules, the weight in the backend's panels as a tree stores it) against torch's own matmul
+(MKL/oneDNN), on the model's shapes, at the same rows and threads, each with its weight hot in
+cache."""
 
 import tempfile
 from pathlib import Path
@@ -10,15 +11,8 @@ import torch
 from backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
 from tyllm.bench.timing import median_seconds
 from tyllm.capture.export import export_module
-
-
-class _Linear(torch.nn.Module):
-    def __init__(self, weight: torch.Tensor):
-        super().__init__()
-        self.weight = torch.nn.Parameter(weight, requires_grad=False)
-
-    def forward(self, x):
-        return torch.nn.functional.linear(x, self.weight)
+from tyllm.models.decoder import Linear
+from tyllm.models.panels import to_panels
 
 
 def model_shapes(hidden: int, intermediate: int) -> dict[str, tuple[int, int]]:
@@ -32,10 +26,12 @@ def gflops(rows: int, k: int, n: int, seconds: float) -> float:
 
 
 def lowered_seconds(x: torch.Tensor, weight: torch.Tensor, target: TargetSpec) -> float:
+    linear = Linear(*weight.shape, bias=False, dtype=weight.dtype, panels=target.weight_panels)
+    linear.weight.data = to_panels(weight, linear.panels)
     with tempfile.TemporaryDirectory() as tmp:
         library = Path(tmp) / "linear.so"
-        lower_to_library(export_module(_Linear(weight), {"x": x}), library, target)
-        program = DieProgram(library, [weight])
+        lower_to_library(export_module(linear, {"x": x}), library, target)
+        program = DieProgram(library, [linear.weight.data])
         return median_seconds(lambda: program(x), 10)
 
 

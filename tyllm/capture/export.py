@@ -30,7 +30,7 @@ def step_inputs(step: DecoderStep, seq_len: int, batch: int = 1) -> dict[str, to
     kv_shape = (len(step.layers), step.layers[0].self_attn.kv_heads, step.max_kv,
                 step.layers[0].self_attn.head_dim)
     dtype, rows = step.norm.weight.dtype, batch * seq_len
-    if step.embed_tokens is None:
+    if step.embedding_as_input:
         tokens = ("inputs_embeds", torch.zeros(rows, step.norm.weight.shape[0], dtype=dtype))
     else:
         tokens = ("input_ids", torch.zeros(rows, dtype=torch.int64))

@@ -8,6 +8,10 @@ k_cache / v_cache [L, KVl, S, D], history_mask [W] bool  ->  logits [1, Vl], new
 p holds history, i.e. p < start_pos), so its cost follows W, not S. W is symbolic when captured
 (one capture per M) and bound to each compiled KV window (tyllm.windows).
 Rows past the valid ones are padding: they attend causally like the others, but nothing reads them.
+
+Weights in panels (`panels` = P, what the backend's matmul kernel reads, `Target.weight_panels`):
+a float linear weight [N, K] is stored as [N / P, K, P] (tyllm.models.panels), P outputs
+contiguous at each k; the graph reads it through a view the backend folds into the matmul.
 """
 
 import torch
@@ -16,6 +20,7 @@ from torch import nn
 from tyllm.capture.ops import all_reduce
 from tyllm.errors import TyllmError
 from tyllm.models.dims import DecoderDims
+from tyllm.models.panels import dense, panel_rows, panel_width, panelled
 from tyllm.quant.int4 import Int4Scheme, dequantize_int4
 from tyllm.shard.plan import DiePlan
 
@@ -37,13 +42,17 @@ class RMSNorm(nn.Module):
 
 
 class Linear(nn.Module):
-    def __init__(self, out_features: int, in_features: int, bias: bool, dtype):
+    """`weight` [N, K], or [N / P, K, P] in panels of P outputs (when P divides N)."""
+
+    def __init__(self, out_features: int, in_features: int, bias: bool, dtype,
+                 panels: int | None = None):
         super().__init__()
-        self.weight = frozen(out_features, in_features, dtype=dtype)
+        self.panels = panel_width(out_features, panels)
+        self.weight = frozen(*panelled((out_features, in_features), self.panels), dtype=dtype)
         self.bias = frozen(out_features, dtype=dtype) if bias else None
 
     def forward(self, x):
-        return nn.functional.linear(x, self.weight, self.bias)
+        return nn.functional.linear(x, dense(self.weight, self.panels), self.bias)
 
 
 class Int4Linear(nn.Module):
@@ -67,9 +76,9 @@ class Int4Linear(nn.Module):
 
 
 def make_linear(out_features: int, in_features: int, bias: bool, dtype,
-                int4: Int4Scheme | None) -> nn.Module:
+                int4: Int4Scheme | None, panels: int | None = None) -> nn.Module:
     if int4 is None:
-        return Linear(out_features, in_features, bias, dtype)
+        return Linear(out_features, in_features, bias, dtype, panels)
     return Int4Linear(out_features, in_features, bias, dtype, int4.group_size)
 
 
@@ -88,17 +97,19 @@ def apply_rope(x, cos, sin):
 
 
 class Attention(nn.Module):
-    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None):
+    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None,
+                 panels: int | None = None):
         super().__init__()
         d, h, kv = dims.head_dim, len(plan.q_heads), len(plan.kv_heads)
         self.heads, self.kv_heads, self.head_dim = h, kv, d
         self.group = plan.kv_group(dims.group_size)
         self.register_buffer("kv_index", torch.tensor(plan.kv_index(dims.group_size)),
                              persistent=False)
-        self.q_proj = make_linear(h * d, dims.hidden_size, dims.qkv_bias, dtype, int4)
-        self.k_proj = make_linear(kv * d, dims.hidden_size, dims.qkv_bias, dtype, int4)
-        self.v_proj = make_linear(kv * d, dims.hidden_size, dims.qkv_bias, dtype, int4)
-        self.o_proj = make_linear(dims.hidden_size, h * d, False, dtype, int4)
+        hs, qkv_bias = dims.hidden_size, dims.qkv_bias
+        self.q_proj = make_linear(h * d, hs, qkv_bias, dtype, int4, panels)
+        self.k_proj = make_linear(kv * d, hs, qkv_bias, dtype, int4, panels)
+        self.v_proj = make_linear(kv * d, hs, qkv_bias, dtype, int4, panels)
+        self.o_proj = make_linear(hs, h * d, False, dtype, int4, panels)
         self.o_bias = frozen(dims.hidden_size, dtype=dtype) if dims.o_bias else None
         self.q_norm = RMSNorm(d, dims.rms_norm_eps, dtype) if dims.qk_norm else None
         self.k_norm = RMSNorm(d, dims.rms_norm_eps, dtype) if dims.qk_norm else None
@@ -175,12 +186,13 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None):
+    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None,
+                 panels: int | None = None):
         super().__init__()
         f, hs = len(plan.ffn), dims.hidden_size
-        self.gate_proj = make_linear(f, hs, dims.mlp_bias, dtype, int4)
-        self.up_proj = make_linear(f, hs, dims.mlp_bias, dtype, int4)
-        self.down_proj = make_linear(hs, f, False, dtype, int4)
+        self.gate_proj = make_linear(f, hs, dims.mlp_bias, dtype, int4, panels)
+        self.up_proj = make_linear(f, hs, dims.mlp_bias, dtype, int4, panels)
+        self.down_proj = make_linear(hs, f, False, dtype, int4, panels)
         self.down_bias = frozen(hs, dtype=dtype) if dims.mlp_bias else None
 
     def forward(self, x):
@@ -189,12 +201,13 @@ class MLP(nn.Module):
 
 
 class Layer(nn.Module):
-    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None):
+    def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None,
+                 panels: int | None = None):
         super().__init__()
         self.input_layernorm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
-        self.self_attn = Attention(dims, plan, dtype, int4)
+        self.self_attn = Attention(dims, plan, dtype, int4, panels)
         self.post_attention_layernorm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
-        self.mlp = MLP(dims, plan, dtype, int4)
+        self.mlp = MLP(dims, plan, dtype, int4, panels)
 
     def forward(self, h, cos, sin, k_hist, v_hist, hist_mask, causal_mask):
         a, k, v = self.self_attn(self.input_layernorm(h), cos, sin, k_hist, v_hist,
@@ -205,26 +218,36 @@ class Layer(nn.Module):
 
 class DecoderStep(nn.Module):
     """Parameters are the die's weights; `rope_*` and `causal_mask` are graph constants.
-    With `int4`, the decoder linears hold int4 weights (embeddings and LM head stay float)."""
+    With `int4`, the decoder linears hold int4 weights (embeddings and LM head stay float).
+    `tied_head`: the die holds the whole vocabulary of a tied embedding, so its tokens are
+    looked up in the LM head (one tensor, one parameter) and there is no `embed_tokens`."""
 
     def __init__(self, dims: DecoderDims, plan: DiePlan, *, seq_len: int, max_kv: int,
                  embedding_as_input: bool, dtype=torch.float32, rope_tables: bool = True,
-                 int4: Int4Scheme | None = None):
+                 int4: Int4Scheme | None = None, panels: int | None = None,
+                 tied_head: bool = False):
         super().__init__()
         self.max_kv = max_kv
-        self.embed_tokens = None if embedding_as_input else frozen(
-            dims.vocab_size, dims.hidden_size, dtype=dtype)
-        self.layers = nn.ModuleList(Layer(dims, plan, dtype, int4)
+        self.embedding_as_input, self.tied_head = embedding_as_input, tied_head
+        own_table = not (embedding_as_input or tied_head)
+        self.embed_tokens = frozen(dims.vocab_size, dims.hidden_size,
+                                   dtype=dtype) if own_table else None
+        self.layers = nn.ModuleList(Layer(dims, plan, dtype, int4, panels)
                                     for _ in range(dims.num_layers))
         self.norm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
-        self.lm_head = frozen(len(plan.vocab), dims.hidden_size, dtype=dtype)
+        self.head_panels = panel_width(len(plan.vocab), panels)
+        self.lm_head = frozen(*panelled((len(plan.vocab), dims.hidden_size), self.head_panels),
+                              dtype=dtype)
         self.rope_cos = frozen(max_kv, dims.head_dim, dtype=dtype) if rope_tables else None
         self.rope_sin = frozen(max_kv, dims.head_dim, dtype=dtype) if rope_tables else None
         self.causal_mask = causal_mask(seq_len)
 
     def embed(self, tokens):
-        return tokens if self.embed_tokens is None else nn.functional.embedding(
-            tokens, self.embed_tokens)
+        if self.embedding_as_input:
+            return tokens
+        if self.tied_head:
+            return panel_rows(self.lm_head, tokens, self.head_panels)
+        return nn.functional.embedding(tokens, self.embed_tokens)
 
     def forward(self, tokens, start_pos, last_index, k_cache, v_cache, history_mask,
                 *row_caches):
@@ -261,7 +284,7 @@ class DecoderStep(nn.Module):
             new_k.append(k)
             new_v.append(v)
         h_last = torch.index_select(self.norm(h), 0, last_index)  # [B, H]
-        logits = nn.functional.linear(h_last, self.lm_head)  # [B, Vl]
+        logits = nn.functional.linear(h_last, dense(self.lm_head, self.head_panels))  # [B, Vl]
         return logits, torch.stack(new_k), torch.stack(new_v)
 
 
@@ -269,3 +292,10 @@ def caches_of(k_cache, v_cache, row_caches: tuple) -> list[tuple]:
     """(K, V) per sequence: the first pair, then the pairs of `row_caches` (k1, v1, k2, ...)."""
     rest = list(row_caches)
     return [(k_cache, v_cache), *zip(rest[0::2], rest[1::2], strict=True)]
+
+
+def panel_widths(step: DecoderStep) -> dict[str, int]:
+    """Parameter name -> panel width, for every weight the step stores in panels."""
+    widths = {f"{name}.weight": m.panels for name, m in step.named_modules()
+              if isinstance(m, Linear) and m.panels}
+    return widths | ({"lm_head": step.head_panels} if step.head_panels else {})

@@ -98,7 +98,7 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
     for plan in plans:
         step = build_language_step(ckpt.spec, ckpt.config, plan, ckpt.reader, ckpt.text_prefix,
                                    max_kv=request.max_model_len, dtype=request.torch_dtype,
-                                   int4=ckpt.int4)
+                                   int4=ckpt.int4, panels=target.weight_panels)
         save_die_weights(root, plan, step)
         key = plan.program_key(ckpt.dims.group_size)
         for shape in request.graph_shapes:

@@ -68,13 +68,14 @@ def language_inputs(step: DecoderStep, seq_len: int, batch: int = 1) -> dict[str
 
 def build_language_step(spec: VlmSpec, config, plan: DiePlan, reader: TensorReader,
                         prefix: str, *, max_kv: int, dtype,
-                        int4: Int4Scheme | None = None) -> DecoderStep:
-    """`prefix`: where the decoder lives in the checkpoint (checkpoint_prefix)."""
+                        int4: Int4Scheme | None = None, panels: int | None = None) -> DecoderStep:
+    """`prefix`: where the decoder lives in the checkpoint (checkpoint_prefix); `panels`: the
+    panel width of the backend's linear weights (or None)."""
     dims = spec.text_dims(config)
     deep = deepstack_count(config)
     cls = DeepstackLanguageStep if deep else LanguageStep
     step = cls(dims, plan, seq_len=1, max_kv=max_kv, embedding_as_input=True, dtype=dtype,
-               rope_tables=False, int4=int4)
+               rope_tables=False, int4=int4, panels=panels)
     step.deepstack_layers = deep
     load_die_weights(step, weight_table(dims, True, prefix), plan, reader)
     return step.eval()
