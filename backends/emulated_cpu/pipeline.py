@@ -8,7 +8,7 @@ stage 5 plans memory and finalizes for the VM.
 """
 
 import tvm
-from tvm import relax
+from tvm import relax, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight as dl
 
@@ -16,9 +16,31 @@ from backends.emulated_cpu.fuse_weights import fuse_weight_passes
 from backends.emulated_cpu.schedules import cpu_rules
 
 
+@relax.expr_functor.mutator
+class _FastSoftmax(relax.PyExprMutator):
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.nn.softmax":
+            return self.builder_.call_te(topi.nn.fast_softmax, call.args[0], call.attrs.axis)
+        return call
+
+
+@tvm.transform.module_pass(opt_level=0, name="TyllmFastSoftmax")
+def fast_softmax(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """Softmax with TVM's vectorisable exp (a polynomial: at most 1.1e-6 relative error on
+    [-20, 0], 4.1e-6 on [-87, 0], against 2e-7 for numpy's fp32 exp): otherwise the exp of every
+    attention score is a libm call, and softmax was a third of a 128-row prefill step. Nothing
+    else changes (relax.transform.FastMathTransform would approximate every exp, erf, tanh)."""
+    mutator = _FastSoftmax(mod)
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            mutator.builder_.update_func(gv, mutator.visit_expr(func))
+    return mutator.builder_.get()
+
+
 def legalize_passes(target: tvm.target.Target) -> list:
-    return [relax.transform.FuseTransposeMatmul(), *cpu_generic.legalize_passes(target),
-            *fuse_weight_passes()]
+    return [relax.transform.FuseTransposeMatmul(), fast_softmax,
+            *cpu_generic.legalize_passes(target), *fuse_weight_passes()]
 
 
 def schedule_passes(target: tvm.target.Target) -> list:

@@ -3,8 +3,13 @@
 The stock `dlight.cpu.GEMV` vectorises 128 output rows with strided weight loads, which LLVM
 compiles very slowly. These rules keep every vector access contiguous instead:
 
-- `InnerReductionMatmul`: out[.., m, n] = sum_k a[.., m, k] * b[.., n, k] (x @ W^T, q @ k^T).
-  The contiguous K loop is split by the vector width and rfactor-ed into vector FMAs.
+- `PanelMatmul`: x @ W^T with W stored in panels ([N / 16, K, 16], tyllm.models.panels): the
+  outer-product micro-kernel of packed GEMMs, no horizontal sums (decode, batches, prefill).
+- `PackedOperandMatmul`: q @ k^T (an operand with K last) with many rows: each task copies its
+  block of k transposed into a small buffer, then runs the same outer-product kernel.
+- `InnerReductionMatmul`: out[.., m, n] = sum_k a[.., m, k] * b[.., n, k] (x @ W^T, q @ k^T)
+  with few rows. The contiguous K loop is split by the vector width and rfactor-ed into
+  vector FMAs.
 - `OuterReductionMatmul`: out[.., m, n] = sum_k a[.., m, k] * b[.., k, n] (probs @ v).
   K runs outside the innermost output axis n, which is vectorised.
 
@@ -15,6 +20,9 @@ injective epilogue (bias add, silu * mul, residual add) fused after the matmul.
   becomes one loop nest: every block inlined into the last, rows in parallel when large, the
   innermost axis vectorised.
 
+Row reductions (softmax, whose exp pipeline.py makes vectorisable, and norms) go to TVM's
+dlight CPU `Reduction` rule: rows in parallel, elementwise steps vectorised.
+
 A PrimFunc they do not recognise is left alone (the rule returns None), so correctness never
 depends on them.
 """
@@ -22,6 +30,7 @@ depends on them.
 from math import prod
 
 from tvm import s_tir, tirx
+from tvm.s_tir.dlight import cpu as dl_cpu
 from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
 from tvm.s_tir.dlight.base import ScheduleRule, try_inline, try_inline_contiguous_spatial
 from tvm.s_tir.schedule import ScheduleError
@@ -34,6 +43,7 @@ STREAM_ROWS = 8  # up to this many rows, weight rows stream one at a time (measu
 PANEL_LANES = 16  # outputs per weight panel vector (tyllm.panels)
 PANEL_VECTORS = 3  # panels a task multiplies at once
 PANEL_ACC = 24  # accumulator vectors per task tile
+PACK_ROWS = 16  # from this many rows, an operand not in panels is packed per task
 MAX_ACC = 15  # accumulator vectors per tile: TVM stack-allocates only "global" buffers < 1 KiB
 
 
@@ -98,12 +108,13 @@ def _roles(sch: s_tir.Schedule, main: SBlockInfo, k_last_in_b: bool) -> tuple | 
     return batch, m
 
 
-def _split_m(sch: s_tir.Schedule, loops: list, m: list, extents: list) -> tuple[list, list, int]:
-    """Fuses the m loops and splits them into ([outer], [tile of at most M_TILE rows], tile)."""
+def _split_m(sch: s_tir.Schedule, loops: list, m: list, extents: list,
+             cap: int = M_TILE) -> tuple[list, list, int]:
+    """Fuses the m loops and splits them into ([outer], [tile of at most `cap` rows], tile)."""
     if not m:
         return [], [], 1
     fused = sch.fuse(*[loops[i] for i in m]) if len(m) > 1 else loops[m[0]]
-    tile = _tile(prod(extents[i] for i in m), M_TILE)
+    tile = _tile(prod(extents[i] for i in m), cap)
     mo, mi = sch.split(fused, factors=[None, tile])
     return [mo], [mi], tile
 
@@ -212,6 +223,50 @@ class InnerReductionMatmul(_MatmulRule):
         order = sorted(range(len(loops)), key=lambda i: not spatial[i])  # stable: spatial first
         sch.reorder(*[loops[i] for i in order])
         _unroll(sch, loops)
+
+
+class PackedOperandMatmul(_MatmulRule):
+    """q @ k^T (and x @ W^T on a weight not in panels) with many rows: a task owns a block of
+    PANEL_VECTORS x PANEL_LANES columns of b, copies it transposed into a small buffer
+    ([K, block], in cache), then runs PanelMatmul's outer-product kernel over every row tile
+    against it, so no output needs a horizontal sum; the copy is paid once for all rows."""
+
+    K_LAST_IN_B = True
+
+    def schedule(self, sch, main, epilogue, extents, batch, m) -> s_tir.Schedule | None:
+        rows, n = (prod(extents[i] for i in m) if m else 1), extents[-2]
+        if rows < PACK_ROWS or n % PANEL_LANES or not m:
+            return None
+        vectors = _tile(n // PANEL_LANES, PANEL_VECTORS)
+        m_tile = _tile(rows, max(1, PANEL_ACC // vectors))
+        loops = sch.get_loops(main.block_rv)
+        b_index = _operand_index(sch, main.block_rv, len(extents) - 2)
+        mo, mi, _ = _split_m(sch, loops, m, extents, m_tile)
+        no, nv, lane = sch.split(loops[-2], factors=[None, vectors, PANEL_LANES])
+        k = loops[-1]
+        sch.reorder(*[loops[i] for i in batch], no, *mo, k, *mi, nv, lane)
+        task = sch.fuse(*[loops[i] for i in batch], no)
+        sch.parallel(task)
+        sch.vectorize(lane)
+        _unroll(sch, [*mi, nv])
+        packed = sch.cache_read(main.block_rv, b_index, "global")
+        sch.compute_at(packed, task, preserve_unit_loops=True)
+        dims = len(sch.get(packed).writes[0].region)
+        sch.transform_layout(packed, ("write", 0),
+                             lambda *idx: (*idx[:dims - 2], idx[dims - 1], idx[dims - 2]))
+        acc = sch.cache_write(main.block_rv, 0, "global")
+        sch.reverse_compute_at(acc, mo[0], preserve_unit_loops=True)
+        _vectorize_innermost(sch, acc)
+        _epilogue_at(sch, epilogue, mo[0])
+        init = sch.decompose_reduction(main.block_rv, k)
+        sch.vectorize(sch.get_loops(init)[-1])
+        return sch
+
+
+def _operand_index(sch: s_tir.Schedule, block, n_axis: int) -> int:
+    """Which read of the matmul block is b (the operand the n iterator indexes)."""
+    n = sch.get(block).iter_vars[n_axis].var
+    return next(i for i, r in enumerate(sch.get(block).reads) if n in _index_vars(r))
 
 
 class OuterReductionMatmul(_MatmulRule):
@@ -405,5 +460,5 @@ def _reads_panels(sch: s_tir.Schedule, block) -> bool:
 
 def cpu_rules() -> list[ScheduleRule]:
     """The rules for `dlight.ApplyDefaultSchedule`, tried in this order."""
-    return [PanelMatmul(), DequantizeMatmul(), InnerReductionMatmul(), OuterReductionMatmul(),
-            Injective()]
+    return [PanelMatmul(), DequantizeMatmul(), PackedOperandMatmul(), InnerReductionMatmul(),
+            OuterReductionMatmul(), Injective(), dl_cpu.Reduction()]
