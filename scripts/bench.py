@@ -26,6 +26,7 @@ from pathlib import Path
 from tyllm.bench.compile_cost import compile_cost
 from tyllm.bench.concurrency import (
     CONCURRENCY,
+    int4_checkpoint,
     kv_bytes_per_slot,
     tree_throughput,
     vllm_throughput,
@@ -60,7 +61,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--max-kv", type=int, default=512)
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="16 new tokens")
-    p.add_argument("--skip", default="", help="engines to skip: vllm,hf,ort,processes")
+    p.add_argument("--skip", default="",
+                   help="engines to skip: vllm,hf,ort,processes,int4 (the AWQ serving tree)")
     p.add_argument("--prefill-only", action="store_true",
                    help="only the prefill tree's TTFT against stock vLLM and the prefill matmul")
     p.add_argument("--serving-only", action="store_true",
@@ -112,8 +114,12 @@ def serving(args, model: Path, work: Path, ids: list[int]) -> dict:
     (batch sizes SERVING_BATCHES) and on the batch-1 tree of the same shape, stock vLLM CPU in
     fp32 and at its bf16 default."""
     tokens = 16 if args.quick else SERVING_TOKENS
+    skip = set(filter(None, args.skip.split(",")))
     rates = {"tyllm-batched": tree_throughput(serving_tree(work), ids, tokens, args.threads)}
-    if "vllm" not in set(filter(None, args.skip.split(","))):
+    if "int4" not in skip:
+        int4 = int4_serving_tree(args, model, work)
+        rates["tyllm-batched-int4"] = tree_throughput(int4, ids, tokens, args.threads)
+    if "vllm" not in skip:
         for dtype, name in (("float32", "vllm-cpu"), ("bfloat16", "vllm-cpu-bf16")):
             rates[name] = vllm_throughput(model, ids, tokens, args.threads, SERVING_KV, dtype)
     for name, by_n in rates.items():
@@ -126,6 +132,16 @@ def serving(args, model: Path, work: Path, ids: list[int]) -> dict:
             "batch_sizes": SERVING_BATCHES, "concurrency": CONCURRENCY,
             "kv_bytes_per_slot": slot,
             "kv_bytes_per_batch": {b: b * slot for b in SERVING_BATCHES}}
+
+
+def int4_serving_tree(args, model: Path, work: Path) -> Path:
+    """The serving tree of an AWQ W4A16 checkpoint of the model (quantized here, group 64)."""
+    tree = work / "serving-int4" / "1die"
+    if not (tree / "config.json").is_file():
+        int4 = int4_checkpoint(model, work)
+        cost = compile_cost(int4, tree, 1, SERVING_KV, [1, 8], args.threads, SERVING_BATCHES)
+        print(f"compiled tree int4-serving: {cost['total_s']:.1f} s", flush=True)
+    return tree
 
 
 def history_and_prefill(args, model: Path, work: Path, ids: list[int]) -> dict:

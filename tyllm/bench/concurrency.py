@@ -69,3 +69,30 @@ def kv_bytes_per_slot(tree: Path) -> int:
 
 def keyed(result: dict) -> dict:
     return {int(n): rate for n, rate in result.items()}
+
+
+def int4_checkpoint(model: Path, work: Path, group_size: int = 64) -> Path:
+    """`model` quantized with AWQ W4A16 (calibrated on the default offline texts) and converted
+    to tyllm's int4 layout, for the int4 serving rows; both kept in `work` and reused."""
+    awq, int4 = work / "awq-checkpoint", work / "int4-checkpoint"
+    if (int4 / "config.json").is_file():
+        return int4
+    from tyllm.quant.convert import convert_checkpoint
+
+    if not (awq / "config.json").is_file():
+        quantize_awq(model, awq, group_size)
+    return convert_checkpoint(awq, int4, "awq")
+
+
+def quantize_awq(model: Path, out: Path, group_size: int) -> Path:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tyllm.quant import get_awq_config, get_dataloader, quantize_model, save_quantized_model
+    from tyllm.quant.data import load_texts
+
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    calibration = get_dataloader(load_texts(None), tokenizer, num_max_orig_samples=32,
+                                 max_sequence_length=256)
+    hf = AutoModelForCausalLM.from_pretrained(model, dtype="float32")
+    quantized = quantize_model(hf, get_awq_config(group_size=group_size), calibration, tokenizer)
+    return save_quantized_model(quantized, out, tokenizer)

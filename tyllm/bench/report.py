@@ -52,6 +52,9 @@ def serving_ratios(served: dict) -> dict:
     for name in ("vllm-cpu", "vllm-cpu-bf16"):
         if name in rates:
             out[f"serving_{top}_over_{name}"] = mine[top] / rates[name][top]
+    int4 = rates.get("tyllm-batched-int4")
+    if int4:
+        out[f"serving_{top}_int4_over_own_1_request"] = int4[top] / int4[1]
     return out
 
 
