@@ -147,7 +147,6 @@ def int4_serving_tree(args, model: Path, work: Path) -> Path:
 def history_and_prefill(args, model: Path, work: Path, ids: list[int]) -> dict:
     """Decode cost at short and long histories (the long-KV tree against the short one), TTFT
     at TTFT_TOKENS for every engine, and the prefill matmul against torch's."""
-    skip = set(filter(None, args.skip.split(",")))
     decode = {"tyllm-1die": decode_at_history(work / "1die", HISTORIES[:1], ids)}
     if args.long_kv:
         decode[f"tyllm-1die-kv{args.long_kv}"] = decode_at_history(long_kv_tree(args, work),

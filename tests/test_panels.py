@@ -34,7 +34,8 @@ def test_rows_are_gathered_from_their_panels():
     assert torch.equal(panel_rows(table, rows, None), table[rows])
 
 
-def panel_linear(out_features=96, in_features=32, bias=False, seed=0) -> tuple[Linear, torch.Tensor]:
+def panel_linear(out_features=96, in_features=32, bias=False,
+                 seed=0) -> tuple[Linear, torch.Tensor]:
     torch.manual_seed(seed)
     layer = Linear(out_features, in_features, bias, torch.float32, panels=16)
     weight = torch.randn(out_features, in_features)
