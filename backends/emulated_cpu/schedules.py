@@ -20,8 +20,9 @@ injective epilogue (bias add, silu * mul, residual add) fused after the matmul.
   becomes one loop nest: every block inlined into the last, rows in parallel when large, the
   innermost axis vectorised.
 
-Row reductions (softmax, whose exp pipeline.py makes vectorisable, and norms) go to TVM's
-dlight CPU `Reduction` rule: rows in parallel, elementwise steps vectorised.
+Row reductions (softmax, whose exp pipeline.py makes vectorisable, and norms) of prefill size
+go to TVM's dlight CPU `Reduction` rule (`RowReduction`): rows in parallel, elementwise steps
+vectorised.
 
 A PrimFunc they do not recognise is left alone (the rule returns None), so correctness never
 depends on them.
@@ -461,7 +462,25 @@ def _reads_panels(sch: s_tir.Schedule, block) -> bool:
                and str(r.source.dtype) != "uint8" for r in sch.get(block).reads)
 
 
+class RowReduction(dl_cpu.Reduction):
+    """dlight's CPU reduction rule (softmax, norms: rows in parallel, elementwise steps
+    vectorised), for kernels with at least Injective.MIN_PARALLEL elements: a decode step's
+    few rows are not worth a thread-pool launch each (with several dies sharing the cores, such
+    launches made decode 2x slower per token), and stay a plain loop nest as before."""
+
+    def apply(self, func: tirx.PrimFunc, target: Target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc) or _largest_block(func) < Injective.MIN_PARALLEL:
+            return None
+        return super().apply(func, target, tunable)
+
+
+def _largest_block(func: tirx.PrimFunc) -> int:
+    """Iterations of the PrimFunc's largest block (0 if none has a static domain)."""
+    infos = normalize_prim_func(s_tir.Schedule(func)) or []
+    return max((prod(_static(d) or 0 for d in info.dom()) for info in infos), default=0)
+
+
 def cpu_rules() -> list[ScheduleRule]:
     """The rules for `dlight.ApplyDefaultSchedule`, tried in this order."""
     return [PanelMatmul(), DequantizeMatmul(), PackedOperandMatmul(), InnerReductionMatmul(),
-            OuterReductionMatmul(), Injective(), dl_cpu.Reduction()]
+            OuterReductionMatmul(), Injective(), RowReduction()]
