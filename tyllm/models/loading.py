@@ -8,7 +8,7 @@ import torch
 from tyllm.checkpoint import TensorReader
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import DecoderStep, Int4Linear, panel_widths
-from tyllm.models.panels import to_panels
+from tyllm.models.panels import dense_shape, to_panels
 from tyllm.models.spec import ArchSpec, WeightSpec
 from tyllm.quant.int4 import Int4Scheme
 from tyllm.shard.plan import DiePlan
@@ -96,14 +96,6 @@ def load_die_weights(step: DecoderStep, table, plan: DiePlan, reader: TensorRead
                              f"on die {plan.die}, expected {tuple(expected)}: the "
                              f"checkpoint does not match its config.json.")
         params[name].data = to_panels(tensor, panels.get(name))
-
-
-def dense_shape(param: torch.Tensor, panels: int | None) -> torch.Size:
-    """The checkpoint shape of a parameter (stored in panels of `panels` outputs, or as is)."""
-    if not panels:
-        return param.shape
-    blocks, k, p = param.shape
-    return torch.Size((blocks * p, k))
 
 
 def tied_head(table: dict[str, WeightSpec], plan: DiePlan, dims,

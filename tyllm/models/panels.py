@@ -17,6 +17,14 @@ def panelled(shape: tuple[int, int], panels: int | None) -> tuple[int, ...]:
     return (n // panels, k, panels) if panels else (n, k)
 
 
+def dense_shape(param: torch.Tensor, panels: int | None) -> torch.Size:
+    """The [N, K] shape of a parameter stored in panels of `panels` outputs (or its own)."""
+    if not panels:
+        return param.shape
+    blocks, k, p = param.shape
+    return torch.Size((blocks * p, k))
+
+
 def to_panels(weight: torch.Tensor, panels: int | None) -> torch.Tensor:
     """[N, K] -> [N / P, K, P] (a copy); the weight itself without panels."""
     if not panels:
