@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source_tokenizer", default=None, help="tokenizer.json to ship in the tree")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--threads", type=int, default=0, help="cores per compiled graph (0: all)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="worker processes compiling programs in parallel (0: one per core)")
     p.add_argument("--no_onnx", action="store_true", help="skip the language ONNX twins")
     p.add_argument("--no_cache", action="store_true",
                    help="compile every language program anew and keep none (`tyllm cache`)")
@@ -64,8 +66,8 @@ def request_from(args) -> VlmCompileRequest:
         vm_die_remap=tuple(args.vm_die_remap) if args.vm_die_remap else None,
         lm_die_remap=tuple(args.lm_die_remap) if args.lm_die_remap else None,
         source_tokenizer=Path(args.source_tokenizer) if args.source_tokenizer else None,
-        dtype=args.dtype, num_threads=args.threads, export_onnx=not args.no_onnx,
-        use_cache=not args.no_cache,
+        dtype=args.dtype, num_threads=args.threads, jobs=args.jobs,
+        export_onnx=not args.no_onnx, use_cache=not args.no_cache,
         progress=not args.quiet, verbose=args.verbose)
 
 

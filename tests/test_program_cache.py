@@ -29,7 +29,8 @@ def lowered(monkeypatch) -> list:
 
 
 def compile_(ckpt, out, **kwargs):
-    args = dict(max_kv_cache_size=32, seq_len_list=[1, 4], progress=False) | kwargs
+    # jobs=1: every program lowered in this process, where `lowered` counts them
+    args = dict(max_kv_cache_size=32, seq_len_list=[1, 4], progress=False, jobs=1) | kwargs
     return Path(build_and_compile_llm(ckpt, out, **args))
 
 

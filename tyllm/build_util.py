@@ -12,7 +12,7 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
                           num_threads: int = 0, export_onnx: bool = True,
                           progress: bool = True, verbose: bool = False,
                           use_cache: bool = True, kv_windows=None, batch_size_list=(1,),
-                          backend: str = "emulated_cpu") -> str:
+                          backend: str = "emulated_cpu", jobs: int = 0) -> str:
     """Compiles a HF checkpoint folder into the `<N>die` artifact tree at `artifacts_path`.
 
     `use_cache`: take programs compiled before from the program cache and keep new ones there
@@ -22,8 +22,10 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
     max_kv_cache_size (tyllm/windows.py). `[max_kv_cache_size]` compiles the full window only.
     `batch_size_list`: decode graphs for that many sequences in one call (batch_{B}/ folders;
     batch 1 is always compiled and runs every prefill), e.g. [1, 4] to serve 4 users at once.
-    `progress`: a progress bar and a final line on stderr; framework output goes to the tree's
-    `compile.log` unless `verbose`. Returns the artifacts path. See docs/ARCHITECTURE.md for the
+    `jobs`: worker processes compiling distinct programs in parallel (0: one per core; each
+    holds at most one die's weights). `progress`: a progress bar and a final line on stderr;
+    framework output goes to the tree's `compile.log` unless `verbose`. Returns the artifacts
+    path. See docs/ARCHITECTURE.md for the
     tree layout.
     """
     request = CompileRequest(
@@ -32,7 +34,7 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
         dev_count=dev_count, embedding_as_input=embedding_as_input, dtype=dtype,
         num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
         use_cache=use_cache, kv_windows=None if kv_windows is None else tuple(kv_windows),
-        batch_size_list=as_tuple(batch_size_list), backend=backend)
+        batch_size_list=as_tuple(batch_size_list), backend=backend, jobs=jobs)
     return str(compile_llm(request))
 
 
@@ -47,11 +49,11 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
                           source_tokenizer=None, dtype: str = "float32", num_threads: int = 0,
                           export_onnx: bool = True, progress: bool = True,
                           verbose: bool = False, kv_windows=None, use_cache: bool = True,
-                          batch_size_list=(1,)) -> str:
+                          batch_size_list=(1,), jobs: int = 0) -> str:
     """Compiles a Qwen2.5-VL / Qwen3-VL folder into the `<N>die` tree at `artifacts_path`
     (the Python form of scripts/compile_vlm.py). `batch_size_list` as for
-    build_and_compile_llm: language decode graphs for that many sequences per call. Returns
-    the artifacts path."""
+    build_and_compile_llm: language decode graphs for that many sequences per call; `jobs` as
+    for build_and_compile_llm. Returns the artifacts path."""
     from tyllm.vlm.compiler import compile_vlm
     from tyllm.vlm.request import VlmCompileRequest
 
@@ -64,5 +66,5 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
         source_tokenizer=Path(source_tokenizer) if source_tokenizer else None, dtype=dtype,
         num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
         kv_windows=None if kv_windows is None else tuple(kv_windows), use_cache=use_cache,
-        batch_size_list=as_tuple(batch_size_list))
+        batch_size_list=as_tuple(batch_size_list), jobs=jobs)
     return str(compile_vlm(request))

@@ -24,6 +24,8 @@ def add_compile(sub) -> None:
                    help="graphs take embeddings; the runtime does the lookup")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     p.add_argument("--threads", type=int, default=0, help="cores per compiled graph (0: all)")
+    p.add_argument("--jobs", type=int, default=0,
+                   help="worker processes compiling programs in parallel (0: one per core)")
     p.add_argument("--no-onnx", action="store_true", help="skip the ONNX twin of each graph")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no final line")
     p.add_argument("--verbose", action="store_true",
@@ -110,7 +112,7 @@ def run_compile(args) -> None:
         dev_count=args.dies, embedding_as_input=args.embedding_as_input, dtype=args.dtype,
         num_threads=args.threads, export_onnx=not args.no_onnx, progress=not args.quiet,
         verbose=args.verbose, use_cache=not args.no_cache, kv_windows=args.kv_windows,
-        batch_size_list=args.batch_sizes, backend=args.backend)
+        batch_size_list=args.batch_sizes, backend=args.backend, jobs=args.jobs)
     print(path)
 
 

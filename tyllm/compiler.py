@@ -3,8 +3,8 @@
 import json
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -16,29 +16,35 @@ from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, 
 from tyllm.artifacts.manifest import TREE_FORMAT, write_manifest, written_by_tyllm
 from tyllm.artifacts.params import save_params
 from tyllm.budget import check_disk, estimate
-from tyllm.capture.export import (
-    describe,
-    describe_outputs,
-    export_step,
-    step_inputs,
-    window_inputs,
-)
+from tyllm.capture.export import step_inputs
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
-from tyllm.compile_core import place_program, twin_and_lower
 from tyllm.errors import TyllmError
-from tyllm.memory import return_free_memory
 from tyllm.models.decoder import causal_mask
-from tyllm.models.loading import (
-    SHARED_CONSTANTS,
-    build_die_step,
-    die_weights,
-)
+from tyllm.models.loading import SHARED_CONSTANTS, build_die_step
 from tyllm.models.registry import arch_for_config
 from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.request import CompileRequest, validate
 from tyllm.shard.plan import DiePlan, plan_dies
 from tyllm.staging import check_not_a_file, write_atomically
+from tyllm.step_programs import StepRecipe, compile_steps
+
+
+@dataclass(frozen=True)
+class LlmSteps:
+    """Builds a die's step module, its weights read from the checkpoint at `path` (picklable:
+    compile workers open the checkpoint themselves)."""
+
+    path: Path
+    request: CompileRequest
+    panels: int | None
+
+    def __call__(self, plan: DiePlan):
+        ckpt, request = Checkpoint(self.path), self.request
+        return build_die_step(ckpt.arch, ckpt.config, plan, ckpt.reader,
+                              max_kv=request.max_kv_cache_size,
+                              embedding_as_input=request.embedding_as_input,
+                              dtype=request.torch_dtype, int4=ckpt.int4, panels=self.panels)
 
 
 class Checkpoint:
@@ -55,21 +61,6 @@ class Checkpoint:
         self.reader = TensorReader(path)
 
 
-def graph_entry(plan: DiePlan, shape: tuple[int, int], window: int, io: dict, onnx: bool,
-                max_kv: int) -> dict:
-    """A graph's buffer_config entry: die d's file names for (batch, M, KV window), and the
-    program's inputs, outputs and parameter order (`io`, shared by every die that runs the
-    program). Every batch size reads batch_1's weights and constants."""
-    d, (batch, seq_len) = plan.die, shape
-    return {"die": d, "batch": batch, "seq_len": seq_len, "window": window,
-            "kind": layout.graph_kind(seq_len),
-            "library": layout.library_file(d, seq_len, window, max_kv, batch),
-            "weights": layout.weights_file(d), "constants": layout.constants_file(d, seq_len),
-            "graph_params": layout.graph_params_file(d, seq_len),
-            "onnx": layout.onnx_file(d, seq_len, batch) if onnx else None,
-            **{k: io[k] for k in ("inputs", "outputs", "param_order")}}
-
-
 def save_graph_params(root: Path, plan: DiePlan, seq_len: int, step) -> None:
     """The graph's constants: the die's rope tables and the causal mask of `seq_len` rows."""
     params = dict(step.named_parameters())
@@ -79,145 +70,20 @@ def save_graph_params(root: Path, plan: DiePlan, seq_len: int, step) -> None:
                 {"causal_mask": causal_mask(seq_len)})
 
 
-def capture_windows(step, plan, shape, windows, request, root, target, timings, report,
-                    make_inputs=step_inputs) -> dict:
-    """Captures the (batch, M) step once (its KV window symbolic), writes its ONNX twin and
-    lowers one library per window; returns window -> io."""
-    batch, m = shape
-    with report.timed(timings, "export"):
-        program, inputs = export_step(step, m, make_inputs, batch)
-    libraries = {w: layout.library_file(plan.die, m, w, request.windows[-1], batch)
-                 for w in windows}
-    onnx = layout.onnx_file(plan.die, m, batch) if request.export_onnx else None
-    order = twin_and_lower(program, inputs, root, libraries, target, timings, report, onnx,
-                           layout.weights_file(plan.die))
-    outputs = [t.as_json() for t in describe_outputs(program)]
-    return {w: {"inputs": [t.as_json() for t in window_inputs(describe(inputs), w)],
-                "outputs": outputs, "param_order": order} for w in windows}
+LLM_STEP = StepRecipe(step_inputs, save_graph_params, rope_tables=True)
 
 
-def place_known(plan, shape, window, source: tuple, stage: str, request, root, timings,
-                report, relink: bool) -> dict:
-    """Die `plan.die` runs a program compiled already (`source`: library, ONNX twin, io; by
-    another die of this tree, `stage` "shared", or by an earlier compile, "cached"): the same
-    library file, and (`relink`) the same ONNX graph pointing into this die's weights."""
-    (library, twin, io), (batch, m) = source, shape
-    with report.timed(timings, stage):
-        onnx = layout.onnx_file(plan.die, m, batch) if relink and request.export_onnx else None
-        place_program(library, twin, root,
-                      layout.library_file(plan.die, m, window, request.windows[-1], batch),
-                      onnx, layout.weights_file(plan.die), copy=stage != "shared")
-    return io
-
-
-def program_fingerprint(ckpt, key: tuple, shape: tuple[int, int], window: int, request,
+def program_fingerprint(ckpt, plan: DiePlan, shape: tuple[int, int], window: int, request,
                         target: Target) -> str:
-    """Everything the program of (die shape `key`, (batch, seq_len), KV window) depends on,
-    for the program cache."""
+    """Everything the program of (die `plan`'s shapes, (batch, seq_len), KV window) depends
+    on, for the program cache."""
+    key = plan.program_key(ckpt.dims.group_size)
     return program_cache.fingerprint(ckpt.config.to_dict(), {
         "graph": "llm-step", "program_key": key, "batch": shape[0], "seq_len": shape[1],
         "window": window,
         "max_kv": request.max_kv_cache_size, "dtype": request.dtype,
         "embedding_as_input": request.embedding_as_input,
         "int4": ckpt.int4.as_json() if ckpt.int4 else None, "target": target.as_json()})
-
-
-def known_program(compiled: dict, fingerprint: str, root: Path, request):
-    """(source, stage) of a program compiled already, in this tree or in the cache; else None
-    (also for a cache entry cleared meanwhile)."""
-    if fingerprint in compiled:
-        twin = compiled[fingerprint]
-        onnx = root / twin["onnx"] if twin["onnx"] else None
-        return (root / twin["library"], onnx, twin), "shared"
-    hit = program_cache.lookup(fingerprint, request.export_onnx) if request.use_cache else None
-    if hit is None or not (hit[0] / program_cache.LIBRARY).is_file():
-        return None
-    folder, io = hit
-    return (folder / program_cache.LIBRARY, folder / program_cache.TWIN, io), "cached"
-
-
-def save_die_weights(root: Path, plan: DiePlan, step) -> None:
-    """Writes `common_die{d}.params`, then releases the weights: a compile holds one die's
-    weights once, and only until they are on disk."""
-    weights = die_weights(step)
-    save_params(layout.ensure_parent(root, layout.weights_file(plan.die)), weights)
-    release_weights(weights)
-
-
-def release_weights(weights: dict[str, torch.nn.Parameter]) -> None:
-    """Swaps saved weights for untouched memory of the same shapes: capture, the ONNX twin
-    (initializers linked to the params file) and TVM (parameters detached) need shapes only.
-    Every weight goes before any stand-in is allocated, so none reuses resident memory."""
-    shapes = {name: (p.shape, p.dtype) for name, p in weights.items()}
-    for p in weights.values():
-        p.data = torch.empty(0, dtype=p.dtype)
-    return_free_memory()
-    for name, p in weights.items():
-        p.data = torch.empty(shapes[name][0], dtype=shapes[name][1])
-
-
-def compile_die(ckpt, plan, request, root, target, report, compiled: dict) -> list[dict]:
-    """Die `plan.die`'s graphs; `compiled` maps a program's fingerprint to the entry of the die
-    that compiled it first, so each distinct program is compiled once (and not at all when the
-    program cache holds it)."""
-    step = build_die_step(ckpt.arch, ckpt.config, plan, ckpt.reader,
-                          max_kv=request.max_kv_cache_size,
-                          embedding_as_input=request.embedding_as_input,
-                          dtype=request.torch_dtype, int4=ckpt.int4,
-                          panels=target.weight_panels)
-    save_die_weights(root, plan, step)
-    key, entries = plan.program_key(ckpt.dims.group_size), []
-    for shape in request.graph_shapes:
-        prints = {w: program_fingerprint(ckpt, key, shape, w, request, target)
-                  for w in request.windows}
-        for entry in graphs_for(step, plan, shape, prints, compiled, request, root, target,
-                                report):
-            entries.append(entry)
-            compiled.setdefault(prints[entry["window"]], entry)
-    return entries
-
-
-@dataclass(frozen=True)
-class StepRecipe:
-    """What differs between the step graphs of LLM and VLM trees: the example inputs, the
-    constants written beside each M, and whether a rope-table file is among them."""
-
-    make_inputs: Callable
-    save_params: Callable  # (root, plan, seq_len, step)
-    rope_tables: bool
-
-
-LLM_STEP = StepRecipe(step_inputs, save_graph_params, rope_tables=True)
-
-
-def graphs_for(step, plan, shape: tuple[int, int], prints: dict, compiled, request, root,
-               target, report, recipe: StepRecipe = LLM_STEP):
-    """Die `plan.die`'s graphs of `shape` (batch, M), one per KV window: programs compiled
-    already (by this tree, else in the cache) are placed; the others are captured once and
-    lowered now. Batch 1 writes the constants every batch size of that M reads."""
-    known = {w: known_program(compiled, f, root, request) for w, f in prints.items()}
-    missing = [w for w, k in known.items() if k is None]
-    batch, m = shape
-    with report.graph(plan.die, m, layout.graph_kind(m), list(prints), batch) as t:
-        if batch == 1:
-            recipe.save_params(root, plan, m, step)
-        io = capture_windows(step, plan, shape, missing, request, root, target, t, report,
-                             recipe.make_inputs) if missing else {}
-        for i, w in enumerate(w for w in prints if w not in missing):
-            io[w] = place_known(plan, shape, w, *known[w], request, root, t, report,
-                                relink=not missing and i == 0)
-    entries = [graph_entry(plan, shape, w, io[w], request.export_onnx, request.windows[-1])
-               | ({} if recipe.rope_tables else {"constants": None}) for w in prints]
-    for w in missing:
-        keep_program(prints[w], entries[list(prints).index(w)], root, request)
-    return entries
-
-
-def keep_program(fingerprint: str, entry: dict, root: Path, request) -> None:
-    if request.use_cache:
-        program_cache.store(fingerprint, root / entry["library"],
-                            root / entry["onnx"] if entry["onnx"] else None,
-                            {k: entry[k] for k in ("inputs", "outputs", "param_order")})
 
 
 def step_config(ckpt, request, plans, target: Target, *, kind: str, architecture: str,
@@ -281,10 +147,11 @@ def build_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) ->
     # Step 1. Plan the dies and pick the target.
     plans = plan_dies(ckpt.dims, request.dev_count, shard_unit(ckpt.int4))
     target = request.target()
-    # Step 2. Capture, export and lower every (die, seq_len) graph.
-    compiled: dict = {}
-    graphs = [g for plan in plans
-              for g in compile_die(ckpt, plan, request, root, target, report, compiled)]
+    # Step 2. Every die's weights, then each distinct (batch, seq_len) program compiled once.
+    steps = LlmSteps(request.model_path, request, target.weight_panels)
+    graphs = compile_steps(plans, steps, partial(program_fingerprint, ckpt, request=request,
+                                                 target=target),
+                           request, root, target, report, LLM_STEP)
     # Step 3. Documents, tokenizer, embedding table, report.
     write_documents(root, tree_config(ckpt, request, plans, target), graphs)
     copy_tokenizer(ckpt, root)
@@ -312,8 +179,10 @@ def final_line(tree: Path) -> str:
     graphs = len(summary["graphs"])
     libraries = sum(len(g.get("windows") or [None]) for g in summary["graphs"])
     windows = f" ({libraries} KV-window libraries)" if libraries > graphs else ""
+    processes = len(summary.get("workers", []))
+    on = f" on {processes} processes" if processes > 1 else ""
     return (f"compiled {graphs} graphs{windows} into {tree} in "
-            f"{summary['compile_seconds']} s, peak RSS {summary['peak_rss_mb']} MB; "
+            f"{summary['compile_seconds']} s{on}, peak RSS {summary['peak_rss_mb']} MB; "
             f"log: {tree / layout.COMPILE_LOG}")
 
 

@@ -1,7 +1,8 @@
-"""Giving freed heap memory back to the operating system."""
+"""Giving freed heap memory back to the operating system, and this process's peak RSS."""
 
 import ctypes
 import functools
+import resource
 
 
 @functools.cache
@@ -16,3 +17,14 @@ def return_free_memory() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def peak_rss_mb() -> float:
+    """This process's own high-water mark (VmHWM: unlike getrusage's, it is not inherited from
+    the parent that started a worker process)."""
+    try:
+        with open("/proc/self/status") as status:
+            line = next(x for x in status if x.startswith("VmHWM"))
+        return int(line.split()[1]) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -6,7 +6,6 @@ terminal shows the bar and one final line. `verbose` shows everything live inste
 """
 
 import os
-import resource
 import shutil
 import sys
 import time
@@ -16,10 +15,7 @@ from pathlib import Path
 
 from tyllm.cache import cache_root
 from tyllm.errors import TyllmError
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from tyllm.memory import peak_rss_mb
 
 
 @contextmanager
@@ -58,6 +54,7 @@ class CompileReport:
     verbose: bool = False  # framework output and per-graph lines live, not only in the log
     started: float = field(default_factory=time.perf_counter)
     graphs: list[dict] = field(default_factory=list)
+    workers: list[dict] = field(default_factory=list)  # how the programs split across workers
     _bar: object = None
     _label: str = ""
 
@@ -100,6 +97,11 @@ class CompileReport:
         """A detail for the log (stderr is the log while capturing; live when verbose)."""
         print(line, file=sys.stderr, flush=True)
 
+    def announce(self, label: str) -> None:
+        """What the bar says is being compiled now."""
+        self._label = label
+        self._stage(label)
+
     def _stage(self, text: str) -> None:
         if self._bar is not None:
             self._bar.set_description_str(f"compile {text}", refresh=True)
@@ -138,7 +140,7 @@ class CompileReport:
     def summary(self, sizes_per_die: dict[int, int]) -> dict:
         return {"graphs": self.graphs, "bytes_per_die": sizes_per_die,
                 "compile_seconds": round(time.perf_counter() - self.started, 2),
-                "peak_rss_mb": round(peak_rss_mb(), 1)}
+                "peak_rss_mb": round(peak_rss_mb(), 1), "workers": self.workers}
 
     def say(self, line: str) -> None:
         """A line for the user on the terminal (the plan, the final line)."""

@@ -41,6 +41,7 @@ class CompileRequest(StepShapes):
     embedding_as_input: bool = False
     dtype: str = "float32"
     num_threads: int = 0  # cores a compiled graph may use; 0: all of this machine's
+    jobs: int = 0  # worker processes compiling programs in parallel; 0: one per core
     export_onnx: bool = True
     use_cache: bool = True  # reuse and keep compiled programs (tyllm/program_cache.py)
     kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: tyllm.windows ladder
@@ -86,6 +87,9 @@ def validate_shared(request, max_kv: int, dies: int, die_option: str) -> None:
     backend, dtype, the model folder and the `<N>die` destination."""
     kv_windows(max_kv, request.kv_windows)
     check_batch_sizes(request.batch_size_list)
+    if not isinstance(request.jobs, int) or isinstance(request.jobs, bool) or request.jobs < 0:
+        raise TyllmError(f"jobs={request.jobs!r} is invalid: give the number of compile worker "
+                         f"processes (1 or more), or 0 for one per core.")
     backend_named(request.backend)
     if request.dtype not in DTYPES:
         raise TyllmError(f"dtype={request.dtype!r} is not supported; choose one of "

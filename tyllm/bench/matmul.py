@@ -3,7 +3,9 @@ rules, the weight in the backend's panels as a tree stores it) against torch's o
 (MKL/oneDNN), on the model's shapes, at the same rows and threads, each with its weight hot in
 cache."""
 
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -13,6 +15,10 @@ from tyllm.bench.timing import median_seconds
 from tyllm.capture.export import export_module
 from tyllm.models.decoder import Linear
 from tyllm.models.panels import to_panels
+from tyllm.runtime.placement import pin_to_cores
+
+REPEATS = 20
+SETTLE_SECONDS = 1.0  # for the spinning worker threads of the engine measured before to sleep
 
 
 def model_shapes(hidden: int, intermediate: int) -> dict[str, tuple[int, int]]:
@@ -32,20 +38,29 @@ def lowered_seconds(x: torch.Tensor, weight: torch.Tensor, target: TargetSpec) -
         library = Path(tmp) / "linear.so"
         lower_to_library(export_module(linear, {"x": x}), library, target)
         program = DieProgram(library, [linear.weight.data])
-        return median_seconds(lambda: program(x), 10)
+        return median_seconds(lambda: program(x), REPEATS)
 
 
-def linear_gflops(rows: int, k: int, n: int, threads: int) -> dict:
+def operands(rows: int, k: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(0)
-    x, weight = torch.randn(rows, k), torch.randn(n, k) * 0.05
-    torch.set_num_threads(threads)
-    tyllm = gflops(rows, k, n, lowered_seconds(x, weight, TargetSpec(threads)))
-    ref = gflops(rows, k, n, median_seconds(lambda: torch.nn.functional.linear(x, weight),
-                                            10))
-    return {"rows": rows, "in": k, "out": n, "tyllm_gflops": tyllm, "torch_gflops": ref,
-            "fraction_of_torch": tyllm / ref}
+    return torch.randn(rows, k), torch.randn(n, k) * 0.05
+
+
+def torch_seconds(x: torch.Tensor, weight: torch.Tensor) -> float:
+    return median_seconds(lambda: torch.nn.functional.linear(x, weight), REPEATS)
 
 
 def prefill_matmuls(hidden: int, intermediate: int, rows: list[int], threads: int) -> dict:
-    return {f"{name}-{m}": linear_gflops(m, k, n, threads)
-            for m in rows for name, (k, n) in model_shapes(hidden, intermediate).items()}
+    """Every shape through tyllm's kernel, then every shape through torch's: each engine's
+    idle threads spin for a while after it runs, so the two never alternate."""
+    shapes = {f"{name}-{m}": (m, k, n) for m in rows
+              for name, (k, n) in model_shapes(hidden, intermediate).items()}
+    torch.set_num_threads(threads)
+    pin_to_cores(set(sorted(os.sched_getaffinity(0))[:threads]))  # as a die's thread runs
+    ours = {key: gflops(*s, lowered_seconds(*operands(*s), TargetSpec(threads)))
+            for key, s in shapes.items()}
+    time.sleep(SETTLE_SECONDS)
+    theirs = {key: gflops(*s, torch_seconds(*operands(*s))) for key, s in shapes.items()}
+    return {key: {"rows": m, "in": k, "out": n, "tyllm_gflops": ours[key],
+                  "torch_gflops": theirs[key], "fraction_of_torch": ours[key] / theirs[key]}
+            for key, (m, k, n) in shapes.items()}

@@ -19,7 +19,12 @@ def die_cores(die: int, dies: int) -> set[int]:
 
 def pin_current_thread(die: int, dies: int) -> None:
     """Pins the calling thread (and the TVM/torch threads it starts) to the die's cores."""
-    cores = die_cores(die, dies)
+    pin_to_cores(die_cores(die, dies))
+
+
+def pin_to_cores(cores: set[int]) -> None:
+    """The calling thread, and the TVM pool it starts, run on `cores`: one TVM worker per core
+    (TVM's own default on x86 halves the core count, guessing hyper-threads)."""
     os.sched_setaffinity(0, cores)
     # -2: one TVM worker per listed core (the pool is per calling thread)
     tvm.get_global_func("runtime.config_threadpool")(-2, len(cores), [str(c) for c in cores])

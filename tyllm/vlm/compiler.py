@@ -5,6 +5,8 @@ folder, compile log, manifest last, so an interrupted compile never leaves a tre
 complete.
 """
 
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -16,11 +18,8 @@ from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.compile_core import compile_module, share_module
 from tyllm.compiler import (
-    StepRecipe,
     compile_into,
     copy_tokenizer,
-    graphs_for,
-    save_die_weights,
     save_embedding,
     step_config,
     write_documents,
@@ -41,6 +40,7 @@ from tyllm.models.vlm.spec import supported_vlms, vlm_for_config
 from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.shard.plan import plan_dies
+from tyllm.step_programs import StepRecipe, compile_steps
 from tyllm.vlm import layout
 from tyllm.vlm.processor import image_processor, patch_grid
 from tyllm.vlm.request import VlmCompileRequest, validate
@@ -81,34 +81,39 @@ def save_language_params(root: Path, plan, m: int, step) -> None:
 LANGUAGE_STEP = StepRecipe(language_inputs, save_language_params, rope_tables=False)
 
 
-def language_fingerprint(ckpt, key: tuple, shape: tuple[int, int], window: int, request,
+def language_fingerprint(ckpt, plan, shape: tuple[int, int], window: int, request,
                          target) -> str:
     """Everything a language program of (batch, seq_len) depends on, for the program cache."""
     return program_cache.fingerprint(ckpt.config.to_dict(), {
-        "graph": "vlm-language", "program_key": key, "batch": shape[0], "seq_len": shape[1],
-        "window": window,
+        "graph": "vlm-language", "program_key": plan.program_key(ckpt.dims.group_size),
+        "batch": shape[0], "seq_len": shape[1], "window": window,
         "max_kv": request.max_model_len, "dtype": request.dtype,
         "int4": ckpt.int4.as_json() if ckpt.int4 else None, "target": target.as_json()})
+
+
+@dataclass(frozen=True)
+class LanguageSteps:
+    """Builds a language die's step module from the checkpoint at `path` (picklable: compile
+    workers open the checkpoint themselves)."""
+
+    path: Path
+    request: VlmCompileRequest
+    panels: int | None
+
+    def __call__(self, plan):
+        ckpt, request = VlmCheckpoint(self.path, self.request.source_tokenizer), self.request
+        return build_language_step(ckpt.spec, ckpt.config, plan, ckpt.reader, ckpt.text_prefix,
+                                   max_kv=request.max_model_len, dtype=request.torch_dtype,
+                                   int4=ckpt.int4, panels=self.panels)
 
 
 def compile_language(ckpt, plans, request, root: Path, target, report) -> list[dict]:
     """Every language die's graphs, one per (M, KV window): each distinct program compiled
     once (dies with the same program key share it), or taken from the program cache."""
-    graphs, compiled = [], {}
-    for plan in plans:
-        step = build_language_step(ckpt.spec, ckpt.config, plan, ckpt.reader, ckpt.text_prefix,
-                                   max_kv=request.max_model_len, dtype=request.torch_dtype,
-                                   int4=ckpt.int4, panels=target.weight_panels)
-        save_die_weights(root, plan, step)
-        key = plan.program_key(ckpt.dims.group_size)
-        for shape in request.graph_shapes:
-            prints = {w: language_fingerprint(ckpt, key, shape, w, request, target)
-                      for w in request.windows}
-            for entry in graphs_for(step, plan, shape, prints, compiled, request, root, target,
-                                    report, LANGUAGE_STEP):
-                graphs.append(entry)
-                compiled.setdefault(prints[entry["window"]], entry)
-    return graphs
+    steps = LanguageSteps(request.model_path, request, target.weight_panels)
+    return compile_steps(plans, steps, partial(language_fingerprint, ckpt, request=request,
+                                               target=target),
+                         request, root, target, report, LANGUAGE_STEP)
 
 
 def compile_mrope(ckpt, plans, request, root: Path, target, report) -> list[dict]:

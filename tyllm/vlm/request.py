@@ -28,6 +28,7 @@ class VlmCompileRequest(StepShapes):
     source_tokenizer: Path | None = None
     dtype: str = "float32"
     num_threads: int = 0
+    jobs: int = 0  # worker processes compiling programs in parallel; 0: one per core
     export_onnx: bool = True
     kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: tyllm.windows ladder
     use_cache: bool = True  # language programs reused from / kept in tyllm/program_cache.py

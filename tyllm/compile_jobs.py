@@ -1,0 +1,213 @@
+"""Distinct step programs compiled in parallel: this process and `jobs - 1` worker processes
+(`python -m tyllm.compile_worker`) take programs from one queue. Each builds one die's step at
+a time (its weights read, then released before the capture) and returns the program's io and
+timings. `jobs=1` compiles everything in this process.
+
+Workers are plain subprocesses, not multiprocessing: a user's script without an
+`if __name__ == "__main__":` guard must not be run again in each worker.
+"""
+
+import os
+import queue
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tyllm.errors import TyllmError
+from tyllm.memory import peak_rss_mb
+from tyllm.models.loading import die_weights
+from tyllm.shard.plan import DiePlan
+from tyllm.step_capture import capture_windows, release_weights
+
+HEADER = struct.Struct("<Q")  # the byte length of each message on a worker's pipes
+
+
+@dataclass(frozen=True)
+class StepJob:
+    """Die `plan.die`'s step of `shape` (batch, M), lowered for `windows`."""
+
+    steps: Callable  # plan -> the die's step module
+    plan: DiePlan
+    shape: tuple[int, int]
+    windows: tuple[int, ...]
+    make_inputs: Callable
+
+
+def worker_count(requested: int) -> int:
+    """`jobs` of a request: 0 means one worker per core this process may use."""
+    return requested or len(os.sched_getaffinity(0))
+
+
+def lower_step_job(job: StepJob, request, root: Path, target, report) -> dict:
+    """Builds the die's step, drops its weights (written already), captures and lowers."""
+    start, timings = time.perf_counter(), {}
+    step = job.steps(job.plan)
+    release_weights(die_weights(step))
+    io = capture_windows(step, job.plan, job.shape, list(job.windows), request, root, target,
+                         timings, report, job.make_inputs)
+    return {"io": io, "timings": timings, "seconds": time.perf_counter() - start,
+            "worker": os.getpid(),
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def run_step_jobs(jobs: list[StepJob], request, root: Path, target, report,
+                  done: Callable[[int, dict], None]) -> list[dict]:
+    """Runs every job, this process taking its share beside `jobs - 1` worker processes, and
+    calls `done(index, result)` in this thread as each finishes; returns how the programs and
+    time split across processes."""
+    pending, results = queue.Queue(), queue.Queue()
+    for k in range(len(jobs)):
+        pending.put(k)
+    count = min(worker_count(request.jobs), len(jobs))
+    if count > 1:
+        report.announce(f"{len(jobs)} programs in {count} processes")
+    workers = [Worker(max(1, len(os.sched_getaffinity(0)) // count)) for _ in range(count - 1)]
+    threads = [threading.Thread(target=w.feed, args=(jobs, (request, root, target), pending,
+                                                      results), daemon=True) for w in workers]
+    here = InProcess()
+    try:
+        for t in threads:
+            t.start()
+        finished = here.serve(jobs, (request, root, target, report), pending, results, done)
+        for _ in range(len(jobs) - finished):
+            take(results.get(), done)
+    finally:
+        for w in workers:
+            w.close()
+        for t in threads:
+            t.join()
+    return [p.summary() for p in (here, *workers) if p.programs]
+
+
+class InOrder:
+    """Hands results on in job order, holding those that finish early (so the bar and the log
+    read the same whichever worker finishes first)."""
+
+    def __init__(self, done: Callable[[int, dict], None]):
+        self.done, self.held, self.next = done, {}, 0
+
+    def __call__(self, k: int, result: dict) -> None:
+        self.held[k] = result
+        while self.next in self.held:
+            self.done(self.next, self.held.pop(self.next))
+            self.next += 1
+
+
+def take(message: tuple, done: Callable[[int, dict], None]) -> None:
+    k, result, error = message
+    if error is not None:
+        raise error
+    done(k, result)
+
+
+class InProcess:
+    """This process's share of the jobs, between which it hands on the workers' results."""
+
+    def __init__(self):
+        self.pid, self.programs, self.busy, self.peak_rss_mb = os.getpid(), 0, 0.0, 0.0
+
+    def serve(self, jobs, context, pending: queue.Queue, results: queue.Queue, done) -> int:
+        """Runs jobs until none is pending; returns how many results it handed on."""
+        handed = 0
+        while True:
+            while not results.empty():
+                take(results.get(), done)
+                handed += 1
+            try:
+                k = pending.get_nowait()
+            except queue.Empty:
+                return handed
+            result = lower_step_job(jobs[k], *context)
+            self.count(result)
+            done(k, result)
+            handed += 1
+
+    def count(self, result: dict) -> None:
+        self.programs += 1
+        self.busy += result["seconds"]
+        self.peak_rss_mb = max(self.peak_rss_mb, result["peak_rss_mb"])
+
+    def summary(self) -> dict:
+        return {"worker": self.pid, "programs": self.programs,
+                "busy_seconds": round(self.busy, 2), "peak_rss_mb": round(self.peak_rss_mb, 1)}
+
+
+class Worker(InProcess):
+    """One `python -m tyllm.compile_worker` process; its stderr is this process's (the compile
+    log while a compile captures output, the terminal when verbose)."""
+
+    def __init__(self, threads: int):
+        super().__init__()
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tyllm.compile_worker", str(threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+        self.pid = self.process.pid
+
+    def feed(self, jobs, context, pending: queue.Queue, results: queue.Queue) -> None:
+        """The thread that hands this worker pending jobs until none is left."""
+        while True:
+            try:
+                k = pending.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                result = self.run((jobs[k], *context))
+            except BaseException as e:  # handed to the main thread, which raises it
+                results.put((k, None, e))
+                return
+            results.put((k, result, None))
+
+    def run(self, payload: tuple) -> dict:
+        write_message(self.process.stdin, payload)
+        answer = read_message(self.process.stdout)
+        if answer is None:
+            raise TyllmError(f"A compile worker process ended (exit code "
+                             f"{self.process.wait()}; killed for memory?): rerun with "
+                             f"--jobs 1, which holds one die's weights at a time.")
+        status, value = answer
+        if status == "error":
+            raise worker_error(*value)
+        self.count(value)
+        return value
+
+    def close(self) -> None:
+        try:
+            self.process.stdin.close()
+            self.process.wait(timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
+            self.process.wait()
+
+
+def write_message(stream, message) -> None:
+    import pickle  # only between tyllm and its own worker processes
+
+    data = pickle.dumps(message)
+    stream.write(HEADER.pack(len(data)) + data)
+    stream.flush()
+
+
+def read_message(stream):
+    """The next message, or None at the end of the stream."""
+    import pickle  # written by write_message in tyllm's own parent or worker process
+
+    header = stream.read(HEADER.size)
+    if len(header) < HEADER.size:
+        return None
+    return pickle.loads(stream.read(HEADER.unpack(header)[0]))
+
+
+def worker_error(kind: str, message: str, trace: str) -> Exception:
+    """A worker's failure as this process raises it: tyllm's own errors unchanged."""
+    if kind == "TyllmError":
+        return TyllmError(message)
+    error = RuntimeError(f"A compile worker failed: {kind}: {message}")
+    error.add_note(trace)
+    return error
