@@ -100,8 +100,7 @@ def test_a_cache_that_cannot_be_written_never_fails_a_compile(checkpoint_factory
     assert (tree / "manifest.json").is_file() and blocker.read_text() == "mine"
 
 
-def test_a_second_vlm_tree_takes_its_language_programs_from_the_cache(vlm_checkpoint, cache,
-                                                                      tmp_path):
+def test_a_second_vlm_tree_takes_every_program_from_the_cache(vlm_checkpoint, cache, tmp_path):
     from tyllm.build_util import build_and_compile_vlm
 
     args = dict(num_die=1, image_sizes=((56, 84),), max_model_len=64, kv_windows=(16,),
@@ -114,6 +113,10 @@ def test_a_second_vlm_tree_takes_its_language_programs_from_the_cache(vlm_checkp
     assert [next(iter(g["seconds"])) for g in language[0]] == ["export", "export"]
     assert [next(iter(g["seconds"])) for g in language[1]] == ["cached", "cached"]
     assert all(g["windows"] == [16, 64] for g in language[1])
+    static = [[next(iter(g["seconds"])) for g in json.loads((t / "compile_report.json")
+               .read_text())["graphs"] if g["kind"] == "mrope" or g["kind"].startswith("vision")]
+              for t in trees]
+    assert static[0] == ["export"] * 3 and static[1] == ["cached"] * len(static[1])
     with runtime.load(trees[0]) as a, runtime.load(trees[1]) as b:
         prompt = [3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38, 32, 79, 50, 28]
         assert a.generate(prompt, 6, stop_at_eos=False) == b.generate(prompt, 6,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from tyllm.compile_jobs import worker_count
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import DecoderStep
 from tyllm.models.loading import die_weights
@@ -22,14 +23,16 @@ class Budget:
     programs: int  # distinct (program key, M) steps, each captured once
     windows: int  # KV windows: each program is lowered once per window
     disk_bytes: int
-    peak_memory_bytes: int
+    peak_memory_bytes: int  # all compiling processes together
+    processes: int = 1
 
     def line(self) -> str:
         lowered = (f", {self.windows} KV windows each: {self.programs * self.windows} "
                    f"libraries" if self.windows > 1 else "")
+        processes = f" in {self.processes} processes" if self.processes > 1 else ""
         return (f"plan: {self.graphs} graphs ({self.programs} distinct programs to "
-                f"compile{lowered}), tree about {self.disk_bytes / GB:.2f} GB on disk, "
-                f"peak memory about {self.peak_memory_bytes / GB:.1f} GB")
+                f"compile{lowered}{processes}), tree about {self.disk_bytes / GB:.2f} GB on "
+                f"disk, peak memory about {self.peak_memory_bytes / GB:.1f} GB")
 
 
 def die_weight_bytes(dims, plan, request, int4, tied: bool) -> int:
@@ -55,9 +58,11 @@ def estimate(dims, plans, request, int4, tied: bool = False) -> Budget:
     embedding = dims.vocab_size * dims.hidden_size * itemsize if request.embedding_as_input else 0
     disk = (sum(weights) + len(plans) * len(lens) * rope
             + programs * windows * LIBRARY_BYTES + embedding)
-    # One die's weights at a time, held about twice while they are captured and saved.
+    # Each compiling process holds one die's weights at a time, about twice while they are
+    # read into the step module and saved.
+    processes = min(worker_count(request.jobs), programs)
     return Budget(len(plans) * len(shapes), programs, windows, disk,
-                  IMPORTS_BYTES + 2 * max(weights))
+                  processes * (IMPORTS_BYTES + 2 * max(weights)), processes)
 
 
 def check_disk(budget: Budget, dest: Path) -> None:

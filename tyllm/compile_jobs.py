@@ -1,7 +1,9 @@
-"""Distinct step programs compiled in parallel: this process and `jobs - 1` worker processes
-(`python -m tyllm.compile_worker`) take programs from one queue. Each builds one die's step at
-a time (its weights read, then released before the capture) and returns the program's io and
-timings. `jobs=1` compiles everything in this process.
+"""Distinct programs compiled in parallel: this process and `jobs - 1` worker processes
+(`python -m tyllm.compile_worker`) take jobs from one queue. A job is a picklable callable
+`job(root, target, report) -> {"io", "timings"}` that builds one die's module (its weights
+read, then released before the capture), captures and lowers it into the staging tree
+(tyllm/step_programs.py::StepJob, tyllm/vlm/vision_compile.py::VisionJob). `jobs=1` compiles
+everything in this process.
 
 Workers are plain subprocesses, not multiprocessing: a user's script without an
 `if __name__ == "__main__":` guard must not be run again in each worker.
@@ -15,27 +17,12 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from tyllm.errors import TyllmError
 from tyllm.memory import peak_rss_mb
-from tyllm.models.loading import die_weights
-from tyllm.shard.plan import DiePlan
-from tyllm.step_capture import capture_windows, release_weights
 
 HEADER = struct.Struct("<Q")  # the byte length of each message on a worker's pipes
-
-
-@dataclass(frozen=True)
-class StepJob:
-    """Die `plan.die`'s step of `shape` (batch, M), lowered for `windows`."""
-
-    steps: Callable  # plan -> the die's step module
-    plan: DiePlan
-    shape: tuple[int, int]
-    windows: tuple[int, ...]
-    make_inputs: Callable
 
 
 def worker_count(requested: int) -> int:
@@ -43,37 +30,34 @@ def worker_count(requested: int) -> int:
     return requested or len(os.sched_getaffinity(0))
 
 
-def lower_step_job(job: StepJob, request, root: Path, target, report) -> dict:
-    """Builds the die's step, drops its weights (written already), captures and lowers."""
-    start, timings = time.perf_counter(), {}
-    step = job.steps(job.plan)
-    release_weights(die_weights(step))
-    io = capture_windows(step, job.plan, job.shape, list(job.windows), request, root, target,
-                         timings, report, job.make_inputs)
-    return {"io": io, "timings": timings, "seconds": time.perf_counter() - start,
-            "worker": os.getpid(),
-            "peak_rss_mb": peak_rss_mb()}
+def run_job(job: Callable, root: Path, target, report) -> dict:
+    """`job(root, target, report)` -> {"io", "timings"}, with its seconds, process and that
+    process's peak RSS."""
+    start = time.perf_counter()
+    result = job(root, target, report)
+    return result | {"seconds": time.perf_counter() - start, "worker": os.getpid(),
+                     "peak_rss_mb": peak_rss_mb()}
 
 
-def run_step_jobs(jobs: list[StepJob], request, root: Path, target, report,
-                  done: Callable[[int, dict], None]) -> list[dict]:
+def run_jobs(jobs: list[Callable], processes: int, root: Path, target, report,
+             done: Callable[[int, dict], None]) -> list[dict]:
     """Runs every job, this process taking its share beside `jobs - 1` worker processes, and
     calls `done(index, result)` in this thread as each finishes; returns how the programs and
     time split across processes."""
     pending, results = queue.Queue(), queue.Queue()
     for k in range(len(jobs)):
         pending.put(k)
-    count = min(worker_count(request.jobs), len(jobs))
+    count = min(worker_count(processes), len(jobs))
     if count > 1:
         report.announce(f"{len(jobs)} programs in {count} processes")
     workers = [Worker(max(1, len(os.sched_getaffinity(0)) // count)) for _ in range(count - 1)]
-    threads = [threading.Thread(target=w.feed, args=(jobs, (request, root, target), pending,
+    threads = [threading.Thread(target=w.feed, args=(jobs, (root, target), pending,
                                                       results), daemon=True) for w in workers]
     here = InProcess()
     try:
         for t in threads:
             t.start()
-        finished = here.serve(jobs, (request, root, target, report), pending, results, done)
+        finished = here.serve(jobs, (root, target, report), pending, results, done)
         for _ in range(len(jobs) - finished):
             take(results.get(), done)
     finally:
@@ -122,7 +106,7 @@ class InProcess:
                 k = pending.get_nowait()
             except queue.Empty:
                 return handed
-            result = lower_step_job(jobs[k], *context)
+            result = run_job(jobs[k], *context)
             self.count(result)
             done(k, result)
             handed += 1

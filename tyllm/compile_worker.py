@@ -1,4 +1,4 @@
-"""A compile worker process (started by tyllm/compile_jobs.py): reads step jobs from stdin,
+"""A compile worker process (started by tyllm/compile_jobs.py): reads jobs from stdin,
 answers each on the pipe that was its stdout. Everything else it prints (TVM, torch, ONNX)
 goes to its stderr, which is the parent's: the compile log, or the terminal when verbose.
 
@@ -11,7 +11,7 @@ import traceback
 
 import torch
 
-from tyllm.compile_jobs import lower_step_job, read_message, write_message
+from tyllm.compile_jobs import read_message, run_job, write_message
 from tyllm.report import CompileReport
 
 
@@ -22,7 +22,7 @@ def main(threads: int) -> None:
     silent = CompileReport(0, progress=False)
     while (payload := read_message(sys.stdin.buffer)) is not None:
         try:
-            answer = ("ok", lower_step_job(*payload, silent))
+            answer = ("ok", run_job(*payload, silent))
         except Exception as e:  # sent to the parent, which raises it
             answer = ("error", (type(e).__name__, str(e), traceback.format_exc()))
         write_message(answers, answer)

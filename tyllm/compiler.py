@@ -179,7 +179,7 @@ def final_line(tree: Path) -> str:
     graphs = len(summary["graphs"])
     libraries = sum(len(g.get("windows") or [None]) for g in summary["graphs"])
     windows = f" ({libraries} KV-window libraries)" if libraries > graphs else ""
-    processes = len(summary.get("workers", []))
+    processes = len({w["worker"] for w in summary.get("workers", [])})
     on = f" on {processes} processes" if processes > 1 else ""
     return (f"compiled {graphs} graphs{windows} into {tree} in "
             f"{summary['compile_seconds']} s{on}, peak RSS {summary['peak_rss_mb']} MB; "

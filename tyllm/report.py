@@ -97,6 +97,10 @@ class CompileReport:
         """A detail for the log (stderr is the log while capturing; live when verbose)."""
         print(line, file=sys.stderr, flush=True)
 
+    def add_workers(self, graphs: str, workers: list[dict]) -> None:
+        """How one set of graphs (e.g. "step", "vision") split across processes."""
+        self.workers.extend({"graphs": graphs, **w} for w in workers)
+
     def announce(self, label: str) -> None:
         """What the bar says is being compiled now."""
         self._label = label

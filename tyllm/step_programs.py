@@ -16,9 +16,10 @@ from pathlib import Path
 from tyllm import program_cache
 from tyllm.artifacts import layout
 from tyllm.compile_core import place_program
-from tyllm.compile_jobs import InOrder, StepJob, run_step_jobs
+from tyllm.compile_jobs import InOrder, run_jobs
+from tyllm.models.loading import die_weights
 from tyllm.shard.plan import DiePlan
-from tyllm.step_capture import save_die_weights
+from tyllm.step_capture import capture_windows, release_weights, save_die_weights
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,27 @@ class StepRecipe:
     make_inputs: Callable
     save_params: Callable  # (root, plan, seq_len, step)
     rope_tables: bool
+
+
+@dataclass(frozen=True)
+class StepJob:
+    """Die `plan.die`'s step of `shape` (batch, M), lowered for `windows` (a compile job:
+    tyllm/compile_jobs.py)."""
+
+    steps: Callable  # plan -> the die's step module
+    plan: DiePlan
+    shape: tuple[int, int]
+    windows: tuple[int, ...]
+    recipe: StepRecipe
+    request: object
+
+    def __call__(self, root: Path, target, report) -> dict:
+        """Builds the die's step, drops its weights (written already), captures and lowers."""
+        step, timings = self.steps(self.plan), {}
+        release_weights(die_weights(step))
+        io = capture_windows(step, self.plan, self.shape, list(self.windows), self.request,
+                             root, target, timings, report, self.recipe.make_inputs)
+        return {"io": io, "timings": timings}
 
 
 @dataclass(frozen=True)
@@ -51,7 +73,7 @@ def compile_steps(plans: list[DiePlan], steps: Callable, fingerprint: Callable, 
     first_entry = len(report.graphs)
     cached = cached_programs(graphs, request)
     owned = owned_windows(graphs, cached)
-    jobs = [StepJob(steps, graphs[i].plan, graphs[i].shape, tuple(ws), recipe.make_inputs)
+    jobs = [StepJob(steps, graphs[i].plan, graphs[i].shape, tuple(ws), recipe, request)
             for i, ws in owned.items()]
     timings, ios, owner = {}, {}, list(owned)  # job k compiles graph owner[k]
 
@@ -70,8 +92,8 @@ def compile_steps(plans: list[DiePlan], steps: Callable, fingerprint: Callable, 
         timings[i] = t
 
     in_order = InOrder(counted)
-    report.workers = run_step_jobs(jobs, request, root, target, report,
-                                   lambda k, r: (finished(k, r), in_order(k, r)))
+    report.add_workers("step", run_jobs(jobs, request.jobs, root, target, report,
+                                        lambda k, r: (finished(k, r), in_order(k, r))))
     entries = [entry for i, g in enumerate(graphs)
                for entry in place_die_graph(i, g, ios, timings, owned, cached, graphs, request,
                                             root, report, recipe)]

@@ -16,7 +16,7 @@ from tyllm.artifacts import layout as llm_layout
 from tyllm.artifacts.documents import eos_token_ids
 from tyllm.artifacts.params import save_params
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
-from tyllm.compile_core import compile_module, share_module
+from tyllm.compile_core import compile_module
 from tyllm.compiler import (
     compile_into,
     copy_tokenizer,
@@ -37,6 +37,7 @@ from tyllm.models.vlm.language import (
 from tyllm.models.vlm.mrope import MropeStep
 from tyllm.models.vlm.rope_index import RopeIndexStep
 from tyllm.models.vlm.spec import supported_vlms, vlm_for_config
+from tyllm.module_programs import ModuleGraph, compile_modules
 from tyllm.quant.int4 import read_int4_scheme, shard_unit
 from tyllm.report import CompileReport
 from tyllm.shard.plan import plan_dies
@@ -116,26 +117,47 @@ def compile_language(ckpt, plans, request, root: Path, target, report) -> list[d
                          request, root, target, report, LANGUAGE_STEP)
 
 
+@dataclass(frozen=True)
+class MropeJob:
+    """Compiles the mrope program of M positions (a compile job: tyllm/compile_jobs.py)."""
+
+    path: Path
+    m: int
+    dtype: torch.dtype
+    library: str
+
+    def __call__(self, root: Path, target, report) -> dict:
+        step, timings = mrope_step(load_config(self.path), self.m, self.dtype), {}
+        positions = {"position_ids": torch.zeros(3, self.m, dtype=torch.int64)}
+        entry = compile_module(step, positions, ("rope_cos", "rope_sin"), root, self.library,
+                               target, timings, report)
+        return {"io": entry, "timings": timings}
+
+
+def mrope_step(config, m: int, dtype) -> MropeStep:
+    spec = vlm_for_config(config)
+    return MropeStep(spec.hf_class(spec.rotary_class)(config=config.text_config), m, dtype)
+
+
 def compile_mrope(ckpt, plans, request, root: Path, target, report) -> list[dict]:
     """3-axis positions -> cos/sin, per language die and M: the same program on every die."""
-    rotary = ckpt.spec.hf_class(ckpt.spec.rotary_class)(config=ckpt.config.text_config)
-    graphs, compiled = [], {}
+    graphs = []
     for plan in plans:
         for m in request.seq_len_list:
-            step = MropeStep(rotary, m, request.torch_dtype)
             params = layout.mrope_params(plan.die, m)
-            save_params(llm_layout.ensure_parent(root, params), dict(step.named_parameters()))
+            save_params(llm_layout.ensure_parent(root, params),
+                        dict(mrope_step(ckpt.config, m, request.torch_dtype).named_parameters()))
             library = layout.mrope_library(plan.die, m)
-            with report.graph(plan.die, m, "mrope") as t:
-                if m in compiled:
-                    entry = share_module(compiled[m], root, library, t, report)
-                else:
-                    positions = {"position_ids": torch.zeros(3, m, dtype=torch.int64)}
-                    entry = compile_module(step, positions, ("rope_cos", "rope_sin"), root,
-                                           library, target, t, report)
-            compiled.setdefault(m, entry)
-            graphs.append({**entry, "die": plan.die, "seq_len": m, "params": params})
-    return graphs
+            program = program_cache.fingerprint(ckpt.config.to_dict(), {
+                "graph": "mrope", "seq_len": m, "dtype": request.dtype,
+                "target": target.as_json()})
+            graphs.append(ModuleGraph(plan.die, m, "mrope", program,
+                                      MropeJob(ckpt.path, m, request.torch_dtype, library),
+                                      library))
+    entries = compile_modules(graphs, "mrope", request, root, target, report)
+    return [{**entry, "die": g.die, "seq_len": g.rows, "params": layout.mrope_params(g.die,
+                                                                                    g.rows)}
+            for g, entry in zip(graphs, entries, strict=True)]
 
 
 def compile_rope_index(request, runs: int, root: Path, target, report) -> dict:

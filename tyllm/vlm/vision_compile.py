@@ -1,16 +1,19 @@
 """The `visual/` part of a VLM tree: one vision program per vision die, one graph per image size."""
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from tyllm import program_cache
 from tyllm.artifacts.documents import FORMAT_VERSION, write_json
 from tyllm.artifacts.layout import ensure_parent
 from tyllm.artifacts.params import save_params
-from tyllm.checkpoint import TensorReader
-from tyllm.compile_core import compile_module, share_module
+from tyllm.checkpoint import TensorReader, load_config
+from tyllm.compile_core import compile_module
 from tyllm.errors import TyllmError
 from tyllm.models.vlm.language import VISION_PREFIXES, checkpoint_prefix
+from tyllm.models.vlm.spec import vlm_for_config
 from tyllm.models.vlm.vision import (
     GRID_CONSTANTS,
     VisionDieStep,
@@ -18,6 +21,8 @@ from tyllm.models.vlm.vision import (
     plan_vision,
     vision_sizes,
 )
+from tyllm.module_programs import ModuleGraph, compile_modules
+from tyllm.step_capture import release_weights
 from tyllm.vlm import layout
 
 
@@ -45,33 +50,63 @@ def pixel_input(config, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
     return {"pixel_values": torch.zeros(grid[0] * grid[1], width, dtype=torch.float32)}
 
 
-def compile_vision_die(tower, config, plan: VisionPlan, grids: dict, request, root: Path,
-                       target, report, compiled: dict) -> list[dict]:
-    """Vision die `plan.die`'s graph per size; `compiled` maps (heads, MLP columns, size) to the
-    entry of the die that compiled that program first, which later dies of that shape share."""
-    entries = []
+@dataclass(frozen=True)
+class VisionJob:
+    """Compiles vision die `plan.die`'s program for one image grid (a compile job:
+    tyllm/compile_jobs.py); the tower is read from the checkpoint at `path`."""
+
+    path: Path
+    dtype: torch.dtype
+    plan: VisionPlan
+    grid: tuple[int, int]
+    library: str
+    onnx: str
+    weights: str
+
+    def __call__(self, root: Path, target, report) -> dict:
+        config = load_config(self.path)
+        tower = load_vision_tower(vlm_for_config(config), config, TensorReader(self.path),
+                                  self.dtype)
+        step, timings = VisionDieStep(tower, self.plan, self.grid, self.dtype).eval(), {}
+        del tower
+        release_weights({n: p for n, p in step.named_parameters()  # written already: shapes
+                         if n not in GRID_CONSTANTS})  # suffice; the ONNX twin keeps constants
+        entry = compile_module(step, pixel_input(config, self.grid), step.output_names, root,
+                               self.library, target, timings, report, self.onnx, self.weights)
+        return {"io": entry, "timings": timings}
+
+
+def vision_program(config, plan: VisionPlan, size, grid, request, target) -> str:
+    """Everything a vision program depends on, for the program cache and in-tree sharing."""
+    return program_cache.fingerprint(config.to_dict(), {
+        "graph": "vision", "heads": len(plan.heads), "ffn": len(plan.ffn), "size": list(size),
+        "grid": list(grid), "dtype": request.dtype, "target": target.as_json()})
+
+
+def write_vision_die(tower, plan: VisionPlan, grids: dict, request, root: Path) -> None:
+    """Die `plan.die`'s vision weights (the same for every size) and per-size grid constants."""
     for i, (size, grid) in enumerate(grids.items()):
-        step = VisionDieStep(tower, plan, grid, request.torch_dtype).eval()
-        params = dict(step.named_parameters())
-        if i == 0:  # the weights are the same for every size
+        params = dict(VisionDieStep(tower, plan, grid, request.torch_dtype).named_parameters())
+        if i == 0:
             save_params(ensure_parent(root, layout.vit_weights(plan.die)),
                         {n: p for n, p in params.items() if n not in GRID_CONSTANTS})
         save_params(root / layout.vit_grid_params(plan.die, size),
                     {n: p for n, p in params.items() if n in GRID_CONSTANTS})
-        onnx = layout.vit_onnx(plan.die, size)  # always: the vision twin is part of visual/
-        library = layout.vit_library(plan.die, size, default=i == 0)
-        key = (len(plan.heads), len(plan.ffn), size)
-        with report.graph(plan.die, grid[0] * grid[1], f"vision {layout.size_tag(size)}") as t:
-            entry = (share_module(compiled[key], root, library, t, report, onnx,
-                                  layout.vit_weights(plan.die)) if key in compiled else
-                     compile_module(step, pixel_input(config, grid), step.output_names, root,
-                                    library, target, t, report, onnx,
-                                    layout.vit_weights(plan.die)))
-        entries.append({**entry, "die": plan.die, "size": list(size), "grid": list(grid),
-                        "weights": layout.vit_weights(plan.die),
-                        "constants": layout.vit_grid_params(plan.die, size)})
-        compiled.setdefault(key, entries[-1])
-    return entries
+
+
+def vision_graphs(ckpt, plans, grids: dict, request, target) -> list[ModuleGraph]:
+    graphs = []
+    for plan in plans:
+        for i, (size, grid) in enumerate(grids.items()):
+            library = layout.vit_library(plan.die, size, default=i == 0)
+            onnx = layout.vit_onnx(plan.die, size)  # always: the vision twin is part of visual/
+            job = VisionJob(ckpt.path, request.torch_dtype, plan, grid, library, onnx,
+                            layout.vit_weights(plan.die))
+            graphs.append(ModuleGraph(
+                plan.die, grid[0] * grid[1], f"vision {layout.size_tag(size)}",
+                vision_program(ckpt.config, plan, size, grid, request, target), job, library,
+                onnx, layout.vit_weights(plan.die)))
+    return graphs
 
 
 def vision_graph_document(config, plans, graphs: list[dict]) -> dict:
@@ -97,10 +132,16 @@ def write_visual(ckpt, grids: dict, request, root: Path, target, report) -> dict
     plans = plan_vision(config.vision_config.num_heads, sizes.intermediate,
                         len(request.vision_remap))
     tower = load_vision_tower(ckpt.spec, config, ckpt.reader, request.torch_dtype)
-    compiled: dict = {}
-    graphs = [g for plan in plans for g in
-              compile_vision_die(tower, config, plan, grids, request, root, target, report,
-                                 compiled)]
+    for plan in plans:
+        write_vision_die(tower, plan, grids, request, root)
+    del tower
+    modules = vision_graphs(ckpt, plans, grids, request, target)
+    entries = compile_modules(modules, "vision", request, root, target, report)
+    graphs = [{**entry, "die": plan.die, "size": list(size), "grid": list(grid),
+               "weights": layout.vit_weights(plan.die),
+               "constants": layout.vit_grid_params(plan.die, size)}
+              for entry, (plan, (size, grid)) in zip(
+                  entries, [(p, sg) for p in plans for sg in grids.items()], strict=True)]
     v = config.vision_config
     section = {"dies": len(plans), "die_remap": list(request.vision_remap),
                "sizes": [{"size": list(s), "grid": list(g)} for s, g in grids.items()],
