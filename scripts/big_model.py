@@ -53,8 +53,11 @@ def linear_tensors(name: str, shape: tuple[int, int], group: int | None,
     if group is None:
         return {f"{name}.weight": (torch.randn(out, inp, generator=gen) * WEIGHT_STD)
                 .to(torch.bfloat16)}
-    return {f"{name}.qweight": torch.randint(0, 256, (out, inp // 2), dtype=torch.uint8,
-                                             generator=gen),
+    # Nibbles from 1 to 15 around the zero point 8: weights with zero mean (0 to 15 would give
+    # every weight the same -0.5 step bias, which a 64-layer residual stream amplifies to inf).
+    low, high = (torch.randint(1, 16, (out, inp // 2), dtype=torch.uint8, generator=gen)
+                 for _ in range(2))
+    return {f"{name}.qweight": low | (high << 4),
             f"{name}.qzeros": torch.full((out, inp // group), 8, dtype=torch.uint8),
             f"{name}.scales": torch.full((out, inp // group), WEIGHT_STD / 4,
                                          dtype=torch.float16)}
@@ -82,9 +85,11 @@ def write_shard(folder: Path, name: str, tensors: dict, index: dict) -> None:
     index |= dict.fromkeys(tensors, name)
 
 
-def make(shape: str, group: int | None, out: Path) -> dict:
-    """The checkpoint, one layer per shard (one layer in memory at a time)."""
+def make(shape: str, group: int | None, out: Path, layers: int | None = None) -> dict:
+    """The checkpoint, one layer per shard (one layer in memory at a time); `layers` keeps
+    only the first few (a model small enough to check against HF)."""
     cfg, folder = dict(SHAPES[shape]), out / "checkpoint"
+    cfg["num_hidden_layers"] = layers or cfg["num_hidden_layers"]
     folder.mkdir(parents=True, exist_ok=True)
     gen, index = torch.Generator().manual_seed(0), {}
     v, h = cfg["vocab_size"], cfg["hidden_size"]
@@ -165,6 +170,7 @@ def main() -> None:
     p.add_argument("--out", type=Path, required=True, help="working folder")
     p.add_argument("--shape", choices=list(SHAPES), default="deepseek-r1-distill-qwen-32b")
     p.add_argument("--int4", type=int, default=None, help="AWQ-style int4 group size")
+    p.add_argument("--layers", type=int, default=None, help="only the first N layers")
     p.add_argument("--dies", type=int, default=8)
     p.add_argument("--seq-lens", default="1,8")
     p.add_argument("--max-kv", type=int, default=4096)
@@ -175,7 +181,7 @@ def main() -> None:
     args = p.parse_args()
     start = time.perf_counter()
     if args.step == "make":
-        record = make(args.shape, args.int4, args.out)
+        record = make(args.shape, args.int4, args.out, args.layers)
     elif args.step == "compile":
         record = compile_tree(args.out, args.dies, [int(m) for m in args.seq_lens.split(",")],
                               args.max_kv, args.dtype, args.embedding_as_input, args.jobs)
