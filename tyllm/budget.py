@@ -2,7 +2,7 @@
 memory; a compile whose tree the disk cannot hold is refused before it starts."""
 
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -25,22 +25,27 @@ class Budget:
     disk_bytes: int
     peak_memory_bytes: int  # all compiling processes together
     processes: int = 1
+    static_programs: int = 0  # a VLM's vision and mrope programs (one library each)
 
     def line(self) -> str:
         lowered = (f", {self.windows} KV windows each: {self.programs * self.windows} "
                    f"libraries" if self.windows > 1 else "")
         processes = f" in {self.processes} processes" if self.processes > 1 else ""
+        static = (f", and {self.static_programs} vision/mrope programs"
+                  if self.static_programs else "")
         return (f"plan: {self.graphs} graphs ({self.programs} distinct programs to "
-                f"compile{lowered}{processes}), tree about {self.disk_bytes / GB:.2f} GB on "
-                f"disk, peak memory about {self.peak_memory_bytes / GB:.1f} GB")
+                f"compile{lowered}{static}{processes}), tree about "
+                f"{self.disk_bytes / GB:.2f} GB on disk, peak memory about "
+                f"{self.peak_memory_bytes / GB:.1f} GB")
 
 
-def die_weight_bytes(dims, plan, request, int4, tied: bool) -> int:
+def die_weight_bytes(dims, plan, request, int4, tied: bool, max_kv: int,
+                     embedding_as_input: bool) -> int:
     """Exact bytes of a die's weights, from its step module built without memory."""
     with torch.device("meta"):
-        step = DecoderStep(dims, plan, seq_len=1, max_kv=request.max_kv_cache_size,
-                           embedding_as_input=request.embedding_as_input,
-                           dtype=request.torch_dtype, int4=int4)
+        step = DecoderStep(dims, plan, seq_len=1, max_kv=max_kv,
+                           embedding_as_input=embedding_as_input, dtype=request.torch_dtype,
+                           int4=int4)
     weights = die_weights(step)
     if (step.embed_tokens is not None and tied
             and weights["lm_head"].shape == weights["embed_tokens"].shape):
@@ -48,14 +53,19 @@ def die_weight_bytes(dims, plan, request, int4, tied: bool) -> int:
     return sum(p.numel() * p.element_size() for p in weights.values())
 
 
-def estimate(dims, plans, request, int4, tied: bool = False) -> Budget:
-    weights = [die_weight_bytes(dims, p, request, int4, tied) for p in plans]
+def estimate(dims, plans, request, int4, tied: bool = False, *, max_kv: int | None = None,
+             embedding_as_input: bool | None = None) -> Budget:
+    """The step graphs' budget (an LLM tree; a VLM's language model with `max_kv` and
+    `embedding_as_input` given, as its request names them differently)."""
+    max_kv = request.max_kv_cache_size if max_kv is None else max_kv
+    embedded = request.embedding_as_input if embedding_as_input is None else embedding_as_input
+    weights = [die_weight_bytes(dims, p, request, int4, tied, max_kv, embedded) for p in plans]
     lens, shapes = request.seq_len_list, request.graph_shapes
     itemsize = torch.empty(0, dtype=request.torch_dtype).element_size()
-    rope = 2 * request.max_kv_cache_size * dims.head_dim * itemsize  # per graph: cos and sin
+    rope = 2 * max_kv * dims.head_dim * itemsize  # per graph: cos and sin
     windows = len(request.windows)
     programs = len({p.program_key(dims.group_size) for p in plans}) * len(shapes)
-    embedding = dims.vocab_size * dims.hidden_size * itemsize if request.embedding_as_input else 0
+    embedding = dims.vocab_size * dims.hidden_size * itemsize if embedded else 0
     disk = (sum(weights) + len(plans) * len(lens) * rope
             + programs * windows * LIBRARY_BYTES + embedding)
     # Each compiling process holds one die's weights at a time, about twice while they are
@@ -73,3 +83,11 @@ def check_disk(budget: Budget, dest: Path) -> None:
         raise TyllmError(f"The tree needs about {budget.disk_bytes / GB:.2f} GB but only "
                          f"{free / GB:.2f} GB are free under {folder}: free some space or "
                          f"choose an artifacts_path on another disk.")
+
+
+def with_static_graphs(steps: Budget, graphs: int, programs: int, weight_bytes: int) -> Budget:
+    """`steps` plus static graphs (a VLM's vision and mrope graphs): `programs` more libraries
+    and `weight_bytes` more on disk, held once more while compiling."""
+    return replace(steps, graphs=steps.graphs + graphs, static_programs=programs,
+                   disk_bytes=steps.disk_bytes + weight_bytes + programs * LIBRARY_BYTES,
+                   peak_memory_bytes=steps.peak_memory_bytes + weight_bytes)

@@ -15,6 +15,7 @@ from tyllm import program_cache
 from tyllm.artifacts import layout as llm_layout
 from tyllm.artifacts.documents import eos_token_ids
 from tyllm.artifacts.params import save_params
+from tyllm.budget import Budget, check_disk, estimate, with_static_graphs
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.compile_core import compile_module
 from tyllm.compiler import (
@@ -214,13 +215,29 @@ def write_vlm_tree(ckpt, request, root: Path, report) -> None:
     write_report(root, report, request.num_die)
 
 
+def vlm_budget(ckpt, plans, request) -> Budget:
+    """The language model's step graphs (budget.estimate) plus the vision tower's weights and
+    the vision, mrope and rope-index graphs."""
+    steps = estimate(ckpt.dims, plans, request, ckpt.int4, max_kv=request.max_model_len,
+                     embedding_as_input=True)
+    with torch.device("meta"):
+        tower = ckpt.spec.hf_class(ckpt.spec.vision_class)._from_config(
+            ckpt.config.vision_config)
+    itemsize = torch.empty(0, dtype=request.torch_dtype).element_size()
+    sizes, lens = len(request.image_sizes), len(request.seq_len_list)
+    return with_static_graphs(
+        steps, len(request.vision_remap) * sizes + request.num_die * lens + 1,
+        sizes + lens + 1, sum(p.numel() for p in tower.parameters()) * itemsize)
+
+
 def compile_vlm(request: VlmCompileRequest) -> Path:
     validate(request)
     ckpt = VlmCheckpoint(request.model_path, request.source_tokenizer)
-    plan_dies(ckpt.dims, request.num_die, shard_unit(ckpt.int4))
+    plans = plan_dies(ckpt.dims, request.num_die, shard_unit(ckpt.int4))
     check_vision_dies(ckpt.config, len(request.vision_remap))
-    total = (len(request.vision_remap) * len(request.image_sizes)
-             + request.num_die * (len(request.graph_shapes) + len(request.seq_len_list)) + 1)
-    report = CompileReport(total, request.progress, request.verbose)
+    budget = vlm_budget(ckpt, plans, request)
+    check_disk(budget, request.artifacts_path)
+    report = CompileReport(budget.graphs, request.progress, request.verbose)
+    report.say(budget.line())
     return compile_into(request.artifacts_path, report,
                         lambda root: write_vlm_tree(ckpt, request, root, report))
