@@ -92,8 +92,12 @@ def compile_trees(args, model: Path, work: Path) -> dict:
     costs["1-serving"] = compile_cost(model, serving_tree(work), 1, SERVING_KV, [1, 8],
                                       args.threads, SERVING_BATCHES)
     for name, cost in costs.items():
+        above, die = cost["peak_rss_above_imports_bytes"], cost["die0_weight_bytes"]
+        workers = ", ".join(f"{w['programs']} in {w['busy_seconds']:.0f} s"
+                            for w in cost["workers"])
         print(f"compiled tree {name}: {cost['total_s']:.1f} s, peak RSS above imports "
-              f"{cost['peak_rss_above_imports_bytes'] / 2**20:.0f} MiB", flush=True)
+              f"{above / 2**20:.0f} MiB = {above / die:.2f}x die 0's weights; programs per "
+              f"process: {workers}", flush=True)
     return costs
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tyllm.artifacts import layout
+
 CHILD = """
 import json, sys, time
 from tyllm.build_util import build_and_compile_llm
@@ -44,4 +46,5 @@ def compile_cost(model: Path, out: Path, dies: int, max_kv: int, seq_lens: list[
     report = json.loads((out / "compile_report.json").read_text())
     return {"dies": dies, "total_s": result["seconds"],
             "peak_rss_above_imports_bytes": result["peak_rss"] - result["baseline_rss"],
-            "graphs": report["graphs"]}
+            "graphs": report["graphs"], "workers": report.get("workers", []),
+            "die0_weight_bytes": (out / layout.weights_file(0)).stat().st_size}
