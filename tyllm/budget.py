@@ -39,9 +39,13 @@ class Budget:
                 f"{self.peak_memory_bytes / GB:.1f} GB")
 
 
-def die_weight_bytes(dims, plan, request, int4, tied: bool, max_kv: int,
-                     embedding_as_input: bool) -> int:
-    """Exact bytes of a die's weights, from its step module built without memory."""
+def die_weight_bytes(dims, plan, request, int4, tied: bool, max_kv: int | None = None,
+                     embedding_as_input: bool | None = None) -> int:
+    """Exact bytes of a die's weights, from its step module built without memory (`max_kv`
+    and `embedding_as_input` default to the LLM request's)."""
+    max_kv = request.max_kv_cache_size if max_kv is None else max_kv
+    if embedding_as_input is None:
+        embedding_as_input = request.embedding_as_input
     with torch.device("meta"):
         step = DecoderStep(dims, plan, seq_len=1, max_kv=max_kv,
                            embedding_as_input=embedding_as_input, dtype=request.torch_dtype,
