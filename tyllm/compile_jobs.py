@@ -53,16 +53,17 @@ def run_jobs(jobs: list[Callable], processes: int, root: Path, target, report,
     workers = [Worker(max(1, len(os.sched_getaffinity(0)) // count)) for _ in range(count - 1)]
     threads = [threading.Thread(target=w.feed, args=(jobs, (root, target), pending,
                                                       results), daemon=True) for w in workers]
-    here = InProcess()
+    here, failed = InProcess(), True
     try:
         for t in threads:
             t.start()
         finished = here.serve(jobs, (root, target, report), pending, results, done)
         for _ in range(len(jobs) - finished):
             take(results.get(), done)
+        failed = False
     finally:
         for w in workers:
-            w.close()
+            w.close(kill=failed)  # after a failure, no worker finishes its program
         for t in threads:
             t.join()
     return [p.summary() for p in (here, *workers) if p.programs]
@@ -127,8 +128,8 @@ class Worker(InProcess):
 
     def __init__(self, threads: int):
         super().__init__()
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+        paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tyllm.compile_worker", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
@@ -161,7 +162,9 @@ class Worker(InProcess):
         self.count(value)
         return value
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        if kill:
+            self.process.kill()
         try:
             self.process.stdin.close()
             self.process.wait(timeout=30)

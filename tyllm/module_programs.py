@@ -65,11 +65,10 @@ def cached_modules(graphs: list[ModuleGraph], request) -> dict:
     """fingerprint -> the entry of a program the cache holds (its files in the cache)."""
     found = {}
     for g in graphs:
-        hit = program_cache.lookup(g.program, g.onnx is not None)
-        if hit is not None and (hit[0] / program_cache.LIBRARY).is_file():
-            twin = hit[0] / program_cache.TWIN
-            found[g.program] = {**hit[1], "library": hit[0] / program_cache.LIBRARY,
-                                "onnx": twin if g.onnx else None}
+        hit = program_cache.files(g.program, g.onnx is not None)
+        if hit is not None:
+            library, twin, io = hit
+            found[g.program] = {**io, "library": library, "onnx": twin if g.onnx else None}
     return found
 
 

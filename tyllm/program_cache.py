@@ -57,6 +57,12 @@ def lookup(key: str, need_twin: bool) -> tuple[Path, dict] | None:
     return (folder, io) if whole else None
 
 
+def files(key: str, need_twin: bool) -> tuple[Path, Path, dict] | None:
+    """(library, ONNX twin, io) of a stored program, as `lookup` finds it."""
+    hit = lookup(key, need_twin)
+    return None if hit is None else (hit[0] / LIBRARY, hit[0] / TWIN, hit[1])
+
+
 def store(key: str, library: Path, twin: Path | None, io: dict) -> None:
     """Keeps a freshly compiled program, written beside its place and renamed, so a reader sees
     a whole entry or none. A published entry is never removed or rewritten (another compile may

@@ -116,12 +116,9 @@ def write_die(plan, steps, fingerprint, request, root: Path, recipe) -> list[Die
 
 def cached_programs(graphs: list[DieGraph], request) -> dict:
     """fingerprint -> (library, twin, io) of the programs the cache holds."""
-    found = {}
-    for f in {f for g in graphs for f in g.prints.values()} if request.use_cache else ():
-        hit = program_cache.lookup(f, request.export_onnx)
-        if hit is not None and (hit[0] / program_cache.LIBRARY).is_file():
-            found[f] = (hit[0] / program_cache.LIBRARY, hit[0] / program_cache.TWIN, hit[1])
-    return found
+    prints = {f for g in graphs for f in g.prints.values()} if request.use_cache else ()
+    found = {f: program_cache.files(f, request.export_onnx) for f in prints}
+    return {f: hit for f, hit in found.items() if hit is not None}
 
 
 def owned_windows(graphs: list[DieGraph], cached: dict) -> dict[int, list[int]]:
