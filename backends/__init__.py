@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Protocol
 
 DEFAULT = "emulated_cpu"
-REGISTRY = {"emulated_cpu": "backends.emulated_cpu"}  # name -> package exposing BACKEND
+REGISTRY = {"emulated_cpu": "backends.emulated_cpu",  # name -> package exposing BACKEND
+            "onnx_reference": "backends.onnx_reference"}
 
 
 class Target(Protocol):
@@ -40,6 +41,7 @@ class Target(Protocol):
 
 class Backend(Protocol):
     name: str
+    library_suffix: str  # the extension of its library files (".so" for a shared library)
 
     def target(self, num_cores: int) -> Target:
         """The target of this machine, for graphs that may use `num_cores` cores."""
@@ -58,3 +60,7 @@ def get_backend(name: str) -> Backend:
         raise UnknownBackend(f"Backend {name!r} is not one tyllm has: choose one of "
                              f"{sorted(REGISTRY)}.")
     return importlib.import_module(REGISTRY[name]).BACKEND
+
+
+def library_suffix(name: str) -> str:
+    return get_backend(name).library_suffix

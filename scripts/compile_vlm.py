@@ -46,6 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_onnx", action="store_true", help="skip the language ONNX twins")
     p.add_argument("--no_cache", action="store_true",
                    help="compile every language program anew and keep none (`tyllm cache`)")
+    p.add_argument("--backend", default="emulated_cpu",
+                   help="the backend to compile for (backends.REGISTRY; default emulated_cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no final line")
     p.add_argument("--verbose", action="store_true",
                    help="show framework output live (otherwise it goes to the tree's compile.log)")
@@ -66,7 +68,7 @@ def request_from(args) -> VlmCompileRequest:
         vm_die_remap=tuple(args.vm_die_remap) if args.vm_die_remap else None,
         lm_die_remap=tuple(args.lm_die_remap) if args.lm_die_remap else None,
         source_tokenizer=Path(args.source_tokenizer) if args.source_tokenizer else None,
-        dtype=args.dtype, num_threads=args.threads, jobs=args.jobs,
+        dtype=args.dtype, num_threads=args.threads, jobs=args.jobs, backend=args.backend,
         export_onnx=not args.no_onnx, use_cache=not args.no_cache,
         progress=not args.quiet, verbose=args.verbose)
 

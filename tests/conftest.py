@@ -78,22 +78,23 @@ def vlm_checkpoint(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def vlm_tree(vlm_checkpoint, tmp_path_factory):
-    """tree(arch, dies, vm_remap, lm_remap, sizes, modalities) compiled once per argument set
-    (max_model_len 160, prefill length 16, KV windows 32, 64 and 160: image prompts cross them)."""
+    """tree(arch, dies, vm_remap, lm_remap, sizes, modalities, backend) compiled once per
+    argument set (max_model_len 160, prefill length 16, KV windows 32, 64 and 160: image prompts
+    cross them)."""
     trees = {}
 
     from tyllm.build_util import build_and_compile_vlm
 
     def tree(arch: str, dies: int, vm_remap=None, lm_remap=None, sizes=None,
-             modalities=("image", "video")) -> Path:
-        key = (arch, dies, vm_remap, lm_remap, sizes, modalities)
+             modalities=("image", "video"), backend="emulated_cpu") -> Path:
+        key = (arch, dies, vm_remap, lm_remap, sizes, modalities, backend)
         if key not in trees:
             out = tmp_path_factory.mktemp(f"{arch}-tree") / f"{dies}die"
             trees[key] = Path(build_and_compile_vlm(
                 vlm_checkpoint(arch), out, num_die=dies, image_sizes=sizes or (SIZES[arch],),
                 modalities=modalities, prefill_lens=(16,), max_model_len=160,
                 vm_die_remap=vm_remap, lm_die_remap=lm_remap, export_onnx=False, progress=False,
-                kv_windows=(32, 64)))
+                kv_windows=(32, 64), backend=backend))
         return trees[key]
 
     return tree

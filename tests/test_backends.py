@@ -14,7 +14,7 @@ from tyllm.errors import ArtifactError, TyllmError
 
 def test_an_unknown_backend_names_the_valid_ones():
     with pytest.raises(ValueError, match=r"'npu' is not one tyllm has: choose one of "
-                                         r"\['emulated_cpu'\]"):
+                                         r"\['emulated_cpu', 'onnx_reference'\]"):
         get_backend("npu")
 
 

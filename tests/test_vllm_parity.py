@@ -1,8 +1,9 @@
 """`LLM.generate` over compiled dies == HF transformers == stock vLLM CPU, token for token.
 
-Six concurrent greedy prompts on SmolLM2 (1 die threads, 3 dies processes) and on a random Qwen3
-(2 dies threads, 4 dies processes, trees compiled when the engine starts), chunked prefill on (a
-16-token budget: long prompts are split across steps) and off. Every engine runs in its own
+Six concurrent greedy prompts on SmolLM2 (1 die threads, 3 dies processes; against HF and stock
+vLLM) and on a random Qwen3 (2 dies threads, 4 dies processes, trees compiled when the engine
+starts; against HF), chunked prefill on (a 16-token budget: long prompts are split across steps)
+and off. Every engine runs in its own
 process (tests/vllm_generate.py); engines pick tyllm through the platform plugin, one case through
 the explicit executor/worker flags of the issue's example. Stock vLLM runs with
 VLLM_TARGET_DEVICE=cpu, which skips platform plugins.
@@ -42,16 +43,17 @@ def models(smollm2_path, checkpoint_factory):
 
 @pytest.fixture(scope="module")
 def expected(models, tmp_path_factory):
-    """name -> (HF greedy tokens, stock vLLM greedy tokens) per prompt."""
+    """name -> (HF greedy tokens, stock vLLM greedy tokens or None) per prompt: stock vLLM
+    runs the real checkpoint (an engine start costs ~40 s; the random one is checked
+    against HF)."""
     result = {}
     for name, (path, prompts, extra) in models.items():
         model = load_hf(path)
         hf = [greedy(model, ids, MAX_TOKENS) for ids in prompts]
-        stock = run_job(tmp_path_factory.mktemp(f"stock-{name}"),
-                        engine(path, 1, 256, chunked=True),
-                        [request(ids, max_tokens=MAX_TOKENS, **extra) for ids in prompts],
-                        stock=True)
-        result[name] = (hf, [o["token_ids"] for o in stock])
+        stock = None if name != "smollm2" else run_job(
+            tmp_path_factory.mktemp(f"stock-{name}"), engine(path, 1, 256, chunked=True),
+            [request(ids, max_tokens=MAX_TOKENS, **extra) for ids in prompts], stock=True)
+        result[name] = (hf, stock and [o["token_ids"] for o in stock])
     return result
 
 
@@ -84,5 +86,5 @@ def test_greedy_equals_hf_and_stock_vllm(name, dies, workers, chunked, models, e
     got = [o["token_ids"] for o in outputs]
     hf, stock = expected[name]
     assert got == hf
-    assert got == stock
+    assert stock is None or got == stock
     assert (tree / "manifest.json").is_file()  # compiled at engine start when it was absent

@@ -36,6 +36,20 @@ def test_image_and_video_match_hf(vlm_tree, vlm_checkpoint, arch, dies):
     assert got == expected
 
 
+def test_onnx_reference_backend_matches_hf(vlm_tree, vlm_checkpoint):
+    """Vision, mrope, rope-index and language graphs all run in onnxruntime (the second
+    backend), the language dies' all-reduces in the runtime's collective."""
+    images, videos = inputs("qwen2_5_vl")
+    expected = hf_generate(vlm_checkpoint("qwen2_5_vl"), PROMPT, images, videos,
+                           max_new_tokens=10, fps=1.0)
+    tree = vlm_tree("qwen2_5_vl", 2, backend="onnx_reference")
+    assert (tree / "compute_rope_param.onnx").is_file() and not list(tree.rglob("*.so"))
+    with runtime.load(tree) as session:
+        got = session.generate_multimodal(PROMPT, images=images, videos=videos,
+                                          max_new_tokens=10, video_fps=1.0)
+    assert got == expected
+
+
 @pytest.mark.parametrize("arch", ["qwen2_5_vl", "qwen3_vl"])
 def test_image_only_and_video_only_prompts(vlm_tree, vlm_checkpoint, arch):
     images, videos = inputs(arch, seed=3)

@@ -74,7 +74,7 @@ def estimate(dims, plans, request, int4, tied: bool = False, *, max_kv: int | No
             + programs * windows * LIBRARY_BYTES + embedding)
     # Each compiling process holds one die's weights at a time, about twice while they are
     # read into the step module and saved.
-    processes = min(worker_count(request.jobs), programs)
+    processes = min(worker_count(request.jobs, programs * dims.num_layers), programs)
     return Budget(len(plans) * len(shapes), programs, windows, disk,
                   processes * (IMPORTS_BYTES + 2 * max(weights)), processes)
 

@@ -49,11 +49,12 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
                           source_tokenizer=None, dtype: str = "float32", num_threads: int = 0,
                           export_onnx: bool = True, progress: bool = True,
                           verbose: bool = False, kv_windows=None, use_cache: bool = True,
-                          batch_size_list=(1,), jobs: int = 0) -> str:
+                          batch_size_list=(1,), jobs: int = 0,
+                          backend: str = "emulated_cpu") -> str:
     """Compiles a Qwen2.5-VL / Qwen3-VL folder into the `<N>die` tree at `artifacts_path`
     (the Python form of scripts/compile_vlm.py). `batch_size_list` as for
-    build_and_compile_llm: language decode graphs for that many sequences per call; `jobs` as
-    for build_and_compile_llm. Returns the artifacts path."""
+    build_and_compile_llm: language decode graphs for that many sequences per call; `jobs` and
+    `backend` as for build_and_compile_llm. Returns the artifacts path."""
     from tyllm.vlm.compiler import compile_vlm
     from tyllm.vlm.request import VlmCompileRequest
 
@@ -66,5 +67,5 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
         source_tokenizer=Path(source_tokenizer) if source_tokenizer else None, dtype=dtype,
         num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
         kv_windows=None if kv_windows is None else tuple(kv_windows), use_cache=use_cache,
-        batch_size_list=as_tuple(batch_size_list), jobs=jobs)
+        batch_size_list=as_tuple(batch_size_list), jobs=jobs, backend=backend)
     return str(compile_vlm(request))

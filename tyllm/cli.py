@@ -144,11 +144,12 @@ def generate_multimodal(session, args) -> list[int]:
 
 
 def run_verify(args) -> int:
+    from tyllm.runtime.tree import Tree
     from tyllm.verify import verify_tree
 
-    checks = verify_tree(args.artifacts)
+    checks, backend = verify_tree(args.artifacts), Tree(args.artifacts).backend.name
     for c in checks:
-        print(f"{c.label()}: max |TVM - onnxruntime| = {c.max_abs_diff:.3g} "
+        print(f"{c.label()}: max |{backend} - onnxruntime twin| = {c.max_abs_diff:.3g} "
               f"(relative {c.relative_diff:.3g}) {'ok' if c.ok else 'MISMATCH'}")
     print(f"all files match the manifest; {sum(c.ok for c in checks)}/{len(checks)} graphs agree")
     return 0 if all(c.ok for c in checks) else 1

@@ -23,11 +23,21 @@ from tyllm.errors import TyllmError
 from tyllm.memory import peak_rss_mb
 
 HEADER = struct.Struct("<Q")  # the byte length of each message on a worker's pipes
+# A worker's start (importing torch, TVM and ONNX: ~5 s) costs more than it saves for programs
+# of fewer layers in all than this (measured: a 2-layer model's 2-die tree compiles in 7.8 s in
+# one warm process, 16 s with a worker).
+MIN_PARALLEL_LAYERS = 16
 
 
-def worker_count(requested: int) -> int:
-    """`jobs` of a request: 0 means one worker per core this process may use."""
-    return requested or len(os.sched_getaffinity(0))
+def worker_count(requested: int, layers: int | None = None) -> int:
+    """Processes for a request's `jobs`: 0 means one per core this process may use, or just
+    this process when the programs hold fewer than MIN_PARALLEL_LAYERS layers in all
+    (`layers`, when known)."""
+    if requested:
+        return requested
+    if layers is not None and layers < MIN_PARALLEL_LAYERS:
+        return 1
+    return len(os.sched_getaffinity(0))
 
 
 def run_job(job: Callable, root: Path, target, report) -> dict:
@@ -40,33 +50,59 @@ def run_job(job: Callable, root: Path, target, report) -> dict:
 
 
 def run_jobs(jobs: list[Callable], processes: int, root: Path, target, report,
-             done: Callable[[int, dict], None]) -> list[dict]:
-    """Runs every job, this process taking its share beside `jobs - 1` worker processes, and
-    calls `done(index, result)` in this thread as each finishes; returns how the programs and
-    time split across processes."""
-    pending, results = queue.Queue(), queue.Queue()
-    for k in range(len(jobs)):
-        pending.put(k)
-    count = min(worker_count(processes), len(jobs))
-    if count > 1:
-        report.announce(f"{len(jobs)} programs in {count} processes")
-    workers = [Worker(max(1, len(os.sched_getaffinity(0)) // count)) for _ in range(count - 1)]
-    threads = [threading.Thread(target=w.feed, args=(jobs, (root, target), pending,
-                                                      results), daemon=True) for w in workers]
-    here, failed = InProcess(), True
-    try:
-        for t in threads:
-            t.start()
-        finished = here.serve(jobs, (root, target, report), pending, results, done)
-        for _ in range(len(jobs) - finished):
-            take(results.get(), done)
-        failed = False
-    finally:
-        for w in workers:
-            w.close(kill=failed)  # after a failure, no worker finishes its program
-        for t in threads:
-            t.join()
-    return [p.summary() for p in (here, *workers) if p.programs]
+             done: Callable[[int, dict], None], layers: int | None = None) -> list[dict]:
+    """Runs every job on a pool of its own (see Pool.run)."""
+    with Pool(processes, len(jobs), layers) as pool:
+        return pool.run(jobs, root, target, report, done)
+
+
+class Pool:
+    """This process and up to `processes - 1` worker processes (no more than `jobs` in all;
+    `layers`: the layers of all the jobs' programs, see worker_count). The workers start at
+    once, so their imports overlap what this process does before it hands them jobs (the step
+    graphs: writing every die's weights)."""
+
+    def __init__(self, processes: int, jobs: int, layers: int | None = None):
+        self.count = min(worker_count(processes, layers), jobs)
+        threads = max(1, len(os.sched_getaffinity(0)) // max(1, self.count))
+        self.workers = [Worker(threads) for _ in range(self.count - 1)]
+        self.failed = False
+
+    def __enter__(self) -> "Pool":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        for w in self.workers:
+            w.close(kill=self.failed or kind is not None)  # after a failure, none finishes
+
+    def run(self, jobs: list[Callable], root: Path, target, report,
+            done: Callable[[int, dict], None]) -> list[dict]:
+        """Runs every job, this process taking its share, and calls `done(index, result)` in
+        this thread as each finishes; returns how the programs and time split across
+        processes."""
+        pending, results = queue.Queue(), queue.Queue()
+        for k in range(len(jobs)):
+            pending.put(k)
+        if self.count > 1:
+            report.announce(f"{len(jobs)} programs in {self.count} processes")
+        threads = [threading.Thread(target=w.feed, args=(jobs, (root, target), pending,
+                                                          results), daemon=True)
+                   for w in self.workers]
+        here, self.failed = InProcess(), True
+        try:
+            for t in threads:
+                t.start()
+            finished = here.serve(jobs, (root, target, report), pending, results, done)
+            for _ in range(len(jobs) - finished):
+                take(results.get(), done)
+            self.failed = False
+        finally:
+            if self.failed:
+                for w in self.workers:
+                    w.close(kill=True)
+            for t in threads:
+                t.join()
+        return [p.summary() for p in (here, *self.workers) if p.programs]
 
 
 class InOrder:

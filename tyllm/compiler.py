@@ -39,6 +39,9 @@ class LlmSteps:
     request: CompileRequest
     panels: int | None
 
+    def num_layers(self) -> int:
+        return Checkpoint(self.path).dims.num_layers
+
     def __call__(self, plan: DiePlan):
         ckpt, request = Checkpoint(self.path), self.request
         return build_die_step(ckpt.arch, ckpt.config, plan, ckpt.reader,

@@ -30,8 +30,9 @@ class ModuleGraph:
 
 
 def compile_modules(graphs: list[ModuleGraph], name: str, request, root: Path, target,
-                    report) -> list[dict]:
-    """Each graph's entry ({library, onnx, inputs, outputs, param_order})."""
+                    report, layers: int) -> list[dict]:
+    """Each graph's entry ({library, onnx, inputs, outputs, param_order}); `layers`: the
+    layers of one program (compile_jobs.worker_count)."""
     cached = cached_modules(graphs, request) if request.use_cache else {}
     owners = {}
     for i, g in enumerate(graphs):
@@ -54,7 +55,8 @@ def compile_modules(graphs: list[ModuleGraph], name: str, request, root: Path, t
     in_order = InOrder(counted)
     report.add_workers(name, run_jobs([graphs[i].job for i in order], request.jobs, root,
                                       target, report,
-                                      lambda k, r: (finished(k, r), in_order(k, r))))
+                                      lambda k, r: (finished(k, r), in_order(k, r)),
+                                      len(order) * layers))
     return [ios[g.program] if owners.get(g.program) == i else
             place_module(g, graphs[owners[g.program]] if g.program in owners else None,
                          ios.get(g.program) or cached[g.program], root, report)

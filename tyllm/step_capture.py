@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from backends import library_suffix
 from tyllm.artifacts import layout
 from tyllm.artifacts.params import save_params
 from tyllm.capture.export import describe, describe_outputs, export_step, window_inputs
@@ -40,7 +41,8 @@ def capture_windows(step, plan, shape, windows, request, root, target, timings, 
     batch, m = shape
     with report.timed(timings, "export"):
         program, inputs = export_step(step, m, make_inputs, batch)
-    libraries = {w: layout.library_file(plan.die, m, w, request.windows[-1], batch)
+    suffix = library_suffix(request.backend)
+    libraries = {w: layout.library_file(plan.die, m, w, request.windows[-1], batch, suffix)
                  for w in windows}
     onnx = layout.onnx_file(plan.die, m, batch) if request.export_onnx else None
     order = twin_and_lower(program, inputs, root, libraries, target, timings, report, onnx,

@@ -1,10 +1,12 @@
 """The step graphs of every die (LLM trees and VLM language models alike), in three phases:
 
-1. Die by die, one die's weights in memory at a time: its weights and per-M constants are
-   written, and each (batch, M) graph's program is fingerprinted per KV window.
+1. Each (batch, M) graph's program is fingerprinted per KV window (no weights needed), and
+   the worker processes for the programs the cache lacks start (tyllm/compile_jobs.py); while
+   they import, die by die, one die's weights in memory at a time, its weights and per-M
+   constants are written.
 2. Each distinct program that no earlier compile left in the program cache is captured once
-   and lowered per window, in worker processes (tyllm/compile_jobs.py): the first die that
-   runs it owns it.
+   and lowered per window, in this process and the workers: the first die that runs it owns
+   it.
 3. Every die's graphs are placed: the program its owner compiled, or the cached one.
 """
 
@@ -13,10 +15,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+from backends import library_suffix
 from tyllm import program_cache
 from tyllm.artifacts import layout
 from tyllm.compile_core import place_program
-from tyllm.compile_jobs import InOrder, run_jobs
+from tyllm.compile_jobs import InOrder, Pool
 from tyllm.models.loading import die_weights
 from tyllm.shard.plan import DiePlan
 from tyllm.step_capture import capture_windows, release_weights, save_die_weights
@@ -68,32 +71,19 @@ def compile_steps(plans: list[DiePlan], steps: Callable, fingerprint: Callable, 
     """Every die's step graphs as buffer_config entries. `steps(plan)` builds a die's step
     module (picklable: workers call it too); `fingerprint(plan, shape, window)` names a
     program for the cache."""
-    graphs = [g for plan in plans
-              for g in write_die(plan, steps, fingerprint, request, root, recipe)]
+    graphs = [g for plan in plans for g in die_graphs(plan, fingerprint, request)]
     first_entry = len(report.graphs)
     cached = cached_programs(graphs, request)
     owned = owned_windows(graphs, cached)
     jobs = [StepJob(steps, graphs[i].plan, graphs[i].shape, tuple(ws), recipe, request)
             for i, ws in owned.items()]
-    timings, ios, owner = {}, {}, list(owned)  # job k compiles graph owner[k]
-
-    def finished(k: int, result: dict) -> None:
-        """Kept in the program cache at once: a compile killed later resumes with it."""
-        g, i = graphs[owner[k]], owner[k]
-        ios[i] = result["io"]
-        for w in owned[i]:
-            keep_program(g.prints[w], root, g, w, request, result["io"][w])
-
-    def counted(k: int, result: dict) -> None:
-        g, i = graphs[owner[k]], owner[k]
-        with report.graph(g.plan.die, g.shape[1], layout.graph_kind(g.shape[1]),
-                          list(g.prints), g.shape[0]) as t:
-            t.update(result["timings"])
-        timings[i] = t
-
-    in_order = InOrder(counted)
-    report.add_workers("step", run_jobs(jobs, request.jobs, root, target, report,
-                                        lambda k, r: (finished(k, r), in_order(k, r))))
+    results = StepResults(graphs, owned, request, root, report)
+    # Workers import while the weights are written.
+    with Pool(request.jobs, len(jobs), len(jobs) * steps.num_layers()) as pool:
+        for plan in plans:
+            write_die(plan, steps, request, root, recipe)
+        report.add_workers("step", pool.run(jobs, root, target, report, results.done))
+    ios, timings = results.ios, results.timings
     entries = [entry for i, g in enumerate(graphs)
                for entry in place_die_graph(i, g, ios, timings, owned, cached, graphs, request,
                                             root, report, recipe)]
@@ -104,14 +94,48 @@ def compile_steps(plans: list[DiePlan], steps: Callable, fingerprint: Callable, 
     return entries
 
 
-def write_die(plan, steps, fingerprint, request, root: Path, recipe) -> list[DieGraph]:
+class StepResults:
+    """What the step jobs answer, in graph terms: job k compiles graph owned[k]'s windows."""
+
+    def __init__(self, graphs: list[DieGraph], owned: dict, request, root: Path, report):
+        self.graphs, self.owned, self.request, self.root, self.report = (graphs, owned, request,
+                                                                         root, report)
+        self.owner, self.ios, self.timings = list(owned), {}, {}
+        self.in_order = InOrder(self.counted)
+
+    def done(self, k: int, result: dict) -> None:
+        self.finished(k, result)
+        self.in_order(k, result)
+
+    def finished(self, k: int, result: dict) -> None:
+        """Kept in the program cache at once: a compile killed later resumes with it."""
+        i = self.owner[k]
+        self.ios[i] = result["io"]
+        for w in self.owned[i]:
+            keep_program(self.graphs[i].prints[w], self.root, self.graphs[i], w, self.request,
+                         result["io"][w])
+
+    def counted(self, k: int, result: dict) -> None:
+        i = self.owner[k]
+        g = self.graphs[i]
+        with self.report.graph(g.plan.die, g.shape[1], layout.graph_kind(g.shape[1]),
+                               list(g.prints), g.shape[0]) as t:
+            t.update(result["timings"])
+        self.timings[i] = t
+
+
+def die_graphs(plan, fingerprint, request) -> list[DieGraph]:
+    """Die `plan.die`'s step graphs, their programs named (no weights needed)."""
+    return [DieGraph(plan, shape, {w: fingerprint(plan, shape, w) for w in request.windows})
+            for shape in request.graph_shapes]
+
+
+def write_die(plan, steps, request, root: Path, recipe) -> None:
     """Die `plan.die`'s weights and constants on disk (its step built, then dropped)."""
     step = steps(plan)
     save_die_weights(root, plan, step)
     for m in request.seq_len_list:
         recipe.save_params(root, plan, m, step)
-    return [DieGraph(plan, shape, {w: fingerprint(plan, shape, w) for w in request.windows})
-            for shape in request.graph_shapes]
 
 
 def cached_programs(graphs: list[DieGraph], request) -> dict:
@@ -134,7 +158,8 @@ def owned_windows(graphs: list[DieGraph], cached: dict) -> dict[int, list[int]]:
 
 
 def library_of(g: DieGraph, window: int, request) -> str:
-    return layout.library_file(g.plan.die, g.shape[1], window, request.windows[-1], g.shape[0])
+    return layout.library_file(g.plan.die, g.shape[1], window, request.windows[-1], g.shape[0],
+                               library_suffix(request.backend))
 
 
 def onnx_of(g: DieGraph, request) -> str | None:

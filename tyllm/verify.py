@@ -1,7 +1,7 @@
 """`tyllm verify`: every file against the manifest, and every graph against onnxruntime.
 
 Each die graph runs on its own (the all-reduce is the one-die identity on both sides) with
-the same random inputs in TVM and in onnxruntime on the exported ONNX graph.
+the same random inputs in the tree's backend and in onnxruntime on the exported ONNX twin.
 """
 
 import posixpath

@@ -10,6 +10,7 @@ __all__ = ["BACKEND", "DieProgram", "TargetSpec", "lower_to_library", "lower_win
 
 class EmulatedCpu:
     name = "emulated_cpu"
+    library_suffix = ".so"
 
     def target(self, num_cores: int) -> TargetSpec:
         return TargetSpec(num_cores=num_cores)

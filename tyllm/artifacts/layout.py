@@ -54,10 +54,11 @@ def onnx_file(die: int, seq_len: int, batch: int = 1) -> str:
 
 
 def library_file(die: int, seq_len: int, window: int | None = None,
-                 max_kv: int | None = None, batch: int = 1) -> str:
-    """The seed's name for the full window (`window` None or max_kv), `_kv{W}` for others."""
+                 max_kv: int | None = None, batch: int = 1, suffix: str = ".so") -> str:
+    """The seed's name for the full window (`window` None or max_kv), `_kv{W}` for others;
+    `suffix`: the backend's (backends.library_suffix)."""
     tag = "" if window is None or window == max_kv else f"_kv{window}"
-    return f"batch_{batch}/seqlen_{seq_len}/llm_{graph_kind(seq_len)}{tag}_die{die}.so"
+    return f"batch_{batch}/seqlen_{seq_len}/llm_{graph_kind(seq_len)}{tag}_die{die}{suffix}"
 
 
 def graph_params_file(die: int, seq_len: int) -> str:

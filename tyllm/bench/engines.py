@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tyllm.bench.timing import Speed, clock, decode_rate
+from tyllm.bench.timing import Speed, clock, decode_rate, wait_until_quiet
 from tyllm.runtime.session import plan_chunks
 from tyllm.windows import history_mask, window_for
 
@@ -24,6 +24,7 @@ def bench_tree(tree: Path, prompt: list[int], new_tokens: int, workers: str, lab
 
     with runtime.load(tree, workers=workers) as session:
         session.generate(prompt[:4], 2, stop_at_eos=False)  # warm-up: page in, spin up pools
+        wait_until_quiet()
         start = clock()
         logits = session.extend(prompt, 0, slot=0)
         first = clock() - start
@@ -46,6 +47,7 @@ def bench_hf(model_path: Path, prompt: list[int], new_tokens: int, threads: int)
         return clock() - start
 
     run(2)  # warm-up
+    wait_until_quiet()
     first, total = run(1), run(new_tokens)
     return Speed("hf-eager", first, decode_rate(first, total, new_tokens), new_tokens)
 
@@ -88,6 +90,7 @@ def bench_ort(tree_path: Path, prompt: list[int], new_tokens: int, threads: int)
 
     die = OrtDie(Tree(tree_path), threads)
     die.extend(prompt[:4], 0)  # warm-up
+    wait_until_quiet()
     start = clock()
     logits = die.extend(prompt, 0)
     first = clock() - start
@@ -122,6 +125,7 @@ def run_stock_vllm(child: str, job: dict, threads: int, stock: bool = True):
                VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}")
     if stock:
         env["VLLM_TARGET_DEVICE"] = "cpu"
+    wait_until_quiet()
     done = subprocess.run([sys.executable, "-c", child, json.dumps(job)], env=env,
                           capture_output=True, text=True, timeout=1800)
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]

@@ -92,15 +92,22 @@ def link_external_weights(model: ir.Model, weights: Path, state_dict: dict) -> i
     return linked
 
 
-def export_onnx(program: torch.export.ExportedProgram, input_names: list[str], path: Path,
-                weights: Path, output_names: tuple[str, ...] = OUTPUT_NAMES) -> None:
-    onnx_program = torch.onnx.export(
-        program, (), dynamo=True, input_names=input_names, output_names=list(output_names),
+def to_onnx_ir(program: torch.export.ExportedProgram, input_names: list[str] | None = None,
+               output_names: tuple[str, ...] | None = None) -> ir.Model:
+    """The exporter's IR model of `program`; initializers still wrap the program's tensors."""
+    return torch.onnx.export(
+        program, (), dynamo=True, input_names=input_names,
+        output_names=None if output_names is None else list(output_names),
         custom_translation_table={torch.ops.tyllm.all_reduce.default: _all_reduce_as_identity,
                                   torch.ops.aten.__rshift__.Scalar: _uint8_right_shift},
-        optimize=False, verify=False, report=False, verbose=False)
-    link_external_weights(onnx_program.model, weights, program.state_dict)
-    model = ir.serde.serialize_model(onnx_program.model)
+        optimize=False, verify=False, report=False, verbose=False).model
+
+
+def export_onnx(program: torch.export.ExportedProgram, input_names: list[str], path: Path,
+                weights: Path, output_names: tuple[str, ...] = OUTPUT_NAMES) -> None:
+    model = to_onnx_ir(program, input_names, output_names)
+    link_external_weights(model, weights, program.state_dict)
+    model = ir.serde.serialize_model(model)
     mark_all_reduce(model)
     onnx.save(model, str(path))
 

@@ -21,6 +21,7 @@ import tvm
 from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
 from tyllm.runtime.native import native_library
 
+ALIGNMENT = 64  # bytes; TVM refuses less aligned buffers
 PYTHON_PACKED_FUNC = "tyllm.die_all_reduce_python"  # the native function defers to it
 _bound = threading.local()
 
@@ -247,6 +248,18 @@ def register_all_reduce() -> None:
         tvm.register_global_func(ALL_REDUCE_PACKED_FUNC, _die_all_reduce, override=True)
     elif lib.tyllm_register(ALL_REDUCE_PACKED_FUNC.encode()) != 0:
         raise RuntimeError(f"registering the native {ALL_REDUCE_PACKED_FUNC} failed")
+
+
+def all_reduce(x: torch.Tensor) -> torch.Tensor:
+    """The die all-reduce, for a backend whose programs call it from Python between kernels:
+    the same packed function (native or Python) that compiled graphs call, on the member
+    bound to this thread."""
+    function = tvm.get_global_func(ALL_REDUCE_PACKED_FUNC)
+    function.release_gil = True  # the other dies' threads must reach the barrier
+    x = x.contiguous() if x.data_ptr() % ALIGNMENT == 0 else x.clone()
+    out = torch.empty_like(x)
+    function(tvm.runtime.from_dlpack(x), tvm.runtime.from_dlpack(out))
+    return out
 
 
 @contextmanager

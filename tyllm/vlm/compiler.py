@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from backends import library_suffix
 from tyllm import program_cache
 from tyllm.artifacts import layout as llm_layout
 from tyllm.artifacts.documents import eos_token_ids
@@ -102,6 +103,9 @@ class LanguageSteps:
     request: VlmCompileRequest
     panels: int | None
 
+    def num_layers(self) -> int:
+        return VlmCheckpoint(self.path, self.request.source_tokenizer).dims.num_layers
+
     def __call__(self, plan):
         ckpt, request = VlmCheckpoint(self.path, self.request.source_tokenizer), self.request
         return build_language_step(ckpt.spec, ckpt.config, plan, ckpt.reader, ckpt.text_prefix,
@@ -148,14 +152,14 @@ def compile_mrope(ckpt, plans, request, root: Path, target, report) -> list[dict
             params = layout.mrope_params(plan.die, m)
             save_params(llm_layout.ensure_parent(root, params),
                         dict(mrope_step(ckpt.config, m, request.torch_dtype).named_parameters()))
-            library = layout.mrope_library(plan.die, m)
+            library = layout.mrope_library(plan.die, m, library_suffix(request.backend))
             program = program_cache.fingerprint(ckpt.config.to_dict(), {
                 "graph": "mrope", "seq_len": m, "dtype": request.dtype,
                 "target": target.as_json()})
             graphs.append(ModuleGraph(plan.die, m, "mrope", program,
                                       MropeJob(ckpt.path, m, request.torch_dtype, library),
                                       library))
-    entries = compile_modules(graphs, "mrope", request, root, target, report)
+    entries = compile_modules(graphs, "mrope", request, root, target, report, layers=0)
     return [{**entry, "die": g.die, "seq_len": g.rows, "params": layout.mrope_params(g.die,
                                                                                     g.rows)}
             for g, entry in zip(graphs, entries, strict=True)]
@@ -171,8 +175,9 @@ def compile_rope_index(request, runs: int, root: Path, target, report) -> dict:
     save_params(root / layout.ROPE_INDEX_PARAMS,
                 {"max_length": torch.tensor([length]), "max_runs": torch.tensor([runs])})
     with report.graph(0, length, "rope index") as t:
-        entry = compile_module(step, inputs, ("position_ids", "rope_delta"), root,
-                               layout.ROPE_INDEX_LIBRARY, target, t, report)
+        library = layout.rope_index_library(library_suffix(request.backend))
+        entry = compile_module(step, inputs, ("position_ids", "rope_delta"), root, library,
+                               target, t, report)
     return {"params": layout.ROPE_INDEX_PARAMS, "max_length": length, "max_runs": runs, **entry}
 
 

@@ -15,7 +15,6 @@ from tyllm.artifacts.layout import PREPROCESSOR  # noqa: F401  (a file of the tr
 
 VISUAL = "visual"
 MROPE = "mrope"
-ROPE_INDEX_LIBRARY = "compute_rope_param.so"
 ROPE_INDEX_PARAMS = "compute_rope_param.params"
 
 
@@ -23,8 +22,8 @@ def size_tag(size: tuple[int, int]) -> str:
     return f"{size[0]}x{size[1]}"
 
 
-def vit_library(die: int, size, default: bool) -> str:
-    return f"{VISUAL}/vit_die{die}.so" if default else f"{VISUAL}/vit_die{die}_{size_tag(size)}.so"
+def vit_library(die: int, size, default: bool, suffix: str = ".so") -> str:
+    return f"{VISUAL}/vit_die{die}{'' if default else f'_{size_tag(size)}'}{suffix}"
 
 
 def vit_weights(die: int) -> str:
@@ -39,8 +38,12 @@ def vit_onnx(die: int, size) -> str:
     return f"{VISUAL}/vit_die{die}_{size_tag(size)}.onnx"
 
 
-def mrope_library(die: int, seq_len: int) -> str:
-    return f"{MROPE}/mrope_die{die}_{seq_len}.so"
+def mrope_library(die: int, seq_len: int, suffix: str = ".so") -> str:
+    return f"{MROPE}/mrope_die{die}_{seq_len}{suffix}"
+
+
+def rope_index_library(suffix: str = ".so") -> str:
+    return f"compute_rope_param{suffix}"
 
 
 def mrope_params(die: int, seq_len: int) -> str:

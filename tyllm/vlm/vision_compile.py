@@ -5,6 +5,7 @@ from pathlib import Path
 
 import torch
 
+from backends import library_suffix
 from tyllm import program_cache
 from tyllm.artifacts.documents import FORMAT_VERSION, write_json
 from tyllm.artifacts.layout import ensure_parent
@@ -98,7 +99,7 @@ def vision_graphs(ckpt, plans, grids: dict, request, target) -> list[ModuleGraph
     graphs = []
     for plan in plans:
         for i, (size, grid) in enumerate(grids.items()):
-            library = layout.vit_library(plan.die, size, default=i == 0)
+            library = layout.vit_library(plan.die, size, i == 0, library_suffix(request.backend))
             onnx = layout.vit_onnx(plan.die, size)  # always: the vision twin is part of visual/
             job = VisionJob(ckpt.path, request.torch_dtype, plan, grid, library, onnx,
                             layout.vit_weights(plan.die))
@@ -136,7 +137,8 @@ def write_visual(ckpt, grids: dict, request, root: Path, target, report) -> dict
         write_vision_die(tower, plan, grids, request, root)
     del tower
     modules = vision_graphs(ckpt, plans, grids, request, target)
-    entries = compile_modules(modules, "vision", request, root, target, report)
+    entries = compile_modules(modules, "vision", request, root, target, report,
+                              ckpt.config.vision_config.depth)
     graphs = [{**entry, "die": plan.die, "size": list(size), "grid": list(grid),
                "weights": layout.vit_weights(plan.die),
                "constants": layout.vit_grid_params(plan.die, size)}
