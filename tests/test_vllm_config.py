@@ -55,6 +55,28 @@ def test_engine_batch_sizes_cover_max_num_seqs_unless_named(checkpoint_factory, 
         engine_tree(vllm_config(model, {"batch_sizes": 4}))
 
 
+def test_vlm_checkpoint_options_shape_its_tree(vlm_checkpoint, checkpoint_factory, tmp_path,
+                                              monkeypatch):
+    from tyllm.vllm_ext.artifacts import engine_tree, mismatches
+
+    monkeypatch.setenv("TYLLM_CACHE", str(tmp_path))
+    model = vlm_checkpoint("qwen2_5_vl")
+    want = engine_tree(vllm_config(model, {"image_sizes": "56x84,112x84", "prefill_lens": [16],
+                                           "batch_sizes": [1]}))
+    assert want.vision.image_sizes == ((56, 84), (112, 84))
+    assert want.seq_lens == (1, 8, 16)
+    default = engine_tree(vllm_config(model, {"batch_sizes": [1]}))
+    assert default.vision.image_sizes == ((448, 448),)
+    assert default.artifacts_path != want.artifacts_path
+    tree = {"dies": 2, "max_kv_cache_size": 128, "seq_len_list": [1, 8, 16],
+            "modalities": ["image"], "vision": {"sizes": [{"size": [56, 84]}]}}
+    assert mismatches(want, tree) == ["image_sizes engine=[(56, 84), (112, 84)] tree=[(56, 84)]"]
+    with pytest.raises(TyllmError, match=r"image_sizes.*remove them"):
+        engine_tree(vllm_config(checkpoint_factory("qwen3"), {"image_sizes": "56x84"}))
+    with pytest.raises(TyllmError, match="HEIGHTxWIDTH"):
+        engine_tree(vllm_config(model, {"image_sizes": ["56 by 84"]}))
+
+
 def test_serve_refuses_a_missing_model(capsys):
     assert main(["serve", "/no/such/model"]) == 2
     assert "not a folder" in capsys.readouterr().err

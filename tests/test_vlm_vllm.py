@@ -1,6 +1,6 @@
-"""A compiled VLM tree behind vLLM: LLM.generate with images, and `tyllm serve` chat with an
-image, equal the tree's own greedy generate_multimodal (itself checked against HF in
-test_vlm.py)."""
+"""A compiled VLM tree behind vLLM: LLM.generate with images, an engine started on the VLM
+checkpoint itself (compiled at start), and `tyllm serve` chat with an image, equal the tree's own
+greedy generate_multimodal (itself checked against HF in test_vlm.py)."""
 
 import base64
 import io
@@ -67,6 +67,25 @@ def test_llm_generate_with_images_and_videos(vlm_tree, tmp_path):
                 r["prompt"], images=load(r.get("images", [])),
                 videos=[load(v) for v in r.get("videos", [])], max_new_tokens=8)
             assert got["token_ids"] == want
+
+
+def test_engine_start_compiles_a_vlm_checkpoint(tree, vlm_checkpoint, tmp_path):
+    """LLM(model=VLM checkpoint, tensor_parallel_size=2) compiles visual/, mrope/ and the
+    language dies from additional_config (programs from the cache the `tree` fixture filled),
+    then serves an image request with the new tree's own greedy tokens."""
+    out = tmp_path / "engine-tree" / "2die"
+    options = {"artifacts_path": str(out), "image_sizes": [list(SIZES[ARCH])],
+               "modalities": ["image", "video"], "prefill_lens": [16], "kv_windows": [32, 64],
+               "batch_sizes": [1]}
+    kwargs = engine(vlm_checkpoint(ARCH), 2, 160, chunked=False,
+                    additional_config={"tyllm": options})
+    image = picture(SIZES[ARCH], 9)
+    image.save(tmp_path / "a.png")
+    sampling = {"temperature": 0, "max_tokens": 8, "ignore_eos": True}
+    got = run_job(tmp_path / "job", kwargs,
+                  [{"prompt": ONE, "images": [str(tmp_path / "a.png")], "sampling": sampling}])
+    assert (out / "visual").is_dir() and (out / "mrope").is_dir()
+    assert got[0]["token_ids"] == expected(out, ONE, [image], 8)
 
 
 def test_serve_chat_with_an_image(tree, tmp_path):

@@ -3,7 +3,8 @@
 `additional_config={"tyllm": {...}}` names it: `artifacts_path` (default: a folder under the tyllm
 cache keyed by the checkpoint and the engine's shape), `seq_len_list` (default [1, 8]),
 `batch_sizes` (decode graphs for that many sequences per call; default `engine_batch_sizes` of
-max_num_seqs) and `workers` ("threads" or "processes", default "threads")."""
+max_num_seqs), `kv_windows` (as build_and_compile_llm) and `workers` ("threads" or "processes",
+default "threads"). A VLM checkpoint takes the vision options of vlm_engine.py besides."""
 
 
 import hashlib
@@ -16,10 +17,14 @@ from tyllm.artifacts.documents import read_json
 from tyllm.cache import cache_root
 from tyllm.errors import TyllmError
 from tyllm.request import check_batch_sizes
+from tyllm.vllm_ext import vlm_engine
+from tyllm.vllm_ext.tree_model import TREE_KEY
+from tyllm.vllm_ext.vlm_engine import VISION_OPTIONS, VisionOptions, vision_options, vlm_seq_lens
 from tyllm.worker_kinds import WORKER_NAMES
 
 CONFIG_KEY = "tyllm"
-OPTIONS = ("artifacts_path", "seq_len_list", "batch_sizes", "workers")
+OPTIONS = ("artifacts_path", "seq_len_list", "batch_sizes", "workers", "kv_windows",
+           *VISION_OPTIONS)
 BATCH_CAP = 16  # the largest batch compiled by default; more sequences take several calls
 
 
@@ -35,6 +40,8 @@ class EngineTree:
     workers: str = "threads"
     batch_sizes: tuple[int, ...] = (1,)
     named_batches: bool = False  # batch_sizes came from the user, not from max_num_seqs
+    kv_windows: tuple[int, ...] | None = None
+    vision: VisionOptions | None = None  # a VLM checkpoint's tree
 
 
 def tyllm_options(vllm_config) -> dict:
@@ -55,14 +62,28 @@ def engine_tree(vllm_config) -> EngineTree:
     model_path = Path(vllm_config.model_config.model)
     dies = vllm_config.parallel_config.tensor_parallel_size
     max_kv = vllm_config.model_config.max_model_len
-    seq_lens = tuple(sorted(options.get("seq_len_list", (1, 8))))
+    vision = vision_options(model_path, options)
+    seq_lens = vlm_seq_lens(options) if vision else tuple(
+        sorted(options.get("seq_len_list", (1, 8))))
     named = "batch_sizes" in options
     batches = tuple(sorted({1, *options["batch_sizes"]}) if named else engine_batch_sizes(
         vllm_config.scheduler_config.max_num_seqs))
-    artifacts = options.get("artifacts_path") or default_artifacts_path(model_path, dies, max_kv,
-                                                                        seq_lens, batches)
+    windows = tuple(options["kv_windows"]) if options.get("kv_windows") else None
+    artifacts = options.get("artifacts_path") or default_artifacts_path(
+        model_path, dies, max_kv, seq_lens, batches, vision)
     return EngineTree(model_path, Path(artifacts), dies, max_kv, seq_lens,
-                      options.get("workers", "threads"), batches, named)
+                      options.get("workers", "threads"), batches, named, windows, vision)
+
+
+def name_vlm_tree(vllm_config) -> None:
+    """For an engine on a VLM checkpoint: finds or compiles its tree now, in the front end, and
+    names it in the config, where the image processing (vlm_model.py) and the worker find it."""
+    if not vlm_engine.is_vlm_checkpoint(Path(vllm_config.model_config.model)):
+        return
+    path = ensure_tree(engine_tree(vllm_config))
+    setattr(vllm_config.model_config.hf_config, TREE_KEY, str(path.resolve()))
+    extra = vllm_config.additional_config
+    extra[CONFIG_KEY] = {**extra.get(CONFIG_KEY, {}), "artifacts_path": str(path)}
 
 
 def engine_batch_sizes(max_num_seqs: int) -> tuple[int, ...]:
@@ -85,10 +106,12 @@ def checkpoint_fingerprint(model_path: Path) -> str:
 
 
 def default_artifacts_path(model_path: Path, dies: int, max_kv: int, seq_lens,
-                           batches=(1,)) -> Path:
+                           batches=(1,), vision: VisionOptions | None = None) -> Path:
     key = f"{checkpoint_fingerprint(model_path)}-kv{max_kv}-s{'_'.join(map(str, seq_lens))}"
     if tuple(batches) != (1,):
         key += f"-b{'_'.join(map(str, batches))}"
+    if vision:
+        key += f"-v{vision.key()}"
     return cache_root() / "engines" / f"{model_path.name}-{key}" / f"{dies}die"
 
 
@@ -98,7 +121,8 @@ def mismatches(want: EngineTree, config: dict) -> list[str]:
              ("seq_len_list", list(want.seq_lens), sorted(config["seq_len_list"]))]
     if want.named_batches:  # an existing tree is otherwise served with the batches it has
         pairs.append(("batch_sizes", list(want.batch_sizes), config.get("batch_sizes", [1])))
-    return [f"{name} engine={a} tree={b}" for name, a, b in pairs if a != b]
+    bad = [f"{name} engine={a} tree={b}" for name, a, b in pairs if a != b]
+    return bad + (vlm_engine.mismatches(want.vision, config) if want.vision else [])
 
 
 def ensure_tree(want: EngineTree) -> Path:
@@ -110,14 +134,23 @@ def ensure_tree(want: EngineTree) -> Path:
     if bad:
         raise TyllmError(f"The tree at {want.artifacts_path} does not match this engine "
                          f"({'; '.join(bad)}): set tensor_parallel_size, max_model_len and "
-                         f"seq_len_list (and batch_sizes) to the tree's values, or choose "
-                         f"another artifacts_path.")
+                         f"seq_len_list (and batch_sizes, image_sizes) to the tree's values, "
+                         f"or choose another artifacts_path.")
     return want.artifacts_path
 
 
 def compile_tree(want: EngineTree) -> None:
-    from tyllm.build_util import build_and_compile_llm
+    from tyllm.build_util import build_and_compile_llm, build_and_compile_vlm
 
+    if want.vision:
+        v = want.vision
+        build_and_compile_vlm(
+            want.model_path, want.artifacts_path, num_die=want.dies, image_sizes=v.image_sizes,
+            modalities=v.modalities, max_model_len=want.max_kv, vm_die_remap=v.vm_die_remap,
+            prefill_lens=[m for m in want.seq_lens if m not in vlm_engine.FIXED_LENS],
+            lm_die_remap=v.lm_die_remap, kv_windows=want.kv_windows,
+            batch_size_list=want.batch_sizes)
+        return
     build_and_compile_llm(want.model_path, want.artifacts_path, max_kv_cache_size=want.max_kv,
                           seq_len_list=want.seq_lens, dev_count=want.dies,
-                          batch_size_list=want.batch_sizes)
+                          batch_size_list=want.batch_sizes, kv_windows=want.kv_windows)

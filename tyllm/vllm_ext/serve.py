@@ -1,7 +1,8 @@
 """`tyllm serve MODEL_OR_TREE [tyllm flags] [vLLM serve flags]`: vLLM's OpenAI server on the dies.
 
-MODEL_OR_TREE is a HF checkpoint folder (compiled on engine start unless the tree exists) or a
-compiled `<N>die` tree (served as compiled: die count, max_model_len and seq lens come from it).
+MODEL_OR_TREE is a HF checkpoint folder, LLM or VLM (compiled on engine start unless the tree
+exists; a VLM at `--image-sizes`) or a compiled `<N>die` tree (served as compiled: die count,
+max_model_len and seq lens come from it).
 Everything after it that is not a tyllm flag goes to vLLM's own `serve` parser, so `--port`,
 `--api-key`, `--max-num-seqs`, `--served-model-name`... mean what they mean for `vllm serve`.
 The platform plugin routes the engine to the EdgeX executor; this module only builds the args.
@@ -17,7 +18,8 @@ from tyllm.vllm_ext.artifacts import CONFIG_KEY
 from tyllm.worker_kinds import WORKER_NAMES
 
 USAGE = "tyllm serve MODEL_OR_TREE [--artifacts-path P] [--seq-len-list 1,8] " \
-        "[--batch-sizes 1,4] [--workers threads|processes] [vLLM serve flags]"
+        "[--batch-sizes 1,4] [--image-sizes 448x448] [--workers threads|processes] " \
+        "[vLLM serve flags]"
 
 
 def tyllm_parser() -> argparse.ArgumentParser:
@@ -26,6 +28,8 @@ def tyllm_parser() -> argparse.ArgumentParser:
     p.add_argument("--seq-len-list", type=int_list, help="graph lengths when compiling, e.g. 1,8")
     p.add_argument("--batch-sizes", type=int_list,
                    help="decode batch sizes when compiling (default: cover --max-num-seqs)")
+    p.add_argument("--image-sizes",
+                   help="a VLM checkpoint's compiled image sizes, e.g. 540x960,720x1280")
     p.add_argument("--workers", choices=WORKER_NAMES, default="threads",
                    help="run dies as threads of the engine or as one process each")
     return p
@@ -39,6 +43,8 @@ def options_from_flags(known: argparse.Namespace) -> dict:
         options["seq_len_list"] = known.seq_len_list
     if known.batch_sizes:
         options["batch_sizes"] = known.batch_sizes
+    if known.image_sizes:
+        options["image_sizes"] = known.image_sizes
     return options
 
 
@@ -58,22 +64,6 @@ def engine_argv(model: Path, options: dict, rest: list[str]) -> tuple[list[str],
     return argv + rest, options
 
 
-def refuse_vlm_checkpoint(model: Path) -> None:
-    """A VLM is compiled with explicit image sizes first (the engine cannot guess them)."""
-    import json
-
-    from tyllm.models.vlm.spec import supported_vlms
-    from tyllm.vllm_ext.tree_model import is_tree
-
-    config = model / "config.json"
-    if is_tree(model) or not config.is_file():
-        return
-    names = json.loads(config.read_text()).get("architectures") or []
-    if set(names) & set(supported_vlms()):
-        raise TyllmError(f"{model} is a vision-language checkpoint ({names[0]}): compile it "
-                         f"with scripts/compile_vlm.py (image sizes, dies) and serve the tree.")
-
-
 def serve(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         tyllm_parser().print_help()
@@ -83,7 +73,6 @@ def serve(argv: list[str]) -> int:
     if not model.is_dir():
         raise TyllmError(f"{argv[0]!r} is not a folder: pass a HF checkpoint folder or a "
                          f"compiled <N>die tree.")
-    refuse_vlm_checkpoint(model)
     known, rest = tyllm_parser().parse_known_args(argv[1:])
     vllm_argv, options = engine_argv(model, options_from_flags(known), rest)
     run_vllm_server(vllm_argv, options)

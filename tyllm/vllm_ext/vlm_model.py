@@ -5,7 +5,9 @@ and would not run the compiled dies anyway. This registers an architecture whose
 processing is tyllm's (`tyllm.vlm.inputs`, the tree's compiled sizes and the HF PIL image
 processor), so vLLM's front end (LLM.generate, the OpenAI server) expands image placeholders and
 hands the EdgeX worker the pixel rows; the worker runs the tree. The model class is never built:
-the worker replaces vLLM's model runner. Registered by the `vllm.general_plugins` entry point.
+the worker replaces vLLM's model runner. Registered by the `vllm.general_plugins` entry point,
+also under the VLM checkpoints' own architectures (an engine started on a checkpoint: the tree is
+compiled first, vlm_engine.py).
 """
 
 from functools import cached_property
@@ -26,8 +28,10 @@ from vllm.multimodal.processing import (
     PromptUpdateDetails,
 )
 
+from tyllm.errors import TyllmError
 from tyllm.vllm_ext.tree_model import TREE_KEY, VLM_ARCH
 from tyllm.vlm.inputs import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, VisionItem
+from tyllm.vlm.request import MODALITIES
 
 ARCH = VLM_ARCH
 VIDEO_FPS = 2.0  # frames given to vLLM are taken as sampled at this rate (as generate_multimodal)
@@ -39,9 +43,15 @@ class TreeProcessingInfo(BaseProcessingInfo):
         from tyllm.runtime.tree import Tree
         from tyllm.vlm.session import preprocessor_for
 
-        return preprocessor_for(Tree(getattr(self.get_hf_config(), TREE_KEY)))
+        tree = getattr(self.get_hf_config(), TREE_KEY, None)
+        if tree is None:
+            raise TyllmError(f"{ARCH} serves compiled VLM trees: start the engine on tyllm's "
+                             f"platform (the default once tyllm is installed).")
+        return preprocessor_for(Tree(tree))
 
     def get_supported_mm_limits(self):
+        if getattr(self.get_hf_config(), TREE_KEY, None) is None:  # asked before the tree exists
+            return {m: None for m in MODALITIES}
         return {m: None for m in self.preprocessor.modalities}
 
     def get_hf_processor(self, **kwargs):
@@ -163,8 +173,17 @@ def frames_of(video) -> list[Image.Image]:
 
 
 def register() -> None:
-    """The `vllm.general_plugins` entry point: makes the architecture known to vLLM."""
+    """The `vllm.general_plugins` entry point: makes the architecture known to vLLM, and on
+    tyllm's platform also stands it for the VLM architectures tyllm compiles, so an engine on a
+    VLM checkpoint never imports vLLM's own Qwen-VL code (stock vLLM keeps it)."""
     from vllm import ModelRegistry
+    from vllm.platforms import current_platform
 
-    if ARCH not in ModelRegistry.get_supported_archs():
-        ModelRegistry.register_model(ARCH, f"{__name__}:{ARCH}")
+    from tyllm.models.vlm.spec import supported_vlms
+    from tyllm.vllm_ext.names import PLATFORM_QUALNAME
+
+    ModelRegistry.register_model(ARCH, f"{__name__}:{ARCH}")
+    platform = type(current_platform)
+    if f"{platform.__module__}.{platform.__qualname__}" == PLATFORM_QUALNAME:
+        for name in supported_vlms():
+            ModelRegistry.register_model(name, f"{__name__}:{ARCH}")
