@@ -5,4 +5,4 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 "$PYTHON" -c "import tyllm, tvm, vllm" 2>/dev/null || bash scripts/install.sh
 "$PYTHON" -m ruff check .
-"$PYTHON" -m pytest -q -ra "$@"
+"$PYTHON" -m pytest -q -ra --durations=30 "$@"

@@ -20,8 +20,13 @@ def compile_tree(ckpt, out, dies, **kwargs):
                                  progress=False, **kwargs)
 
 
-@pytest.mark.parametrize("arch", ["qwen3", "qwen2", "llama"])
-@pytest.mark.parametrize("dies", [1, 2, 3, 4])
+# every die count on Qwen3, two on each other architecture (their layers differ from Qwen3's,
+# not their sharding): 8 trees instead of 12, for the CI's time
+LAYOUTS = [("qwen3", 1), ("qwen3", 2), ("qwen3", 3), ("qwen3", 4), ("qwen2", 1), ("qwen2", 3),
+           ("llama", 2), ("llama", 4)]
+
+
+@pytest.mark.parametrize(("arch", "dies"), LAYOUTS, ids=[f"{d}-{a}" for a, d in LAYOUTS])
 def test_greedy_tokens_equal_hf(arch, dies, checkpoint_factory, tmp_path):
     ckpt = checkpoint_factory(arch)
     tree = compile_tree(ckpt, tmp_path, dies, embedding_as_input=(dies == 2))

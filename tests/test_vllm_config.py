@@ -77,6 +77,11 @@ def test_vlm_checkpoint_options_shape_its_tree(vlm_checkpoint, checkpoint_factor
         engine_tree(vllm_config(model, {"image_sizes": ["56 by 84"]}))
 
 
+def test_serve_refuses_a_vlm_checkpoint_without_image_sizes(vlm_checkpoint, capsys):
+    assert main(["serve", str(vlm_checkpoint("qwen2_5_vl")), "--port", "1"]) == 2
+    assert "--image-sizes" in capsys.readouterr().err
+
+
 def test_serve_refuses_a_missing_model(capsys):
     assert main(["serve", "/no/such/model"]) == 2
     assert "not a folder" in capsys.readouterr().err

@@ -134,7 +134,7 @@ def test_bad_inputs(vlm_tree, vlm_checkpoint, checkpoint_factory, tmp_path):
                               progress=False)
     from tyllm.cli import main
 
-    assert main(["serve", str(vlm_checkpoint(arch))]) == 2  # compile_vlm first, then serve
+    assert main(["serve", str(vlm_checkpoint(arch))]) == 2  # serve needs --image-sizes
     with pytest.raises(TyllmError, match="vm_die_remap"):
         build_and_compile_vlm(vlm_checkpoint(arch), tmp_path / "r" / "2die", num_die=2,
                               vm_die_remap=(0, 2), progress=False)

@@ -4,7 +4,7 @@ tree and for stock vLLM CPU, each in its own child process."""
 
 from pathlib import Path
 
-from tyllm.bench.engines import run_stock_vllm
+from tyllm.bench.engines import run_child
 
 CONCURRENCY = [1, 2, 4, 8]
 
@@ -44,7 +44,7 @@ def tree_throughput(tree: Path, ids: list[int], new_tokens: int, threads: int) -
 
     engine = engine_kwargs(tree) | {"max_num_seqs": max(CONCURRENCY),
                                     "gpu_memory_utilization": 0.1}
-    return keyed(run_stock_vllm(CHILD, engine_job(engine, ids, new_tokens), threads, False))
+    return keyed(run_child(CHILD, engine_job(engine, ids, new_tokens), threads, False))
 
 
 def vllm_throughput(model: Path, ids: list[int], new_tokens: int, threads: int, max_len: int,
@@ -52,7 +52,7 @@ def vllm_throughput(model: Path, ids: list[int], new_tokens: int, threads: int, 
     """tok/s by concurrency of stock vLLM CPU at `dtype`."""
     engine = {"model": str(model), "dtype": dtype, "max_model_len": max_len,
               "max_num_seqs": max(CONCURRENCY), "gpu_memory_utilization": 0.5}
-    return keyed(run_stock_vllm(CHILD, engine_job(engine, ids, new_tokens), threads))
+    return keyed(run_child(CHILD, engine_job(engine, ids, new_tokens), threads))
 
 
 def kv_bytes_per_slot(tree: Path) -> int:

@@ -118,9 +118,9 @@ if __name__ == "__main__":
 """
 
 
-def run_stock_vllm(child: str, job: dict, threads: int, stock: bool = True):
-    """Runs `child` (a script printing RESULT<json>) in a process with tyllm's plugin off
-    (stock vLLM CPU; `stock=False`: on, the engine runs a tree); returns the JSON."""
+def run_child(child: str, job: dict, threads: int, stock: bool = True):
+    """Runs `child` (a script printing RESULT<json> of `job`) in a fresh process, with vLLM's
+    tyllm plugin off (stock vLLM CPU; `stock=False`: on); returns the JSON."""
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1",
                VLLM_CPU_OMP_THREADS_BIND=f"0-{threads - 1}")
     if stock:
@@ -130,12 +130,12 @@ def run_stock_vllm(child: str, job: dict, threads: int, stock: bool = True):
                           capture_output=True, text=True, timeout=1800)
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
     if done.returncode != 0 or not lines:
-        raise RuntimeError(f"vLLM run failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"benchmark child failed:\n{done.stderr[-3000:]}")
     return json.loads(lines[-1][len("RESULT"):])
 
 
 def bench_vllm(model_path: Path, prompt: list[int], new_tokens: int, threads: int) -> Speed:
     job = {"model": str(model_path), "prompt": prompt, "new_tokens": new_tokens,
            "max_len": max(256, len(prompt) + new_tokens + 8)}
-    first, total = run_stock_vllm(VLLM_CHILD, job, threads)
+    first, total = run_child(VLLM_CHILD, job, threads)
     return Speed("vllm-cpu", first, decode_rate(first, total, new_tokens), new_tokens)

@@ -4,11 +4,12 @@ Every engine prefills the same token ids (the benchmark prompt repeated to lengt
 the first token; each figure is the median of `REPEATS` runs after a warm-up.
 """
 
+import os
 from pathlib import Path
 
 import torch
 
-from tyllm.bench.engines import OrtDie, run_stock_vllm
+from tyllm.bench.engines import OrtDie, run_child
 from tyllm.bench.timing import median_seconds
 
 REPEATS = 3
@@ -19,7 +20,26 @@ def prompt_of(length: int, ids: list[int]) -> list[int]:
     return (ids * (length // len(ids) + 1))[:length]
 
 
-def ttft_tree(tree: Path, lengths: list[int], ids: list[int], workers: str = "threads") -> dict:
+TREE_TTFT_CHILD = """
+import json, sys
+if __name__ == "__main__":
+    from tyllm.bench.prefill import ttft_tree_here
+    job = json.loads(sys.argv[1])
+    print("RESULT" + json.dumps(ttft_tree_here(job["tree"], job["lengths"], job["ids"],
+                                               job["workers"])))
+"""
+
+
+def ttft_tree(tree: Path, lengths: list[int], ids: list[int], workers: str = "threads",
+              threads: int = 0) -> dict:
+    """In a fresh process, as stock vLLM's: nothing the benchmark ran before in its own process
+    (other trees' thread pools, HF's OpenMP threads) shares the cores a prefill uses."""
+    job = {"tree": str(tree), "lengths": lengths, "ids": ids, "workers": workers}
+    result = run_child(TREE_TTFT_CHILD, job, threads or os.cpu_count() or 1, stock=False)
+    return {int(n): t for n, t in result.items()}
+
+
+def ttft_tree_here(tree: Path, lengths: list[int], ids: list[int], workers: str) -> dict:
     from tyllm import runtime
 
     with runtime.load(tree, workers=workers) as session:
@@ -74,7 +94,7 @@ def ttft_vllm(model: Path, lengths: list[int], ids: list[int], threads: int,
     """Stock vLLM CPU (tyllm's plugin off) in a child process: `LLM.generate` of one token."""
     job = {"model": str(model), "dtype": dtype, "repeats": REPEATS,
            "max_len": max(lengths) + 16, "prompts": {n: prompt_of(n, ids) for n in lengths}}
-    return {int(n): t for n, t in run_stock_vllm(VLLM_TTFT_CHILD, job, threads).items()}
+    return {int(n): t for n, t in run_child(VLLM_TTFT_CHILD, job, threads).items()}
 
 
 def decode_at_history(tree: Path, histories: list[int], ids: list[int], tokens: int = 16,

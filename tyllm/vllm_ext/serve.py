@@ -64,6 +64,27 @@ def engine_argv(model: Path, options: dict, rest: list[str]) -> tuple[list[str],
     return argv + rest, options
 
 
+def additional_tyllm_options(rest: list[str]) -> dict:
+    """The tyllm options inside a `--additional-config JSON` among vLLM's flags."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--additional-config", "--additional_config", default=None)
+    text = p.parse_known_args(rest)[0].additional_config
+    try:
+        return dict((json.loads(text) if text else {}).get(CONFIG_KEY) or {})
+    except (ValueError, AttributeError, TypeError):
+        return {}  # vLLM's own parser reports a malformed value
+
+
+def refuse_unsized_vlm(model: Path, options: dict) -> None:
+    """A VLM checkpoint is served at the image sizes the user names (a server cannot guess)."""
+    from tyllm.vllm_ext.vlm_engine import is_vlm_checkpoint
+
+    if is_vlm_checkpoint(model) and "image_sizes" not in options:
+        raise TyllmError(f"{model} is a vision-language checkpoint: name the image sizes to "
+                         f"compile with --image-sizes (e.g. 448x448,540x960), or serve a tree "
+                         f"compiled by scripts/compile_vlm.py.")
+
+
 def serve(argv: list[str]) -> int:
     if not argv or argv[0].startswith("-"):
         tyllm_parser().print_help()
@@ -75,6 +96,7 @@ def serve(argv: list[str]) -> int:
                          f"compiled <N>die tree.")
     known, rest = tyllm_parser().parse_known_args(argv[1:])
     vllm_argv, options = engine_argv(model, options_from_flags(known), rest)
+    refuse_unsized_vlm(model, {**additional_tyllm_options(rest), **options})
     run_vllm_server(vllm_argv, options)
     return 0
 
