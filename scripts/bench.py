@@ -170,11 +170,9 @@ def prefill_engines(args, model: Path, work: Path, ids: list[int],
     """TTFT at TTFT_TOKENS for every engine (`default_lens`: a tree with seq lens [1, 8] too),
     and the prefill matmul against torch's."""
     skip = set(filter(None, args.skip.split(",")))
-    ttft = {"tyllm-1die-prefill": ttft_tree(prefill_tree(work), TTFT_TOKENS, ids,
-                                            threads=args.threads)}
+    ttft = {"tyllm-1die-prefill": ttft_tree(prefill_tree(work), TTFT_TOKENS, ids)}
     if default_lens is not None:
-        ttft["tyllm-1die-default-lens"] = ttft_tree(default_lens, TTFT_TOKENS, ids,
-                                                    threads=args.threads)
+        ttft["tyllm-1die-default-lens"] = ttft_tree(default_lens, TTFT_TOKENS, ids)
     if "hf" not in skip:
         ttft["hf-eager"] = ttft_hf(model, TTFT_TOKENS, ids, args.threads)
     if "ort" not in skip and default_lens is not None:

@@ -30,12 +30,12 @@ if __name__ == "__main__":
 """
 
 
-def ttft_tree(tree: Path, lengths: list[int], ids: list[int], workers: str = "threads",
-              threads: int = 0) -> dict:
+def ttft_tree(tree: Path, lengths: list[int], ids: list[int], workers: str = "threads") -> dict:
     """In a fresh process, as stock vLLM's: nothing the benchmark ran before in its own process
-    (other trees' thread pools, HF's OpenMP threads) shares the cores a prefill uses."""
+    (other trees' thread pools, HF's OpenMP threads) shares the cores a prefill uses. The tree
+    runs on the cores its runtime places it on (all of them at 1 die)."""
     job = {"tree": str(tree), "lengths": lengths, "ids": ids, "workers": workers}
-    result = run_child(TREE_TTFT_CHILD, job, threads or os.cpu_count() or 1, stock=False)
+    result = run_child(TREE_TTFT_CHILD, job, os.cpu_count() or 1, stock=False)
     return {int(n): t for n, t in result.items()}
 
 
