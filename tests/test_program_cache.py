@@ -106,17 +106,21 @@ def test_a_second_vlm_tree_takes_every_program_from_the_cache(vlm_checkpoint, ca
     args = dict(num_die=1, image_sizes=((56, 84),), max_model_len=64, kv_windows=(16,),
                 export_onnx=False, progress=False)
     ckpt = vlm_checkpoint("qwen2_5_vl")
-    trees = [Path(build_and_compile_vlm(ckpt, tmp_path / name / "1die", **args))
-             for name in ("a", "b")]
-    language = [[g for g in json.loads((t / "compile_report.json").read_text())["graphs"]
-                 if g["kind"] in ("decode", "prefill")] for t in trees]
+    # the first compile runs on two processes: one pool for every kind of graph
+    trees = [Path(build_and_compile_vlm(ckpt, tmp_path / name / "1die", **args, jobs=jobs))
+             for name, jobs in (("a", 2), ("b", 0))]
+    reports = [json.loads((t / "compile_report.json").read_text()) for t in trees]
+    language = [[g for g in r["graphs"] if g["kind"] in ("decode", "prefill")] for r in reports]
     assert [next(iter(g["seconds"])) for g in language[0]] == ["export", "export"]
     assert [next(iter(g["seconds"])) for g in language[1]] == ["cached", "cached"]
     assert all(g["windows"] == [16, 64] for g in language[1])
-    static = [[next(iter(g["seconds"])) for g in json.loads((t / "compile_report.json")
-               .read_text())["graphs"] if g["kind"] == "mrope" or g["kind"].startswith("vision")]
-              for t in trees]
-    assert static[0] == ["export"] * 3 and static[1] == ["cached"] * len(static[1])
+    static = [[next(iter(g["seconds"])) for g in r["graphs"] if g["kind"] in ("mrope",
+               "rope index") or g["kind"].startswith("vision")] for r in reports]
+    assert static[0] == ["export"] * 4 and static[1] == ["cached"] * 4
+    kinds = {w["graphs"] for w in reports[0]["workers"]}
+    assert kinds == {"vision", "step", "mrope", "rope index"}
+    assert len({w["worker"] for w in reports[0]["workers"]}) == 2  # one worker served all
+    assert reports[1]["workers"] == []  # nothing to compile: no worker started
     with runtime.load(trees[0]) as a, runtime.load(trees[1]) as b:
         prompt = [3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38, 32, 79, 50, 28]
         assert a.generate(prompt, 6, stop_at_eos=False) == b.generate(prompt, 6,

@@ -53,12 +53,3 @@ def compile_module(module, inputs: dict, output_names: tuple[str, ...], root: Pa
             "outputs": [t.as_json() for t in describe_outputs(program, output_names)],
             "param_order": order}
 
-
-def share_module(twin: dict, root: Path, library: str, timings: dict, report,
-                 onnx: str | None = None, onnx_weights: str | None = None) -> dict:
-    """The entry of a module whose program `twin` already compiled: the same library file, the
-    same ONNX graph pointing into `onnx_weights`."""
-    with report.timed(timings, "shared"):
-        place_program(root / twin["library"], root / twin["onnx"] if twin["onnx"] else None,
-                      root, library, onnx, onnx_weights)
-    return {**twin, "library": library, "onnx": onnx}

@@ -49,24 +49,15 @@ def run_job(job: Callable, root: Path, target, report) -> dict:
                      "peak_rss_mb": peak_rss_mb()}
 
 
-def run_jobs(jobs: list[Callable], processes: int, root: Path, target, report,
-             done: Callable[[int, dict], None], layers: int | None = None) -> list[dict]:
-    """Runs every job on a pool of its own (see Pool.run)."""
-    with Pool(processes, len(jobs), layers) as pool:
-        return pool.run(jobs, root, target, report, done)
-
-
 class Pool:
-    """This process and up to `processes - 1` worker processes (no more than `jobs` in all;
-    `layers`: the layers of all the jobs' programs, see worker_count). The workers start at
-    once, so their imports overlap what this process does before it hands them jobs (the step
-    graphs: writing every die's weights)."""
+    """This process and the worker processes one compile's jobs are worth: up to `processes - 1`
+    (see worker_count), started on the first `start` or `run` that needs them and kept for every
+    later run of the compile (an LLM's step graphs; a VLM's vision, language, mrope and
+    rope-index graphs), so each worker imports torch, TVM and ONNX once. Started before this
+    process writes the weights, they import meanwhile."""
 
-    def __init__(self, processes: int, jobs: int, layers: int | None = None):
-        self.count = min(worker_count(processes, layers), jobs)
-        threads = max(1, len(os.sched_getaffinity(0)) // max(1, self.count))
-        self.workers = [Worker(threads) for _ in range(self.count - 1)]
-        self.failed = False
+    def __init__(self, processes: int):
+        self.processes, self.workers, self.failed = processes, [], False
 
     def __enter__(self) -> "Pool":
         return self
@@ -75,19 +66,35 @@ class Pool:
         for w in self.workers:
             w.close(kill=self.failed or kind is not None)  # after a failure, none finishes
 
+    @property
+    def count(self) -> int:
+        return 1 + len(self.workers)
+
+    def start(self, jobs: int, layers: int | None = None) -> None:
+        """Starts the workers `jobs` jobs holding `layers` layers in all are worth, if fewer
+        run."""
+        wanted = min(worker_count(self.processes, layers), jobs)
+        threads = max(1, len(os.sched_getaffinity(0)) // max(1, wanted))
+        while self.count < wanted:
+            self.workers.append(Worker(threads))
+
     def run(self, jobs: list[Callable], root: Path, target, report,
-            done: Callable[[int, dict], None]) -> list[dict]:
+            done: Callable[[int, dict], None], layers: int | None = None) -> list[dict]:
         """Runs every job, this process taking its share, and calls `done(index, result)` in
-        this thread as each finishes; returns how the programs and time split across
+        this thread as each finishes; returns how these jobs' programs and time split across
         processes."""
+        self.start(len(jobs), layers)
+        workers = self.workers[:max(0, len(jobs) - 1)]
         pending, results = queue.Queue(), queue.Queue()
         for k in range(len(jobs)):
             pending.put(k)
-        if self.count > 1:
-            report.announce(f"{len(jobs)} programs in {self.count} processes")
+        if workers:
+            report.announce(f"{len(jobs)} programs in {1 + len(workers)} processes")
+        for w in workers:
+            w.reset()
         threads = [threading.Thread(target=w.feed, args=(jobs, (root, target), pending,
                                                           results), daemon=True)
-                   for w in self.workers]
+                   for w in workers]
         here, self.failed = InProcess(), True
         try:
             for t in threads:
@@ -102,7 +109,7 @@ class Pool:
                     w.close(kill=True)
             for t in threads:
                 t.join()
-        return [p.summary() for p in (here, *self.workers) if p.programs]
+        return [p.summary() for p in (here, *workers) if p.programs]
 
 
 class InOrder:
@@ -130,7 +137,12 @@ class InProcess:
     """This process's share of the jobs, between which it hands on the workers' results."""
 
     def __init__(self):
-        self.pid, self.programs, self.busy, self.peak_rss_mb = os.getpid(), 0, 0.0, 0.0
+        self.pid = os.getpid()
+        self.reset()
+
+    def reset(self) -> None:
+        """Counts from zero (a worker serves several runs of one compile)."""
+        self.programs, self.busy, self.peak_rss_mb = 0, 0.0, 0.0
 
     def serve(self, jobs, context, pending: queue.Queue, results: queue.Queue, done) -> int:
         """Runs jobs until none is pending; returns how many results it handed on."""

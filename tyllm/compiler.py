@@ -18,6 +18,7 @@ from tyllm.artifacts.params import save_params
 from tyllm.budget import check_disk, estimate
 from tyllm.capture.export import step_inputs
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
+from tyllm.compile_jobs import Pool
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import causal_mask
 from tyllm.models.loading import SHARED_CONSTANTS, build_die_step
@@ -152,9 +153,10 @@ def build_tree(ckpt: Checkpoint, request: CompileRequest, root: Path, report) ->
     target = request.target()
     # Step 2. Every die's weights, then each distinct (batch, seq_len) program compiled once.
     steps = LlmSteps(request.model_path, request, target.weight_panels)
-    graphs = compile_steps(plans, steps, partial(program_fingerprint, ckpt, request=request,
-                                                 target=target),
-                           request, root, target, report, LLM_STEP)
+    with Pool(request.jobs) as pool:
+        graphs = compile_steps(plans, steps, partial(program_fingerprint, ckpt, request=request,
+                                                     target=target),
+                               request, root, target, report, LLM_STEP, pool)
     # Step 3. Documents, tokenizer, embedding table, report.
     write_documents(root, tree_config(ckpt, request, plans, target), graphs)
     copy_tokenizer(ckpt, root)

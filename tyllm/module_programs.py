@@ -9,7 +9,7 @@ from pathlib import Path
 
 from tyllm import program_cache
 from tyllm.compile_core import place_program
-from tyllm.compile_jobs import InOrder, run_jobs
+from tyllm.compile_jobs import InOrder, Pool
 
 IO_KEYS = ("inputs", "outputs", "param_order")
 
@@ -30,9 +30,11 @@ class ModuleGraph:
 
 
 def compile_modules(graphs: list[ModuleGraph], name: str, request, root: Path, target,
-                    report, layers: int) -> list[dict]:
+                    report, layers: int, pool: Pool,
+                    write: Callable[[], None] = lambda: None) -> list[dict]:
     """Each graph's entry ({library, onnx, inputs, outputs, param_order}); `layers`: the
-    layers of one program (compile_jobs.worker_count)."""
+    layers of one program (compile_jobs.worker_count); `write()` puts the graphs' weights on
+    disk while the pool's workers start."""
     cached = cached_modules(graphs, request) if request.use_cache else {}
     owners = {}
     for i, g in enumerate(graphs):
@@ -53,8 +55,9 @@ def compile_modules(graphs: list[ModuleGraph], name: str, request, root: Path, t
             t.update(result["timings"])
 
     in_order = InOrder(counted)
-    report.add_workers(name, run_jobs([graphs[i].job for i in order], request.jobs, root,
-                                      target, report,
+    pool.start(len(order), len(order) * layers)
+    write()
+    report.add_workers(name, pool.run([graphs[i].job for i in order], root, target, report,
                                       lambda k, r: (finished(k, r), in_order(k, r)),
                                       len(order) * layers))
     return [ios[g.program] if owners.get(g.program) == i else

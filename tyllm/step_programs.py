@@ -67,10 +67,10 @@ class DieGraph:
 
 
 def compile_steps(plans: list[DiePlan], steps: Callable, fingerprint: Callable, request,
-                  root: Path, target, report, recipe: StepRecipe) -> list[dict]:
+                  root: Path, target, report, recipe: StepRecipe, pool: Pool) -> list[dict]:
     """Every die's step graphs as buffer_config entries. `steps(plan)` builds a die's step
     module (picklable: workers call it too); `fingerprint(plan, shape, window)` names a
-    program for the cache."""
+    program for the cache; `pool` compiles the programs."""
     graphs = [g for plan in plans for g in die_graphs(plan, fingerprint, request)]
     first_entry = len(report.graphs)
     cached = cached_programs(graphs, request)
@@ -78,11 +78,11 @@ def compile_steps(plans: list[DiePlan], steps: Callable, fingerprint: Callable, 
     jobs = [StepJob(steps, graphs[i].plan, graphs[i].shape, tuple(ws), recipe, request)
             for i, ws in owned.items()]
     results = StepResults(graphs, owned, request, root, report)
-    # Workers import while the weights are written.
-    with Pool(request.jobs, len(jobs), len(jobs) * steps.num_layers()) as pool:
-        for plan in plans:
-            write_die(plan, steps, request, root, recipe)
-        report.add_workers("step", pool.run(jobs, root, target, report, results.done))
+    layers = len(jobs) * steps.num_layers()
+    pool.start(len(jobs), layers)  # workers import while the weights are written
+    for plan in plans:
+        write_die(plan, steps, request, root, recipe)
+    report.add_workers("step", pool.run(jobs, root, target, report, results.done, layers))
     ios, timings = results.ios, results.timings
     entries = [entry for i, g in enumerate(graphs)
                for entry in place_die_graph(i, g, ios, timings, owned, cached, graphs, request,

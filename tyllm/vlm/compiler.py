@@ -19,6 +19,7 @@ from tyllm.artifacts.params import save_params
 from tyllm.budget import Budget, check_disk, estimate, with_static_graphs
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
 from tyllm.compile_core import compile_module
+from tyllm.compile_jobs import Pool
 from tyllm.compiler import (
     compile_into,
     copy_tokenizer,
@@ -113,13 +114,14 @@ class LanguageSteps:
                                    int4=ckpt.int4, panels=self.panels)
 
 
-def compile_language(ckpt, plans, request, root: Path, target, report) -> list[dict]:
+def compile_language(ckpt, plans, request, root: Path, target, report,
+                     pool: Pool) -> list[dict]:
     """Every language die's graphs, one per (M, KV window): each distinct program compiled
     once (dies with the same program key share it), or taken from the program cache."""
     steps = LanguageSteps(request.model_path, request, target.weight_panels)
     return compile_steps(plans, steps, partial(language_fingerprint, ckpt, request=request,
                                                target=target),
-                         request, root, target, report, LANGUAGE_STEP)
+                         request, root, target, report, LANGUAGE_STEP, pool)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def mrope_step(config, m: int, dtype) -> MropeStep:
     return MropeStep(spec.hf_class(spec.rotary_class)(config=config.text_config), m, dtype)
 
 
-def compile_mrope(ckpt, plans, request, root: Path, target, report) -> list[dict]:
+def compile_mrope(ckpt, plans, request, root: Path, target, report, pool: Pool) -> list[dict]:
     """3-axis positions -> cos/sin, per language die and M: the same program on every die."""
     graphs = []
     for plan in plans:
@@ -159,25 +161,45 @@ def compile_mrope(ckpt, plans, request, root: Path, target, report) -> list[dict
             graphs.append(ModuleGraph(plan.die, m, "mrope", program,
                                       MropeJob(ckpt.path, m, request.torch_dtype, library),
                                       library))
-    entries = compile_modules(graphs, "mrope", request, root, target, report, layers=0)
+    entries = compile_modules(graphs, "mrope", request, root, target, report, 0, pool)
     return [{**entry, "die": g.die, "seq_len": g.rows, "params": layout.mrope_params(g.die,
                                                                                     g.rows)}
             for g, entry in zip(graphs, entries, strict=True)]
 
 
-def compile_rope_index(request, runs: int, root: Path, target, report) -> dict:
+@dataclass(frozen=True)
+class RopeIndexJob:
+    """Compiles the rope-index program over `length` positions and `runs` vision runs (a
+    compile job: tyllm/compile_jobs.py)."""
+
+    length: int
+    runs: int
+    library: str
+
+    def __call__(self, root: Path, target, report) -> dict:
+        timings = {}
+        inputs = {"token_type": torch.zeros(self.length, dtype=torch.int64),
+                  "grids": torch.zeros(self.runs, 3, dtype=torch.int64),
+                  "intervals": torch.zeros(self.runs, dtype=torch.float32),
+                  "length": torch.zeros(1, dtype=torch.int64)}
+        entry = compile_module(RopeIndexStep(self.length, self.runs), inputs,
+                               ("position_ids", "rope_delta"), root, self.library, target,
+                               timings, report)
+        return {"io": entry, "timings": timings}
+
+
+def compile_rope_index(request, runs: int, root: Path, target, report, pool: Pool) -> dict:
+    """Token types + vision grids -> 3-axis positions: one program, kept in the program cache
+    like every other (it depends on the lengths and the target only)."""
     length = request.max_model_len
-    step = RopeIndexStep(length, runs)
-    inputs = {"token_type": torch.zeros(length, dtype=torch.int64),
-              "grids": torch.zeros(runs, 3, dtype=torch.int64),
-              "intervals": torch.zeros(runs, dtype=torch.float32),
-              "length": torch.zeros(1, dtype=torch.int64)}
     save_params(root / layout.ROPE_INDEX_PARAMS,
                 {"max_length": torch.tensor([length]), "max_runs": torch.tensor([runs])})
-    with report.graph(0, length, "rope index") as t:
-        library = layout.rope_index_library(library_suffix(request.backend))
-        entry = compile_module(step, inputs, ("position_ids", "rope_delta"), root, library,
-                               target, t, report)
+    library = layout.rope_index_library(library_suffix(request.backend))
+    program = program_cache.fingerprint({}, {"graph": "rope-index", "length": length,
+                                             "runs": runs, "target": target.as_json()})
+    graph = ModuleGraph(0, length, "rope index", program, RopeIndexJob(length, runs, library),
+                        library)
+    [entry] = compile_modules([graph], "rope index", request, root, target, report, 0, pool)
     return {"params": layout.ROPE_INDEX_PARAMS, "max_length": length, "max_runs": runs, **entry}
 
 
@@ -204,12 +226,13 @@ def write_vlm_tree(ckpt, request, root: Path, report) -> None:
     target = request.target()
     processor = image_processor(ckpt.path, ckpt.config.vision_config)
     grids = {size: patch_grid(processor, size) for size in request.image_sizes}
-    # Step 2. Every graph: vision, language, mrope, rope index.
-    vision = write_visual(ckpt, grids, request, root, target, report)
-    graphs = compile_language(ckpt, plans, request, root, target, report)
-    mrope = compile_mrope(ckpt, plans, request, root, target, report)
+    # Step 2. Every graph: vision, language, mrope, rope index, on one pool of processes.
     runs = max_vision_runs(request, grids, ckpt.config.vision_config.spatial_merge_size)
-    rope_index = compile_rope_index(request, runs, root, target, report)
+    with Pool(request.jobs) as pool:
+        vision = write_visual(ckpt, grids, request, root, target, report, pool)
+        graphs = compile_language(ckpt, plans, request, root, target, report, pool)
+        mrope = compile_mrope(ckpt, plans, request, root, target, report, pool)
+        rope_index = compile_rope_index(request, runs, root, target, report, pool)
     # Step 3. Documents, tokenizer, processor config, embedding table.
     write_documents(root, tree_config(ckpt, request, plans, vision, target), graphs,
                     mrope=mrope, rope_index=rope_index)

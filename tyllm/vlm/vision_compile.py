@@ -126,19 +126,21 @@ def vision_graph_document(config, plans, graphs: list[dict]) -> dict:
             "merge": "die 0's outputs (every die computes the replicated merger)"}
 
 
-def write_visual(ckpt, grids: dict, request, root: Path, target, report) -> dict:
-    """Compiles every vision program; returns the `vision` section of config.json."""
+def write_visual(ckpt, grids: dict, request, root: Path, target, report, pool) -> dict:
+    """Compiles every vision program on `pool` (compile_jobs.Pool); returns the `vision`
+    section of config.json."""
     config = ckpt.config
     sizes = vision_sizes(config.vision_config)
     plans = plan_vision(config.vision_config.num_heads, sizes.intermediate,
                         len(request.vision_remap))
-    tower = load_vision_tower(ckpt.spec, config, ckpt.reader, request.torch_dtype)
-    for plan in plans:
-        write_vision_die(tower, plan, grids, request, root)
-    del tower
+    def write() -> None:
+        tower = load_vision_tower(ckpt.spec, config, ckpt.reader, request.torch_dtype)
+        for plan in plans:
+            write_vision_die(tower, plan, grids, request, root)
+
     modules = vision_graphs(ckpt, plans, grids, request, target)
     entries = compile_modules(modules, "vision", request, root, target, report,
-                              ckpt.config.vision_config.depth)
+                              ckpt.config.vision_config.depth, pool, write)
     graphs = [{**entry, "die": plan.die, "size": list(size), "grid": list(grid),
                "weights": layout.vit_weights(plan.die),
                "constants": layout.vit_grid_params(plan.die, size)}
