@@ -3,6 +3,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-"$PYTHON" -c "import tyllm, tvm, vllm" 2>/dev/null || bash scripts/install.sh
+"$PYTHON" -c "import tyllm, tvm, vllm, xdist" 2>/dev/null || bash scripts/install.sh
 "$PYTHON" -m ruff check .
-"$PYTHON" -m pytest -q -ra --durations=30 "$@"
+# Two xdist workers: most tests keep one core busy (compiles, engine starts); files that share
+# session fixtures run on one worker (tests/conftest.py::pytest_collection_modifyitems).
+"$PYTHON" -m pytest -q -ra --durations=30 -n "${TEST_WORKERS:-2}" --dist loadgroup \
+  --no-loadscope-reorder "$@"

@@ -5,18 +5,43 @@ import pytest
 from models import make_checkpoint  # tests/ is on sys.path (pytest's rootdir-relative import)
 from vlm_models import SIZES, VLM_MAKERS
 
+# Test files that share session fixtures run on one xdist worker (scripts/test.sh runs two);
+# the longest groups are handed out first so the workers finish together.
+SHARED_GROUPS = {"test_smollm2": "smollm2", "test_vllm_parity": "smollm2",
+                 "test_vllm_sampling": "smollm2", "test_vllm_server": "smollm2",
+                 "test_vlm": "vlm", "test_vlm_vllm": "vlm"}
+LONGEST_FIRST = ["smollm2", "vlm", "test_parity_random", "test_quant_convert", "test_quant",
+                 "test_program_cache", "test_bench", "test_docker", "test_artifacts"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """One xdist group per test file (module fixtures compile once), files sharing session
+    fixtures in one group, the longest groups first."""
+    def group(item) -> str:
+        module = item.path.stem
+        return SHARED_GROUPS.get(module, module)
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))
+
 
 @pytest.fixture(scope="session", autouse=True)
-def private_cache(tmp_path_factory):
+def suite_environment(tmp_path_factory):
     """The suite's own tyllm cache (programs, converted SmolLM2, engine trees): a run never
-    takes a program compiled by an earlier run or by the user's own compiles."""
-    before = os.environ.get("TYLLM_CACHE")
-    os.environ["TYLLM_CACHE"] = str(tmp_path_factory.mktemp("tyllm-cache"))
+    takes a program compiled by an earlier run or by the user's own compiles. Benchmarks
+    called by tests never wait for a quiet machine: tests run side by side."""
+    values = {"TYLLM_CACHE": str(tmp_path_factory.mktemp("tyllm-cache")),
+              "TYLLM_BENCH_QUIET_WAIT_S": "0"}
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     yield
-    if before is None:
-        os.environ.pop("TYLLM_CACHE", None)
-    else:
-        os.environ["TYLLM_CACHE"] = before
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.fixture(scope="session")
@@ -98,3 +123,19 @@ def vlm_tree(vlm_checkpoint, tmp_path_factory):
         return trees[key]
 
     return tree
+
+
+@pytest.fixture(scope="session")
+def smollm2_engines(smollm2_path, smollm2_tree, tmp_path_factory):
+    """{"stock" | "tyllm": [greedy outputs, sampled outputs]} of the two SmolLM2 engines the vLLM
+    parity and sampling tests share (tests/smollm2_requests.py; an engine start costs ~35 s):
+    stock vLLM CPU, and tyllm's 1-die tree as threads, whole-prompt prefill both."""
+    from smollm2_requests import batches
+    from vllm_jobs import engine, run_batches
+
+    requests = batches(smollm2_path)
+    tyllm = {"tyllm": {"artifacts_path": str(smollm2_tree(1)), "workers": "threads"}}
+    return {name: run_batches(tmp_path_factory.mktemp(f"{name}-engine"),
+                              engine(smollm2_path, 1, 256, chunked=False, **extra), requests,
+                              stock=name == "stock")
+            for name, extra in (("stock", {}), ("tyllm", {"additional_config": tyllm}))}

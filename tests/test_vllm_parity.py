@@ -1,7 +1,8 @@
 """`LLM.generate` over compiled dies == HF transformers == stock vLLM CPU, token for token.
 
 Six concurrent greedy prompts on SmolLM2 (1 die threads, 3 dies processes; against HF and stock
-vLLM) and on a random Qwen3 (2 dies threads, its tree compiled when the engine starts, with
+vLLM, whose engine and tyllm's 1-die whole-prompt one the sampling test shares) and on a
+random Qwen3 (2 dies threads, its tree compiled when the engine starts, with
 the batch sizes max_num_seqs asks for; against HF), chunked prefill on (a 16-token budget: long
 prompts are split across steps) and off. Every engine runs in its own process
 (tests/vllm_generate.py); engines pick tyllm through the platform plugin, one case through
@@ -13,16 +14,11 @@ import random
 
 import pytest
 from models import greedy, load_hf
+from smollm2_requests import GREEDY_TOKENS, greedy_prompts
 from vllm_jobs import engine, request, run_job
-
-from tyllm.text import encode_prompt
 
 pytestmark = pytest.mark.slow
 
-MAX_TOKENS = 16
-SMOL_QUESTIONS = ["What is the capital of France?", "Write a haiku about the sea.",
-                  "What is 12 times 12?", "Name three primary colours.",
-                  "Who wrote Romeo and Juliet?", "Translate 'good morning' into Spanish."]
 QWEN3 = dict(hidden_size=128, intermediate_size=256, num_attention_heads=4,
              num_key_value_heads=2, head_dim=32, vocab_size=320)
 EXPLICIT_FLAGS = {"distributed_executor_backend": "EdgeXExecutor",
@@ -35,24 +31,22 @@ def models(smollm2_path, checkpoint_factory):
     rng = random.Random(0)
     qwen3 = checkpoint_factory("qwen3", seed=3, **QWEN3)
     return {
-        "smollm2": (smollm2_path, [encode_prompt(smollm2_path, q) for q in SMOL_QUESTIONS], {}),
+        "smollm2": (smollm2_path, greedy_prompts(smollm2_path), {}),
         "qwen3": (qwen3, [[rng.randrange(1, 320) for _ in range(n)] for n in (3, 7, 12, 20, 33, 5)],
                   {"ignore_eos": True}),
     }
 
 
 @pytest.fixture(scope="module")
-def expected(models, tmp_path_factory):
+def expected(models, smollm2_engines):
     """name -> (HF greedy tokens, stock vLLM greedy tokens or None) per prompt: stock vLLM
-    runs the real checkpoint (an engine start costs ~40 s; the random one is checked
+    runs the real checkpoint (an engine start costs ~35 s; the random one is checked
     against HF)."""
     result = {}
-    for name, (path, prompts, extra) in models.items():
+    for name, (path, prompts, _) in models.items():
         model = load_hf(path)
-        hf = [greedy(model, ids, MAX_TOKENS) for ids in prompts]
-        stock = None if name != "smollm2" else run_job(
-            tmp_path_factory.mktemp(f"stock-{name}"), engine(path, 1, 256, chunked=True),
-            [request(ids, max_tokens=MAX_TOKENS, **extra) for ids in prompts], stock=True)
+        hf = [greedy(model, ids, GREEDY_TOKENS) for ids in prompts]
+        stock = smollm2_engines["stock"][0] if name == "smollm2" else None
         result[name] = (hf, stock and [o["token_ids"] for o in stock])
     return result
 
@@ -66,20 +60,21 @@ def qwen3_trees(tmp_path_factory):
 # its requests takes ~40 s on two cores, so not the full cross product)
 CASES = [("smollm2", 1, "threads", True), ("smollm2", 1, "threads", False),
          ("smollm2", 3, "processes", True), ("qwen3", 2, "threads", True)]
+SHARED = ("smollm2", 1, "threads", False)  # the engine of conftest.py::smollm2_engines
 
 
 @pytest.mark.parametrize(("name", "dies", "workers", "chunked"), CASES,
                          ids=[f"{n}-{d}die-{w}-{'chunked' if c else 'whole'}"
                               for n, d, w, c in CASES])
 def test_greedy_equals_hf_and_stock_vllm(name, dies, workers, chunked, models, expected,
-                                         smollm2_tree, qwen3_trees, tmp_path):
+                                         smollm2_tree, smollm2_engines, qwen3_trees, tmp_path):
     path, prompts, extra = models[name]
     tree = smollm2_tree(dies) if name == "smollm2" else qwen3_trees / f"{dies}die"
     options = {"tyllm": {"artifacts_path": str(tree), "workers": workers}}
     flags = EXPLICIT_FLAGS if (name, dies, chunked) == ("smollm2", 1, True) else {}
-    outputs = run_job(tmp_path, engine(path, dies, 256, chunked, additional_config=options,
-                                       **flags),
-                      [request(ids, max_tokens=MAX_TOKENS, **extra) for ids in prompts])
+    outputs = smollm2_engines["tyllm"][0] if (name, dies, workers, chunked) == SHARED else \
+        run_job(tmp_path, engine(path, dies, 256, chunked, additional_config=options, **flags),
+                [request(ids, max_tokens=GREEDY_TOKENS, **extra) for ids in prompts])
     got = [o["token_ids"] for o in outputs]
     hf, stock = expected[name]
     assert got == hf

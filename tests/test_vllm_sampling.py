@@ -1,17 +1,16 @@
 """Sampling through tyllm's vLLM worker: vLLM's own sampler, fed what vLLM's input batch would feed.
 
 Unit tests drive BatchSampler on made-up logits; the slow test runs seeded sampling, top-k/top-p,
-penalties, stop strings and logprobs on compiled SmolLM2 and on stock vLLM CPU, and compares.
+penalties, stop strings and logprobs (tests/smollm2_requests.py) on compiled SmolLM2 and on stock
+vLLM CPU, and compares: the engines are shared with the parity test (conftest.py).
 """
 
 import math
 
 import pytest
 import torch
-from vllm_jobs import engine, request, run_job
 
 from tyllm.errors import TyllmError
-from tyllm.text import encode_prompt
 
 VOCAB = 50
 
@@ -95,20 +94,9 @@ def test_unsupported_parameters_are_named(field):
         check_supported(SamplingParams(**{field: value}))
 
 
-SAMPLED = [dict(temperature=0.8, top_p=0.9, seed=11), dict(temperature=0.8, top_p=0.9, seed=11),
-           dict(temperature=1.0, top_k=5, seed=12), dict(temperature=0, repetition_penalty=1.3),
-           dict(temperature=0, logprobs=3), dict(temperature=0, stop=["Paris"])]
-
-
 @pytest.mark.slow
-def test_sampling_matches_stock_vllm(smollm2_path, smollm2_tree, tmp_path):
-    ids = encode_prompt(smollm2_path, "What is the capital of France?")
-    requests = [request(ids, max_tokens=12, **s) for s in SAMPLED]
-    options = {"tyllm": {"artifacts_path": str(smollm2_tree(1))}}
-    ours = run_job(tmp_path / "tyllm", engine(smollm2_path, 1, 256, chunked=False,
-                                              additional_config=options), requests)
-    stock = run_job(tmp_path / "stock", engine(smollm2_path, 1, 256, chunked=False), requests,
-                    stock=True)
+def test_sampling_matches_stock_vllm(smollm2_engines):
+    ours, stock = smollm2_engines["tyllm"][1], smollm2_engines["stock"][1]
     assert ours[0]["token_ids"] == ours[1]["token_ids"]  # same seed, same tokens
     for mine, theirs in zip(ours, stock, strict=True):
         assert mine["token_ids"] == theirs["token_ids"]

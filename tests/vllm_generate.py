@@ -1,6 +1,9 @@
 """Runs one vLLM engine in its own process and writes its outputs as JSON (used by the tests).
 
-    python vllm_generate.py job.json   # {"engine": {LLM kwargs}, "requests": [...], "out": path}
+    python vllm_generate.py job.json  # {"engine": {LLM kwargs}, "batches": [[...]], "out": path}
+
+Each batch of requests is one `LLM.generate` call (engines are shared between tests that way);
+the outputs are a list per batch.
 
 Each request is {"prompt_token_ids": [...], "sampling": {...SamplingParams kwargs}}, or
 {"prompt": text, "images": [png paths], "videos": [[frame png paths]], "sampling": ...}. With
@@ -40,19 +43,24 @@ def engine_kwargs(engine: dict) -> dict:
     return engine
 
 
+def generate(llm, requests: list[dict]) -> list[dict]:
+    from vllm import SamplingParams
+
+    prompts = [prompt_of(r) for r in requests]
+    params = [SamplingParams(**r["sampling"]) for r in requests]
+    results = llm.generate(prompts, params, use_tqdm=False)
+    return [{"token_ids": list(r.outputs[0].token_ids), "text": r.outputs[0].text,
+             "logprobs": logprob_rows(r.outputs[0])} for r in results]
+
+
 def main(job_path: str) -> None:
-    from vllm import LLM, SamplingParams
+    from vllm import LLM
 
     job = json.loads(open(job_path).read())
     llm = LLM(**engine_kwargs(job["engine"]))
-    prompts = [prompt_of(r) for r in job["requests"]]
-    params = [SamplingParams(**r["sampling"]) for r in job["requests"]]
-    results = llm.generate(prompts, params, use_tqdm=False)
-    outputs = [{"token_ids": list(r.outputs[0].token_ids), "text": r.outputs[0].text,
-                "logprobs": logprob_rows(r.outputs[0])} for r in results]
+    outputs = [generate(llm, requests) for requests in job["batches"]]
     with open(job["out"], "w") as f:
         json.dump(outputs, f)
-
 
 if __name__ == "__main__":
     main(sys.argv[1])

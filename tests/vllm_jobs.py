@@ -25,9 +25,15 @@ def request(ids: list[int], **sampling) -> dict:
 
 def run_job(tmp: Path, engine_kwargs: dict, requests: list[dict], stock: bool = False) -> list:
     """Outputs of one engine; `stock` runs vLLM's own CPU backend (platform plugins skipped)."""
+    return run_batches(tmp, engine_kwargs, [requests], stock)[0]
+
+
+def run_batches(tmp: Path, engine_kwargs: dict, batches: list[list[dict]],
+                stock: bool = False) -> list[list]:
+    """Outputs of one engine that runs each batch of requests as one `LLM.generate` call."""
     tmp.mkdir(parents=True, exist_ok=True)
     job, out = tmp / "job.json", tmp / "out.json"
-    job.write_text(json.dumps({"engine": engine_kwargs, "requests": requests, "out": str(out)}))
+    job.write_text(json.dumps({"engine": engine_kwargs, "batches": batches, "out": str(out)}))
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1")
     if stock:
         env["VLLM_TARGET_DEVICE"] = "cpu"
