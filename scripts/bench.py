@@ -5,6 +5,7 @@
     python scripts/bench.py --model DIR --dies 4 --threads 2 --out docs/bench/mine.json
     python scripts/bench.py --prefill-only  # TTFT at 41 and 512 tokens, the prefill matmul
     python scripts/bench.py --serving-only  # 1-8 concurrent requests through vLLM
+    python scripts/bench.py --load-only TREE [TREE ...]  # peak RSS of loading compiled trees
 
 Same model, prompt, dtype (fp32) and thread count for every engine. Measures time to first token
 and decode tokens/s for: the tree at 1 die, at each N of --dies (threads and processes workers),
@@ -42,8 +43,10 @@ from tyllm.smollm2 import prepare_smollm2
 from tyllm.text import encode_prompt
 
 PROMPT = "Explain in a few sentences why the sky is blue."
-PREFILL_LENS = [1, 16, 128]  # the recommended prefill set (docs/PERFORMANCE.md)
+# the recommended prefill set and KV windows for a 1024-position cache (docs/PERFORMANCE.md)
+PREFILL_LENS = [1, 16, 64, 256]
 PREFILL_KV = 1024
+PREFILL_WINDOWS = [256, 512]  # and 1024: a chunk attends over at most twice its history
 TTFT_TOKENS = [41, 512]
 HISTORIES = [100, 3000]
 SERVING_KV = 1024  # the serving tree: batch sizes for up to 8 concurrent requests
@@ -67,6 +70,9 @@ def parse_args() -> argparse.Namespace:
                    help="only the prefill tree's TTFT against stock vLLM and the prefill matmul")
     p.add_argument("--serving-only", action="store_true",
                    help="only the serving rows (1, 2, 4, 8 concurrent requests through vLLM)")
+    p.add_argument("--load-only", nargs="+", type=Path, metavar="TREE",
+                   help="only the peak RSS of loading and running these compiled <N>die trees "
+                        "(LLM or VLM), as threads and as processes")
     p.add_argument("--work", default=None, help="folder for the compiled trees (default: temp)")
     p.add_argument("--out", default="bench.json", help="JSON report path")
     return p.parse_args()
@@ -88,7 +94,7 @@ def compile_trees(args, model: Path, work: Path) -> dict:
         costs[f"1-kv{args.long_kv}"] = compile_cost(model, long_kv_tree(args, work), 1,
                                                     args.long_kv, [1, 8], args.threads)
     costs["1-prefill"] = compile_cost(model, prefill_tree(work), 1, PREFILL_KV, PREFILL_LENS,
-                                      args.threads)
+                                      args.threads, kv_windows=PREFILL_WINDOWS)
     costs["1-serving"] = compile_cost(model, serving_tree(work), 1, SERVING_KV, [1, 8],
                                       args.threads, SERVING_BATCHES)
     for name, cost in costs.items():
@@ -162,7 +168,8 @@ def history_and_prefill(args, model: Path, work: Path, ids: list[int]) -> dict:
                                              for n, t in ms.items()), flush=True)
     print_prefill(ttft, matmuls)
     return {"decode_ms_at_history": decode, "ttft_s": ttft, "prefill_matmul": matmuls,
-            "prefill_seq_lens": PREFILL_LENS, "prefill_max_kv": PREFILL_KV}
+            "prefill_seq_lens": PREFILL_LENS, "prefill_max_kv": PREFILL_KV,
+            "prefill_kv_windows": PREFILL_WINDOWS}
 
 
 def prefill_engines(args, model: Path, work: Path, ids: list[int],
@@ -201,15 +208,25 @@ def load_memories(args, work: Path) -> dict:
     skip = set(filter(None, args.skip.split(",")))
     runs = [("1", "threads")] + [(str(n), w) for n in die_counts(args)
                                  for w in ("threads", "processes") if w not in skip]
-    result = {}
-    for dies, workers in runs:
-        m = load_memory(work / f"{dies}die", workers)
-        result[f"{dies}die-{workers}"] = m
-        print(f"loaded tree {dies}die ({workers}): peak RSS above imports "
-              f"{m['peak_rss_above_imports_bytes'] / 2**20:.0f} MiB for "
-              f"{(m['param_bytes'] + m['kv_bytes']) / 2**20:.0f} MiB of parameters + KV "
-              f"({m['over_params_plus_kv']:.2f}x)", flush=True)
-    return result
+    return {f"{dies}die-{workers}": loaded(work / f"{dies}die", workers)
+            for dies, workers in runs}
+
+
+def loaded(tree: Path, workers: str) -> dict:
+    m = load_memory(tree, workers)
+    print(f"loaded tree {tree} ({workers}): peak RSS above imports "
+          f"{m['peak_rss_above_imports_bytes'] / 2**20:.0f} MiB for "
+          f"{(m['param_bytes'] + m['kv_bytes']) / 2**20:.0f} MiB of parameters + KV "
+          f"({m['over_params_plus_kv']:.2f}x)", flush=True)
+    return m
+
+
+def load_only(args) -> None:
+    memories = {f"{tree}-{workers}": loaded(tree, workers) for tree in args.load_only
+                for workers in ("threads", "processes")}
+    write_report(Path(args.out), {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "load_memory": memories})
 
 
 def run_engines(args, model: Path, work: Path, prompt: list[int], n: int) -> dict:
@@ -236,7 +253,8 @@ def run_engines(args, model: Path, work: Path, prompt: list[int], n: int) -> dic
 
 
 def prefill_only(args, model: Path, work: Path, prompt: list[int]) -> None:
-    cost = compile_cost(model, prefill_tree(work), 1, PREFILL_KV, PREFILL_LENS, args.threads)
+    cost = compile_cost(model, prefill_tree(work), 1, PREFILL_KV, PREFILL_LENS, args.threads,
+                        kv_windows=PREFILL_WINDOWS)
     ttft, matmuls = prefill_engines(args, model, work, prompt, None)
     print_prefill(ttft, matmuls)
     summary = prefill_ratios({"decode_ms_at_history": {}, "ttft_s": ttft}, args.long_kv)
@@ -246,7 +264,8 @@ def prefill_only(args, model: Path, work: Path, prompt: list[int]) -> None:
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "model": model.name, "dtype": "float32", "threads": args.threads,
         "compile": {"1-prefill": cost}, "ttft_s": ttft, "prefill_matmul": matmuls,
-        "prefill_seq_lens": PREFILL_LENS, "prefill_max_kv": PREFILL_KV, "ratios": summary})
+        "prefill_seq_lens": PREFILL_LENS, "prefill_max_kv": PREFILL_KV,
+        "prefill_kv_windows": PREFILL_WINDOWS, "ratios": summary})
 
 
 def serving_only(args, model: Path, work: Path, prompt: list[int]) -> None:
@@ -265,6 +284,8 @@ def serving_only(args, model: Path, work: Path, prompt: list[int]) -> None:
 
 def main() -> None:
     args = parse_args()
+    if args.load_only:
+        return load_only(args)
     model = Path(args.model) if args.model else prepare_smollm2()
     work = Path(args.work or tempfile.mkdtemp(prefix="tyllm-bench-"))
     new_tokens = 16 if args.quick else args.new_tokens

@@ -81,6 +81,23 @@ def test_uneven_vision_dies_and_remap_processes(vlm_tree, vlm_checkpoint):
                                            max_new_tokens=8) == expected
 
 
+
+def test_load_memory_counts_every_part_of_a_vlm_tree(vlm_tree):
+    """The benchmark's load-memory figure for a VLM tree: vision, mrope, rope-index and
+    embedding parameters counted, an image request run, the vision die processes measured."""
+    from tyllm.bench.load_memory import load_memory, parameter_files
+
+    tree = vlm_tree("qwen2_5_vl", 2)
+    buffers = json.loads((tree / "buffer_config.json").read_text())
+    files = {p.relative_to(tree).as_posix() for p in parameter_files(tree, buffers)}
+    assert {"visual/constant_die0.params", "visual/constant_die1.params",
+            "visual/grid_die0_56x84.params", "mrope/mrope_die1_16.params",
+            "compute_rope_param.params", "embedding.params",
+            "batch_1/common_die1.params"} <= files, files
+    measured = load_memory(tree, "processes")
+    assert measured["param_bytes"] == sum((tree / f).stat().st_size for f in files)
+    assert measured["peak_rss_above_imports_bytes"] > 0
+
 def test_tree_layout(vlm_tree):
     tree = vlm_tree("qwen2_5_vl", 2)
     for name in ("visual/vit_die0.so", "visual/vit_die1.so", "visual/constant_die1.params",

@@ -1,5 +1,5 @@
-"""Peak host memory of loading and running a tree, in a fresh process, against what the tree must
-hold: its parameter bytes plus one sequence's KV caches.
+"""Peak host memory of loading and running a tree (LLM or VLM), in a fresh process, against what
+the tree must hold: its parameter bytes plus one sequence's KV caches.
 
 Threads: the process's high-water mark (VmHWM) minus its RSS right after importing tyllm, torch
 and TVM. Processes: each die process's high-water mark minus that of a bare die process (spawned
@@ -11,6 +11,8 @@ import multiprocessing
 import subprocess
 import sys
 from pathlib import Path
+
+from tyllm.artifacts import layout
 
 CHILD = """
 import json, sys
@@ -49,26 +51,68 @@ def bare_die_peak() -> int:
     return peak
 
 
+def run_a_request(session, tree: Path) -> None:
+    """8 greedy tokens: after 16 prompt tokens, or (a VLM tree that takes images) after a
+    chat prompt holding an image of the first compiled size, through the vision dies."""
+    config = json.loads((tree / "config.json").read_text())
+    if not is_vlm(tree) or "image" not in config["modalities"]:
+        session.generate(list(range(1, 17)), max_new_tokens=8)
+        return
+    from PIL import Image
+
+    from tyllm.vlm.prompt import multimodal_prompt
+
+    height, width = config["vision"]["sizes"][0]["size"]
+    image = Image.new("RGB", (width, height), (120, 60, 200))
+    session.generate_multimodal(multimodal_prompt(tree, "Describe it.", 1, 0), images=[image],
+                                max_new_tokens=8)
+
+
+def is_vlm(tree: Path) -> bool:
+    return json.loads((tree / "config.json").read_text()).get("kind") == "vlm"
+
+
 def measure(tree: str, workers: str) -> dict:
-    """Runs in the fresh process, after its imports."""
+    """Runs in the fresh process, after its imports (a VLM session's too: transformers' image
+    processing is code, ~230 MiB of it, not what the tree holds)."""
     from tyllm import runtime
+
+    if is_vlm(Path(tree)):
+        import tyllm.vlm.load  # noqa: F401
 
     baseline = status("VmRSS")
     with runtime.load(tree, workers=workers) as session:
-        session.generate(list(range(1, 17)), max_new_tokens=8)
-        dies = [status("VmHWM", p.pid) for p in getattr(session.workers, "procs", [])]
+        run_a_request(session, Path(tree))
+        pools = (session.workers, getattr(session, "vision", None))  # a VLM's vision dies too
+        dies = [status("VmHWM", p.pid) for w in pools for p in getattr(w, "procs", [])]
     if workers == "processes":
         floor = bare_die_peak()
         return {"peak_above_imports_bytes": sum(d - floor for d in dies)}
     return {"peak_above_imports_bytes": status("VmHWM") - baseline}
 
 
+def parameter_files(tree: Path, buffers: dict) -> set[Path]:
+    """Every parameter file a loaded tree holds: the step graphs' weights and constants, the
+    embedding table when the host looks tokens up, and a VLM's vision, mrope and rope-index
+    parameters."""
+    keys = ("weights", "constants", "graph_params")
+    files = {tree / g[k] for g in buffers["graphs"] for k in keys if g.get(k)}
+    files |= {tree / e["params"] for e in buffers.get("mrope", [])}
+    if "rope_index" in buffers:
+        files.add(tree / buffers["rope_index"]["params"])
+    vision = tree / "visual" / "buffer_config.json"
+    if vision.is_file():
+        files |= {tree / g[k] for g in json.loads(vision.read_text())["graphs"] for k in keys
+                  if g.get(k)}
+    embedding = tree / layout.EMBEDDING
+    return files | ({embedding} if embedding.is_file() else set())
+
+
 def tree_bytes(tree: Path) -> tuple[int, int]:
     """(parameter bytes of every die, bytes of one sequence's K and V caches on every die)."""
     buffers = json.loads((tree / "buffer_config.json").read_text())
-    params = {tree / g[key] for g in buffers["graphs"]
-              for key in ("weights", "constants", "graph_params") if g.get(key)}
-    itemsize = {"float32": 4, "float16": 2}
+    params = parameter_files(tree, buffers)
+    itemsize = {"float32": 4, "float16": 2, "bfloat16": 2}
     kv = 0
     for entry in buffers["kv_cache"]:
         shape, dtype = entry["k_cache"]["shape"], entry["k_cache"]["dtype"]
