@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from tyllm.artifacts import layout
+from tyllm.runtime.tree import VISION_BUFFER_CONFIG
 
 CHILD = """
 import json, sys
@@ -55,7 +56,7 @@ def run_a_request(session, tree: Path) -> None:
     """8 greedy tokens: after 16 prompt tokens, or (a VLM tree that takes images) after a
     chat prompt holding an image of the first compiled size, through the vision dies."""
     config = json.loads((tree / "config.json").read_text())
-    if not is_vlm(tree) or "image" not in config["modalities"]:
+    if config.get("kind") != "vlm" or "image" not in config["modalities"]:
         session.generate(list(range(1, 17)), max_new_tokens=8)
         return
     from PIL import Image
@@ -100,7 +101,7 @@ def parameter_files(tree: Path, buffers: dict) -> set[Path]:
     files |= {tree / e["params"] for e in buffers.get("mrope", [])}
     if "rope_index" in buffers:
         files.add(tree / buffers["rope_index"]["params"])
-    vision = tree / "visual" / "buffer_config.json"
+    vision = tree / VISION_BUFFER_CONFIG
     if vision.is_file():
         files |= {tree / g[k] for g in json.loads(vision.read_text())["graphs"] for k in keys
                   if g.get(k)}
