@@ -86,10 +86,10 @@ def test_load_memory_counts_every_part_of_a_vlm_tree(vlm_tree):
     """The benchmark's load-memory figure for a VLM tree: vision, mrope, rope-index and
     embedding parameters counted, an image request run, the vision die processes measured."""
     from tyllm.bench.load_memory import load_memory, parameter_files
+    from tyllm.runtime.tree import Tree
 
     tree = vlm_tree("qwen2_5_vl", 2)
-    buffers = json.loads((tree / "buffer_config.json").read_text())
-    files = {p.relative_to(tree).as_posix() for p in parameter_files(tree, buffers)}
+    files = {p.relative_to(tree).as_posix() for p in parameter_files(Tree(tree))}
     assert {"visual/constant_die0.params", "visual/constant_die1.params",
             "visual/grid_die0_56x84.params", "mrope/mrope_die1_16.params",
             "compute_rope_param.params", "embedding.params",

@@ -136,7 +136,7 @@ class CompileReport:
 
     @contextmanager
     def timed(self, timings: dict, name: str):
-        self._stage(f"{self._label}: {name}")
+        self._stage(f"{self._label}: {name}" if self._label else name)
         start = time.perf_counter()
         yield
         timings[name] = time.perf_counter() - start

@@ -7,13 +7,15 @@ with the same imports), summed over the dies; the host holds no weights.
 """
 
 import json
+import math
 import multiprocessing
 import subprocess
 import sys
 from pathlib import Path
 
 from tyllm.artifacts import layout
-from tyllm.runtime.tree import VISION_BUFFER_CONFIG
+from tyllm.dtypes import DTYPES
+from tyllm.runtime.tree import Tree
 
 CHILD = """
 import json, sys
@@ -52,11 +54,11 @@ def bare_die_peak() -> int:
     return peak
 
 
-def run_a_request(session, tree: Path) -> None:
+def run_a_request(session) -> None:
     """8 greedy tokens: after 16 prompt tokens, or (a VLM tree that takes images) after a
     chat prompt holding an image of the first compiled size, through the vision dies."""
-    config = json.loads((tree / "config.json").read_text())
-    if config.get("kind") != "vlm" or "image" not in config["modalities"]:
+    config = session.tree.config
+    if config["kind"] != "vlm" or "image" not in config["modalities"]:
         session.generate(list(range(1, 17)), max_new_tokens=8)
         return
     from PIL import Image
@@ -65,12 +67,8 @@ def run_a_request(session, tree: Path) -> None:
 
     height, width = config["vision"]["sizes"][0]["size"]
     image = Image.new("RGB", (width, height), (120, 60, 200))
-    session.generate_multimodal(multimodal_prompt(tree, "Describe it.", 1, 0), images=[image],
-                                max_new_tokens=8)
-
-
-def is_vlm(tree: Path) -> bool:
-    return json.loads((tree / "config.json").read_text()).get("kind") == "vlm"
+    session.generate_multimodal(multimodal_prompt(session.tree.root, "Describe it.", 1, 0),
+                                images=[image], max_new_tokens=8)
 
 
 def measure(tree: str, workers: str) -> dict:
@@ -78,12 +76,12 @@ def measure(tree: str, workers: str) -> dict:
     processing is code, ~230 MiB of it, not what the tree holds)."""
     from tyllm import runtime
 
-    if is_vlm(Path(tree)):
+    if Tree(Path(tree)).config["kind"] == "vlm":
         import tyllm.vlm.load  # noqa: F401
 
     baseline = status("VmRSS")
     with runtime.load(tree, workers=workers) as session:
-        run_a_request(session, Path(tree))
+        run_a_request(session)
         pools = (session.workers, getattr(session, "vision", None))  # a VLM's vision dies too
         dies = [status("VmHWM", p.pid) for w in pools for p in getattr(w, "procs", [])]
     if workers == "processes":
@@ -92,36 +90,27 @@ def measure(tree: str, workers: str) -> dict:
     return {"peak_above_imports_bytes": status("VmHWM") - baseline}
 
 
-def parameter_files(tree: Path, buffers: dict) -> set[Path]:
+def parameter_files(tree: Tree) -> set[Path]:
     """Every parameter file a loaded tree holds: the step graphs' weights and constants, the
     embedding table when the host looks tokens up, and a VLM's vision, mrope and rope-index
     parameters."""
-    keys = ("weights", "constants", "graph_params")
-    files = {tree / g[k] for g in buffers["graphs"] for k in keys if g.get(k)}
-    files |= {tree / e["params"] for e in buffers.get("mrope", [])}
+    keys, buffers = ("weights", "constants", "graph_params"), tree.buffers
+    graphs = buffers["graphs"] + (tree.vision_buffers["graphs"] if tree.vision_buffers else [])
+    names = {g[k] for g in graphs for k in keys if g.get(k)}
+    names |= {e["params"] for e in buffers.get("mrope", [])}
     if "rope_index" in buffers:
-        files.add(tree / buffers["rope_index"]["params"])
-    vision = tree / VISION_BUFFER_CONFIG
-    if vision.is_file():
-        files |= {tree / g[k] for g in json.loads(vision.read_text())["graphs"] for k in keys
-                  if g.get(k)}
-    embedding = tree / layout.EMBEDDING
-    return files | ({embedding} if embedding.is_file() else set())
+        names.add(buffers["rope_index"]["params"])
+    if layout.EMBEDDING in tree.manifest["files"]:
+        names.add(layout.EMBEDDING)
+    return {tree.root / name for name in names}
 
 
-def tree_bytes(tree: Path) -> tuple[int, int]:
+def tree_bytes(root: Path) -> tuple[int, int]:
     """(parameter bytes of every die, bytes of one sequence's K and V caches on every die)."""
-    buffers = json.loads((tree / "buffer_config.json").read_text())
-    params = parameter_files(tree, buffers)
-    itemsize = {"float32": 4, "float16": 2, "bfloat16": 2}
-    kv = 0
-    for entry in buffers["kv_cache"]:
-        shape, dtype = entry["k_cache"]["shape"], entry["k_cache"]["dtype"]
-        count = 1
-        for n in shape:
-            count *= n
-        kv += 2 * count * itemsize[dtype]
-    return sum(p.stat().st_size for p in params), kv
+    tree = Tree(root)
+    kv = sum(2 * math.prod(e["k_cache"]["shape"]) * DTYPES[e["k_cache"]["dtype"]].itemsize
+             for e in tree.buffers["kv_cache"])
+    return sum(p.stat().st_size for p in parameter_files(tree)), kv
 
 
 def load_memory(tree: Path, workers: str) -> dict:
