@@ -47,6 +47,9 @@ PROMPT = "Explain in a few sentences why the sky is blue."
 PREFILL_LENS = [1, 16, 64, 256]
 PREFILL_KV = 1024
 PREFILL_WINDOWS = [256, 512]  # and 1024: a chunk attends over at most twice its history
+# prefill trees measured: name -> (seq lens, KV windows or None for the default ladder); the
+# second is the issue's example set, with the default windows
+PREFILL_SETS = {"prefill": (PREFILL_LENS, PREFILL_WINDOWS), "prefill-128": ([1, 16, 128], None)}
 TTFT_TOKENS = [41, 512]
 HISTORIES = [100, 3000]
 SERVING_KV = 1024  # the serving tree: batch sizes for up to 8 concurrent requests
@@ -93,8 +96,7 @@ def compile_trees(args, model: Path, work: Path) -> dict:
     if args.long_kv:
         costs[f"1-kv{args.long_kv}"] = compile_cost(model, long_kv_tree(args, work), 1,
                                                     args.long_kv, [1, 8], args.threads)
-    costs["1-prefill"] = compile_cost(model, prefill_tree(work), 1, PREFILL_KV, PREFILL_LENS,
-                                      args.threads, kv_windows=PREFILL_WINDOWS)
+    costs |= compile_prefill_trees(args, model, work)
     costs["1-serving"] = compile_cost(model, serving_tree(work), 1, SERVING_KV, [1, 8],
                                       args.threads, SERVING_BATCHES)
     for name, cost in costs.items():
@@ -111,8 +113,19 @@ def long_kv_tree(args, work: Path) -> Path:
     return work / f"kv{args.long_kv}" / "1die"
 
 
-def prefill_tree(work: Path) -> Path:
-    return work / "prefill" / "1die"
+def prefill_tree(work: Path, name: str = "prefill") -> Path:
+    return work / name / "1die"
+
+
+def compile_prefill_trees(args, model: Path, work: Path) -> dict:
+    return {f"1-{name}": compile_cost(model, prefill_tree(work, name), 1, PREFILL_KV, lens,
+                                      args.threads, kv_windows=windows)
+            for name, (lens, windows) in PREFILL_SETS.items()}
+
+
+def prefill_sets() -> dict:
+    return {name: {"seq_lens": lens, "kv_windows": windows, "max_kv": PREFILL_KV}
+            for name, (lens, windows) in PREFILL_SETS.items()}
 
 
 def serving_tree(work: Path) -> Path:
@@ -168,8 +181,7 @@ def history_and_prefill(args, model: Path, work: Path, ids: list[int]) -> dict:
                                              for n, t in ms.items()), flush=True)
     print_prefill(ttft, matmuls)
     return {"decode_ms_at_history": decode, "ttft_s": ttft, "prefill_matmul": matmuls,
-            "prefill_seq_lens": PREFILL_LENS, "prefill_max_kv": PREFILL_KV,
-            "prefill_kv_windows": PREFILL_WINDOWS}
+            "prefill_sets": prefill_sets()}
 
 
 def prefill_engines(args, model: Path, work: Path, ids: list[int],
@@ -177,7 +189,8 @@ def prefill_engines(args, model: Path, work: Path, ids: list[int],
     """TTFT at TTFT_TOKENS for every engine (`default_lens`: a tree with seq lens [1, 8] too),
     and the prefill matmul against torch's."""
     skip = set(filter(None, args.skip.split(",")))
-    ttft = {"tyllm-1die-prefill": ttft_tree(prefill_tree(work), TTFT_TOKENS, ids)}
+    ttft = {f"tyllm-1die-{name}": ttft_tree(prefill_tree(work, name), TTFT_TOKENS, ids)
+            for name in PREFILL_SETS}
     if default_lens is not None:
         ttft["tyllm-1die-default-lens"] = ttft_tree(default_lens, TTFT_TOKENS, ids)
     if "hf" not in skip:
@@ -253,8 +266,7 @@ def run_engines(args, model: Path, work: Path, prompt: list[int], n: int) -> dic
 
 
 def prefill_only(args, model: Path, work: Path, prompt: list[int]) -> None:
-    cost = compile_cost(model, prefill_tree(work), 1, PREFILL_KV, PREFILL_LENS, args.threads,
-                        kv_windows=PREFILL_WINDOWS)
+    costs = compile_prefill_trees(args, model, work)
     ttft, matmuls = prefill_engines(args, model, work, prompt, None)
     print_prefill(ttft, matmuls)
     summary = prefill_ratios({"decode_ms_at_history": {}, "ttft_s": ttft}, args.long_kv)
@@ -263,9 +275,8 @@ def prefill_only(args, model: Path, work: Path, prompt: list[int]) -> None:
     write_report(Path(args.out), {
         "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
         "model": model.name, "dtype": "float32", "threads": args.threads,
-        "compile": {"1-prefill": cost}, "ttft_s": ttft, "prefill_matmul": matmuls,
-        "prefill_seq_lens": PREFILL_LENS, "prefill_max_kv": PREFILL_KV,
-        "prefill_kv_windows": PREFILL_WINDOWS, "ratios": summary})
+        "compile": costs, "ttft_s": ttft, "prefill_matmul": matmuls,
+        "prefill_sets": prefill_sets(), "ratios": summary})
 
 
 def serving_only(args, model: Path, work: Path, prompt: list[int]) -> None:

@@ -103,8 +103,10 @@ def test_prefill_ratios_compare_histories_and_engines():
 
     prefill = {"decode_ms_at_history": {"tyllm-1die": {100: 10.0},
                                         "tyllm-1die-kv4096": {100: 11.0, 3000: 22.0}},
-               "ttft_s": {"tyllm-1die-prefill": {41: 0.3}, "vllm-cpu": {41: 0.2}}}
+               "ttft_s": {"tyllm-1die-prefill": {41: 0.3}, "tyllm-1die-prefill-128": {41: 0.4},
+                          "vllm-cpu": {41: 0.2}}}
     ratios = prefill_ratios(prefill, 4096)
+    assert ratios["ttft_41_prefill-128_over_vllm-cpu"] == pytest.approx(2.0)
     assert ratios["decode_kv4096_over_short_kv_at_history_100"] == pytest.approx(1.1)
     assert ratios["decode_kv4096_history_3000_over_100"] == pytest.approx(2.0)
     assert ratios["ttft_41_prefill_over_vllm-cpu"] == pytest.approx(1.5)

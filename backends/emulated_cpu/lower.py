@@ -9,6 +9,7 @@ from tvm import relax
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
 
+from backends.emulated_cpu.attention import attention_kernel
 from backends.emulated_cpu.pipeline import build_pipeline
 from backends.emulated_cpu.schedules import PANEL_LANES
 from tyllm.capture.export import HISTORY_MASK
@@ -48,6 +49,29 @@ def _convert_all_reduce(node, importer):
     return importer.block_builder.emit(call)
 
 
+def _convert_attention(node, importer):
+    """`tyllm::attention` -> a call of the host kernel (attention.py), one per shape and head
+    mapping in the module, the layer passed as a scalar."""
+    q, k, v, k_cache, v_cache, mask = (importer.env[a] for a in node.args[:6])
+    layer, kv_of = node.args[6], tuple(node.args[7])
+    heads, rows, head_dim = (int(n) for n in q.ty.shape)
+    layers, kv_heads, cache, _ = (int(n) for n in k_cache.ty.shape)
+    dtype = _dtype(q)
+    name = f"attention_h{heads}_kv{kv_heads}_m{rows}_d{head_dim}_{dtype}"
+    if kv_of != tuple(h // (heads // kv_heads) for h in range(heads)):
+        name += "_" + "_".join(map(str, kv_of))
+    bb = importer.block_builder
+    found = [gv for gv in bb.get().get_global_vars() if gv.name_hint == name]
+    kernel = found[0] if found else bb.add_func(
+        attention_kernel(kv_of, kv_heads, rows, head_dim, layers, cache, dtype)
+        .with_attr("global_symbol", name), name)
+    # Measured: without a global symbol, or named "tyllm_attention_*", this kernel made TVM's
+    # LLVM codegen emit every kernel of the module without its outlined compute function, and
+    # the matmuls ran 2x slower; named "attention_*" it does not (the cause is not known).
+    args = [q, k, v, k_cache, v_cache, mask, tvm.tirx.IntImm("int64", layer)]
+    return bb.emit(relax.call_tir(kernel, args, relax.TensorType((rows, heads * head_dim), dtype)))
+
+
 # The stock importer makes every mm/bmm/linear output float32, so a float16 graph would silently
 # compute in float32 with a weight copy per call: keep the operands' dtype instead.
 def _dtype(expr) -> str:
@@ -82,6 +106,7 @@ def _convert_right_shift(node, importer):  # the stock importer lacks `x >> n` (
 CUSTOM_CONVERT_MAP = {
     "__rshift__.Scalar": _convert_right_shift,
     "all_reduce.default": _convert_all_reduce,
+    "attention.default": _convert_attention,
     "mm.default": _convert_matmul,
     "bmm.default": _convert_matmul,
     "matmul.default": _convert_matmul,

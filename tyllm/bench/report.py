@@ -24,8 +24,8 @@ def ratios(speeds: dict, roof_tok_s: float) -> dict:
 
 def prefill_ratios(prefill: dict, long_kv: int) -> dict:
     """Decode at ~100 tokens of history on the long-KV tree over the short-KV tree, and at
-    ~3000 over ~100; TTFT of the tree with the recommended prefill lengths (and of the default
-    lengths) over each other engine's."""
+    ~3000 over ~100; TTFT of each prefill tree (and of the default lengths) over each other
+    engine's."""
     result, decode = {}, prefill["decode_ms_at_history"]
     long = decode.get(f"tyllm-1die-kv{long_kv}")
     if long:
@@ -34,9 +34,9 @@ def prefill_ratios(prefill: dict, long_kv: int) -> dict:
             long[short] / decode["tyllm-1die"][short])
         result[f"decode_kv{long_kv}_history_{far}_over_{short}"] = long[far] / long[short]
     ttft = prefill["ttft_s"]
-    for tree in ("tyllm-1die-prefill", "tyllm-1die-default-lens"):
+    for tree in [t for t in ttft if t.startswith("tyllm-1die-")]:
         for engine, times in ttft.items():
-            if tree in ttft and not engine.startswith("tyllm"):
+            if not engine.startswith("tyllm"):
                 for n, t in times.items():
                     result[f"ttft_{n}_{tree.removeprefix('tyllm-1die-')}_over_{engine}"] = (
                         ttft[tree][n] / t)

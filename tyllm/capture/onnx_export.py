@@ -1,6 +1,7 @@
 """ONNX twin of a captured step, for inspection and the onnxruntime cross-check (`tyllm verify`).
 
-`tyllm::all_reduce` becomes a `tyllm.AllReduce` node, defined in the model as a local function
+`tyllm::attention` is written out in standard ops (its reference). `tyllm::all_reduce` becomes a
+`tyllm.AllReduce` node, defined in the model as a local function
 with the one-die (identity) meaning, so onnxruntime runs a die graph on its own. Weights are not
 copied: initializers point into the die's `common_die{d}.params` (safetensors) by byte offset.
 """
@@ -17,6 +18,7 @@ from onnxscript import opset18 as op
 
 from tyllm.artifacts.params import ALIASES
 from tyllm.capture.export import OUTPUT_NAMES
+from tyllm.capture.ops import attention_reference
 
 DOMAIN = "tyllm"
 ALL_REDUCE_TARGET = "torch.ops.tyllm.all_reduce"
@@ -92,11 +94,19 @@ def link_external_weights(model: ir.Model, weights: Path, state_dict: dict) -> i
     return linked
 
 
+def with_plain_attention(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """`program` with each `tyllm::attention` written out in standard ops (its reference)."""
+    if not any(n.target == torch.ops.tyllm.attention.default for n in program.graph.nodes):
+        return program
+    return program.run_decompositions({torch.ops.tyllm.attention.default: attention_reference})
+
+
 def to_onnx_ir(program: torch.export.ExportedProgram, input_names: list[str] | None = None,
                output_names: tuple[str, ...] | None = None) -> ir.Model:
-    """The exporter's IR model of `program`; initializers still wrap the program's tensors."""
+    """The exporter's IR model of `program` (attention in standard ops); initializers still
+    wrap the program's tensors."""
     return torch.onnx.export(
-        program, (), dynamo=True, input_names=input_names,
+        with_plain_attention(program), (), dynamo=True, input_names=input_names,
         output_names=None if output_names is None else list(output_names),
         custom_translation_table={torch.ops.tyllm.all_reduce.default: _all_reduce_as_identity,
                                   torch.ops.aten.__rshift__.Scalar: _uint8_right_shift},

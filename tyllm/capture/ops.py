@@ -17,3 +17,47 @@ def all_reduce(x: torch.Tensor) -> torch.Tensor:
 @all_reduce.register_fake
 def _all_reduce_fake(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x)
+
+
+@torch.library.custom_op("tyllm::attention", mutates_args=())
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_cache: torch.Tensor,
+              v_cache: torch.Tensor, history_mask: torch.Tensor, layer: int,
+              kv_of: list[int]) -> torch.Tensor:
+    """One sequence's attention: q [heads, M, D] (query head h reads KV head kv_of[h]), its
+    new k/v [KV, M, D], each row attending to the history positions of layer `layer` of the
+    caches [layers, KV, C, D] that history_mask [W] marks, and causally to the new rows.
+    Returns [M, heads * D]. Backends lower it to their own kernel; this is its meaning."""
+    return attention_reference(q, k, v, k_cache, v_cache, history_mask, layer, kv_of)
+
+
+@attention.register_fake
+def _attention_fake(q, k, v, k_cache, v_cache, history_mask, layer, kv_of):
+    return q.new_empty(q.shape[1], q.shape[0] * q.shape[2])
+
+
+def attention_reference(q, k, v, k_cache, v_cache, history_mask, layer: int,
+                        kv_of: list[int]) -> torch.Tensor:
+    """`attention` in plain torch ops (the ONNX twin's decomposition): scores over the window
+    and the new rows, masked, softmax in float32, weighted sums. Query heads sharing a KV head
+    are rows of one matmul when each KV head serves a contiguous, equal group."""
+    heads, m, d = q.shape
+    window = history_mask.shape[-1]
+    k_hist = k_cache[layer:layer + 1, :, :window].squeeze(0)  # [KV, W, D]
+    v_hist = v_cache[layer:layer + 1, :, :window].squeeze(0)
+    group = heads // k.shape[0]
+    if list(kv_of) != [h // group for h in range(heads)]:
+        index = torch.tensor(kv_of, dtype=torch.int64)
+        k_hist, v_hist = (torch.index_select(t, 0, index) for t in (k_hist, v_hist))
+        k, v, group = torch.index_select(k, 0, index), torch.index_select(v, 0, index), 1
+    qg = q.reshape(k.shape[0], group * m, d)  # rows are (head in group, m)
+    scale = d**-0.5
+    # Nothing with the window axis W is reshaped: W is symbolic when captured.
+    s_hist = torch.bmm(qg, k_hist.transpose(1, 2)) * scale  # [G, g*M, W]
+    s_new = torch.bmm(qg, k.transpose(1, 2)) * scale  # [G, g*M, M]
+    neg = torch.finfo(s_hist.dtype).min
+    causal = torch.ones(m, m, dtype=torch.bool).tril().repeat(group, 1)
+    s_hist = torch.where(history_mask, s_hist, neg)
+    s_new = torch.where(causal, s_new, neg)
+    p = torch.softmax(torch.cat([s_hist, s_new], -1), -1, dtype=torch.float32).to(q.dtype)
+    out = torch.bmm(p[..., :window], v_hist) + torch.bmm(p[..., window:], v)  # [G, g*M, D]
+    return out.reshape(heads, m, d).transpose(0, 1).reshape(m, heads * d)

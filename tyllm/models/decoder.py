@@ -6,7 +6,9 @@ Shapes (per die):  tokens [M] int64 (or embeds [M, H]), start_pos [1] int64, las
 k_cache / v_cache [L, KVl, S, D], history_mask [W] bool  ->  logits [1, Vl], new_k / new_v
 [L, KVl, M, D]. A step attends over the first W <= S cached positions (history_mask[p]: position
 p holds history, i.e. p < start_pos), so its cost follows W, not S. W is symbolic when captured
-(one capture per M) and bound to each compiled KV window (tyllm.windows).
+(one capture per M) and bound to each compiled KV window (tyllm.windows). One sequence's
+attention is the `tyllm::attention` op (tyllm.capture.ops), which a backend may lower to a
+kernel whose cost follows the history the mask marks rather than W.
 Rows past the valid ones are padding: they attend causally like the others, but nothing reads them.
 
 Weights in panels (`panels` = P, what the backend's matmul kernel reads, `Target.weight_panels`):
@@ -14,10 +16,12 @@ a float linear weight [N, K] is stored as [N / P, K, P] (tyllm.models.panels), P
 contiguous at each k; the graph reads it through a view the backend folds into the matmul.
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from tyllm.capture.ops import all_reduce
+from tyllm.capture.ops import all_reduce, attention
 from tyllm.errors import TyllmError
 from tyllm.models.dims import DecoderDims
 from tyllm.models.panels import dense, panel_rows, panel_width, panelled
@@ -96,6 +100,15 @@ def apply_rope(x, cos, sin):
     return x * cos + rotate_half(x) * sin
 
 
+@dataclass(frozen=True)
+class LayerCache:
+    """Layer `index` of one sequence's caches ([layers, KV, C, D] each)."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    index: int
+
+
 class Attention(nn.Module):
     def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None,
                  panels: int | None = None):
@@ -103,8 +116,8 @@ class Attention(nn.Module):
         d, h, kv = dims.head_dim, len(plan.q_heads), len(plan.kv_heads)
         self.heads, self.kv_heads, self.head_dim = h, kv, d
         self.group = plan.kv_group(dims.group_size)
-        self.register_buffer("kv_index", torch.tensor(plan.kv_index(dims.group_size)),
-                             persistent=False)
+        self.kv_of = list(plan.kv_index(dims.group_size))
+        self.register_buffer("kv_index", torch.tensor(self.kv_of), persistent=False)
         hs, qkv_bias = dims.hidden_size, dims.qkv_bias
         self.q_proj = make_linear(h * d, hs, qkv_bias, dtype, int4, panels)
         self.k_proj = make_linear(kv * d, hs, qkv_bias, dtype, int4, panels)
@@ -125,16 +138,18 @@ class Attention(nn.Module):
         # [KVl, T, D] -> one KV head per query group: [G, T, D]
         return t if self.group is not None else torch.index_select(t, 0, self.kv_index)
 
-    def forward(self, x, cos, sin, k_hist, v_hist, hist_mask, causal_mask):
-        """x [R, H]: one sequence's M rows (R = M), or B sequences' rows one after the other
-        (R = B*M; k_hist, v_hist are then lists of B histories and hist_mask is [B, W])."""
+    def forward(self, x, cos, sin, history, hist_mask, causal_mask):
+        """x [R, H]: one sequence's M rows (R = M; `history` is its LayerCache), or B
+        sequences' rows one after the other (R = B*M; `history` is a list of B (k, v) windows
+        and hist_mask is [B, W])."""
         q = apply_rope(self.project(x, self.q_proj, self.q_norm, self.heads), cos, sin)
         k = apply_rope(self.project(x, self.k_proj, self.k_norm, self.kv_heads), cos, sin)
         v = self.project(x, self.v_proj, None, self.kv_heads)
-        if isinstance(k_hist, torch.Tensor):
-            out = self.attend(q, k, v, k_hist, v_hist, hist_mask, causal_mask)
+        if isinstance(history, LayerCache):
+            out = attention(q, k, v, history.k, history.v, hist_mask, history.index, self.kv_of)
         else:
-            out = self.attend_rows(q, k, v, k_hist, v_hist, hist_mask, causal_mask)
+            k_hists, v_hists = zip(*history, strict=True)
+            out = self.attend_rows(q, k, v, k_hists, v_hists, hist_mask, causal_mask)
         y = all_reduce(self.o_proj(out))
         return (y if self.o_bias is None else y + self.o_bias), k, v
 
@@ -165,25 +180,6 @@ class Attention(nn.Module):
         out = torch.bmm(p_hist, vh) + torch.bmm(p_new, vg)  # [B*G, g*M, D]
         return out.reshape(b, self.heads, m, d).transpose(1, 2).reshape(b * m, -1)
 
-    def attend(self, q, k, v, k_hist, v_hist, hist_mask, causal_mask):
-        """One sequence: q [h, M, D], new k/v [KVl, M, D], history [KVl, W, D] -> [M, h*D]."""
-        m = q.shape[1]
-        g = self.group or 1
-        kg, vg = self.group_kv(k), self.group_kv(v)
-        kh, vh = self.group_kv(k_hist), self.group_kv(v_hist)
-        qg = q.reshape(kg.shape[0], g * m, self.head_dim)  # [G, g*M, D]: rows are (g, m)
-        scale = self.head_dim**-0.5
-        # Nothing with the window axis W is reshaped: W is symbolic when captured.
-        s_hist = torch.bmm(qg, kh.transpose(1, 2)) * scale  # [G, g*M, W]
-        s_new = torch.bmm(qg, kg.transpose(1, 2)) * scale  # [G, g*M, M]
-        neg = torch.finfo(s_hist.dtype).min
-        s_hist = torch.where(hist_mask, s_hist, neg)
-        s_new = torch.where(causal_mask.repeat(g, 1), s_new, neg)
-        p = torch.softmax(torch.cat([s_hist, s_new], -1), -1, dtype=torch.float32).to(q.dtype)
-        p_hist, p_new = p[..., : kh.shape[1]], p[..., kh.shape[1]:]
-        out = torch.bmm(p_hist, vh) + torch.bmm(p_new, vg)  # [G, g*M, D]
-        return out.reshape(self.heads, m, self.head_dim).transpose(0, 1).reshape(m, -1)
-
 
 class MLP(nn.Module):
     def __init__(self, dims: DecoderDims, plan: DiePlan, dtype, int4: Int4Scheme | None,
@@ -209,9 +205,9 @@ class Layer(nn.Module):
         self.post_attention_layernorm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
         self.mlp = MLP(dims, plan, dtype, int4, panels)
 
-    def forward(self, h, cos, sin, k_hist, v_hist, hist_mask, causal_mask):
-        a, k, v = self.self_attn(self.input_layernorm(h), cos, sin, k_hist, v_hist,
-                                 hist_mask, causal_mask)
+    def forward(self, h, cos, sin, history, hist_mask, causal_mask):
+        a, k, v = self.self_attn(self.input_layernorm(h), cos, sin, history, hist_mask,
+                                 causal_mask)
         h = h + a
         return h + self.mlp(self.post_attention_layernorm(h)), k, v
 
@@ -271,14 +267,12 @@ class DecoderStep(nn.Module):
         window = history_mask.shape[-1]
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
-            # slices, not k_cache[i]: a select lowers to a copy of the layer's whole cache
-            k_hist = [k[i:i + 1, :, :window].squeeze(0) for k, _ in caches]
-            v_hist = [v[i:i + 1, :, :window].squeeze(0) for _, v in caches]
             if len(caches) == 1:
-                h, k, v = layer(h, cos, sin, k_hist[0], v_hist[0], history_mask,
-                                self.causal_mask)
-            else:
-                h, k, v = layer(h, cos, sin, k_hist, v_hist, history_mask, self.causal_mask)
+                history = LayerCache(*caches[0], i)
+            else:  # slices, not k[i]: a select lowers to a copy of the layer's whole cache
+                history = [(k[i:i + 1, :, :window].squeeze(0), v[i:i + 1, :, :window].squeeze(0))
+                           for k, v in caches]
+            h, k, v = layer(h, cos, sin, history, history_mask, self.causal_mask)
             if deepstack is not None and i < deepstack.shape[0]:
                 h = h + deepstack[i]
             new_k.append(k)
