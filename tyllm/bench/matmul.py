@@ -12,9 +12,11 @@ import torch
 
 from backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
 from tyllm.bench.timing import median_seconds
+from tyllm.cache import cache_root
 from tyllm.capture.export import export_module
 from tyllm.models.decoder import Linear
 from tyllm.models.panels import to_panels
+from tyllm.report import output_into
 from tyllm.runtime.placement import pin_to_cores
 
 REPEATS = 20
@@ -34,9 +36,16 @@ def gflops(rows: int, k: int, n: int, seconds: float) -> float:
 def lowered_seconds(x: torch.Tensor, weight: torch.Tensor, target: TargetSpec) -> float:
     linear = Linear(*weight.shape, bias=False, dtype=weight.dtype, panels=target.weight_panels)
     linear.weight.data = to_panels(weight, linear.panels)
+    log = cache_root() / "logs" / "bench-matmul.log"  # framework noise, as a compile's log
+    log.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         library = Path(tmp) / "linear.so"
-        lower_to_library(export_module(linear, {"x": x}), library, target)
+        try:
+            with output_into(log):
+                lower_to_library(export_module(linear, {"x": x}), library, target)
+        except Exception as e:
+            e.add_note(f"tyllm: the lowering's log is {log}")
+            raise
         program = DieProgram(library, [linear.weight.data])
         return median_seconds(lambda: program(x), REPEATS)
 

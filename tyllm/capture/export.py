@@ -1,7 +1,6 @@
 """torch.export of a die step at one static seq_len (its KV window symbolic), and its ONNX twin."""
 
 import copy
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -90,9 +89,7 @@ def export_module(module: torch.nn.Module, inputs: dict[str, torch.Tensor],
     with torch.no_grad():
         program = torch.export.export(module, tuple(inputs.values()),
                                       dynamic_shapes=dynamic_shapes)
-    with warnings.catch_warnings():  # torch's own deprecation, raised copying its tree specs
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        return program.run_decompositions()
+    return program.run_decompositions()
 
 
 def export_step(step: DecoderStep, seq_len: int, make_inputs=step_inputs, batch: int = 1):
