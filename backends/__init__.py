@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Protocol
 
 DEFAULT = "emulated_cpu"
-REGISTRY = {"emulated_cpu": "backends.emulated_cpu",  # name -> package exposing BACKEND
-            "onnx_reference": "backends.onnx_reference"}
+REGISTRY = {"emulated_cpu": "tyllm.backends.emulated_cpu",  # name -> package exposing BACKEND
+            "onnx_reference": "tyllm.backends.onnx_reference"}
 
 
 class Target(Protocol):

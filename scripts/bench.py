@@ -41,8 +41,8 @@ from tyllm.bench.prefill import decode_at_history, ttft_hf, ttft_ort, ttft_tree,
 from tyllm.bench.report import prefill_ratios, ratios, serving_ratios, table, write_report
 from tyllm.bench.roof import copy_bandwidth_gbs, decode_weight_bytes, read_bandwidth_gbs
 from tyllm.runtime.tree import Tree
-from tyllm.smollm2 import prepare_smollm2
 from tyllm.text import encode_prompt
+from tyllm.tools.smollm2 import prepare_smollm2
 
 PROMPT = "Explain in a few sentences why the sky is blue."
 # the recommended prefill set and KV windows for a 1024-position cache (docs/PERFORMANCE.md)

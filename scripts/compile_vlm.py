@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from tyllm.compile.vlm_request import VlmCompileRequest, parse_sizes
 from tyllm.errors import TyllmError
-from tyllm.vlm.request import VlmCompileRequest, parse_sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,7 +74,7 @@ def request_from(args) -> VlmCompileRequest:
 
 
 def main(argv=None) -> int:
-    from tyllm.vlm.compiler import compile_vlm
+    from tyllm.compile.vlm import compile_vlm
 
     args = build_parser().parse_args(argv)
     try:

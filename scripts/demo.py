@@ -5,8 +5,8 @@ import argparse
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
 from tyllm.cache import cache_root
-from tyllm.smollm2 import prepare_smollm2
 from tyllm.text import decode, encode_prompt
+from tyllm.tools.smollm2 import prepare_smollm2
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ def checkpoint_factory(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def smollm2_path():
-    from tyllm.smollm2 import prepare_smollm2
+    from tyllm.tools.smollm2 import prepare_smollm2
 
     return prepare_smollm2()
 

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from tyllm.backends.emulated_cpu import TargetSpec
 
-from backends.emulated_cpu import TargetSpec
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
 from tyllm.errors import ArtifactError

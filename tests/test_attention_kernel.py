@@ -7,10 +7,10 @@ import pytest
 import torch
 import tvm
 from tvm import relax
+from tyllm.backends.emulated_cpu import TargetSpec
+from tyllm.backends.emulated_cpu.lower import import_program
+from tyllm.backends.emulated_cpu.pipeline import build_pipeline
 
-from backends.emulated_cpu import TargetSpec
-from backends.emulated_cpu.lower import import_program
-from backends.emulated_cpu.pipeline import build_pipeline
 from tyllm.capture.export import export_module
 from tyllm.capture.ops import attention, attention_reference
 

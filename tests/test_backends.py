@@ -4,8 +4,8 @@ every tree, and a tree loaded by the backend it names."""
 import json
 
 import pytest
+from tyllm.backends import REGISTRY, get_backend
 
-from backends import REGISTRY, get_backend
 from tyllm import runtime
 from tyllm.artifacts.manifest import write_manifest
 from tyllm.build_util import build_and_compile_llm

@@ -9,17 +9,17 @@ import torch
 from models import hf_greedy
 
 from tyllm import runtime
+from tyllm.artifacts.windows import history_mask
 from tyllm.build_util import build_and_compile_llm
-from tyllm.compiler import Checkpoint
+from tyllm.compile.llm import Checkpoint
+from tyllm.compile.request import check_batch_sizes
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import causal_mask
 from tyllm.models.loading import build_die_step
-from tyllm.request import check_batch_sizes
 from tyllm.runtime.session import batch_calls
 from tyllm.shard.plan import plan_dies
-from tyllm.verify import verify_tree
+from tyllm.tools.verify import verify_tree
 from tyllm.vllm_ext.artifacts import engine_batch_sizes
-from tyllm.windows import history_mask
 
 # prompts of different lengths; decoding 12 tokens crosses the KV window 16 for most of them
 PROMPTS = [[5, 6, 7], list(range(10, 30)), [1], list(range(40, 48)), list(range(60, 73))]

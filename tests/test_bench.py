@@ -70,7 +70,7 @@ def test_tied_table_is_read_once_into_the_step(checkpoint_factory, dies):
     embedding of its own); on several dies the LM head slice views the embedding's memory."""
     import torch
 
-    from tyllm.compiler import Checkpoint
+    from tyllm.compile.llm import Checkpoint
     from tyllm.models.loading import build_die_step
     from tyllm.shard.plan import plan_dies
 

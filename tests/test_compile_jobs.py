@@ -13,7 +13,7 @@ from models import hf_greedy
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
 from tyllm.errors import TyllmError
-from tyllm.verify import verify_tree
+from tyllm.tools.verify import verify_tree
 
 ARGS = dict(max_kv_cache_size=32, seq_len_list=[1, 4], dev_count=2, use_cache=False,
             progress=False)

@@ -5,8 +5,8 @@ import json
 import subprocess
 
 import pytest
+from tyllm.backends.emulated_cpu import TargetSpec
 
-from backends.emulated_cpu import TargetSpec
 from tyllm.build_util import build_and_compile_llm
 from tyllm.errors import TyllmError
 

@@ -5,7 +5,7 @@ import pytest
 
 from tyllm.build_util import build_and_compile_llm
 from tyllm.cli import main
-from tyllm.doctor import check_tree, run_doctor
+from tyllm.tools.doctor import check_tree, run_doctor
 
 
 def test_this_installation_is_sound():

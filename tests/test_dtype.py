@@ -35,7 +35,8 @@ def test_last_token_logits_match_hf_fp32(dtype, tolerance, checkpoint_factory, t
 def test_half_precision_matmuls_accumulate_in_float32_like_torch(dtype, tmp_path):
     """A 16384-wide dot product rounded to half precision at every step drifts by ~0.8; torch's
     CPU kernels (and the compiled graphs) accumulate in float32 and round once."""
-    from backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
+    from tyllm.backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
+
     from tyllm.capture.export import export_module
     from tyllm.models.decoder import Linear
     from tyllm.models.panels import to_panels

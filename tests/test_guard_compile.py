@@ -186,7 +186,7 @@ def test_sharded_checkpoint_in_the_hub_cache_layout_is_read(checkpoint_factory, 
 
 
 def test_prepare_smollm2_refuses_a_folder_of_user_files(tmp_path):
-    from tyllm.smollm2 import prepare_smollm2
+    from tyllm.tools.smollm2 import prepare_smollm2
 
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(TyllmError, match="was not written by tyllm"):
@@ -198,21 +198,22 @@ def test_compile_prints_its_budget_and_refuses_a_disk_too_small(checkpoint_facto
                                                                  monkeypatch, capsys):
     from collections import namedtuple
 
-    import tyllm.budget
+    import tyllm.compile.budget
 
     compile_(checkpoint_factory("qwen3"), tmp_path / "2die", dev_count=2, progress=True)
     assert "plan: 2 graphs (1 distinct programs to compile), tree about" in capsys.readouterr().err
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(tyllm.budget.shutil, "disk_usage", lambda _: usage(10**9, 10**9, 1000))
+    monkeypatch.setattr(tyllm.compile.budget.shutil, "disk_usage",
+                        lambda _: usage(10**9, 10**9, 1000))
     with pytest.raises(TyllmError, match=r"needs about .* GB but only 0.00 GB are free"):
         compile_(checkpoint_factory("qwen3"), tmp_path / "new" / "1die")
     assert not (tmp_path / "new").exists()
 
 
 def test_budget_counts_a_tied_table_once(checkpoint_factory, tmp_path):
-    from tyllm.budget import die_weight_bytes
-    from tyllm.compiler import Checkpoint
-    from tyllm.request import CompileRequest
+    from tyllm.compile.budget import die_weight_bytes
+    from tyllm.compile.llm import Checkpoint
+    from tyllm.compile.request import CompileRequest
     from tyllm.shard.plan import plan_dies
 
     ckpt_path = checkpoint_factory("qwen3", tie_word_embeddings=True)

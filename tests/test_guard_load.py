@@ -12,9 +12,9 @@ from tyllm import runtime
 from tyllm.artifacts.manifest import sha256_file, write_manifest
 from tyllm.build_util import build_and_compile_llm
 from tyllm.cli import main
-from tyllm.doctor import check_tree
 from tyllm.errors import ArtifactError
-from tyllm.verify import verify_tree
+from tyllm.tools.doctor import check_tree
+from tyllm.tools.verify import verify_tree
 
 
 @pytest.fixture(scope="module")

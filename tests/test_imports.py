@@ -9,9 +9,9 @@ ROOT = Path(__file__).parent.parent
 
 def module_names() -> dict[str, Path]:
     names = {}
-    for package in ("tyllm", "backends"):
-        for path in (ROOT / package).rglob("*.py"):
-            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+    for package, folder in (("tyllm", "tyllm"), ("tyllm.backends", "backends")):
+        for path in (ROOT / folder).rglob("*.py"):
+            name = ".".join((package, *path.relative_to(ROOT / folder).with_suffix("").parts))
             names[name.removesuffix(".__init__")] = path
     return names
 

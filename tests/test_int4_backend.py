@@ -3,10 +3,10 @@
 import pytest
 import torch
 import tvm
+from tyllm.backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
+from tyllm.backends.emulated_cpu.lower import import_program
+from tyllm.backends.emulated_cpu.pipeline import build_pipeline
 
-from backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
-from backends.emulated_cpu.lower import import_program
-from backends.emulated_cpu.pipeline import build_pipeline
 from tyllm.capture.export import export_module
 from tyllm.models.decoder import Int4Linear
 from tyllm.quant.int4 import dequantize_int4

@@ -4,10 +4,10 @@ emulated CPU backend folding the view into one scheduled matmul kernel that equa
 import pytest
 import torch
 import tvm
+from tyllm.backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
+from tyllm.backends.emulated_cpu.lower import import_program
+from tyllm.backends.emulated_cpu.pipeline import build_pipeline
 
-from backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
-from backends.emulated_cpu.lower import import_program
-from backends.emulated_cpu.pipeline import build_pipeline
 from tyllm.capture.export import export_module
 from tyllm.models.decoder import Linear
 from tyllm.models.panels import dense, panel_rows, panel_width, to_panels

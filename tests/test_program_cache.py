@@ -6,11 +6,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from tyllm.backends.emulated_cpu import TargetSpec
 
-from backends.emulated_cpu import TargetSpec
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
-from tyllm.verify import verify_tree
+from tyllm.tools.verify import verify_tree
 
 
 @pytest.fixture

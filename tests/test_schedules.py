@@ -5,10 +5,10 @@ prefill-size one runs its rows in parallel."""
 import pytest
 import torch
 import tvm
+from tyllm.backends.emulated_cpu import TargetSpec
+from tyllm.backends.emulated_cpu.lower import import_program
+from tyllm.backends.emulated_cpu.pipeline import build_pipeline
 
-from backends.emulated_cpu import TargetSpec
-from backends.emulated_cpu.lower import import_program
-from backends.emulated_cpu.pipeline import build_pipeline
 from tyllm.capture.export import export_module
 
 

@@ -109,7 +109,7 @@ def test_tree_layout(vlm_tree):
                  "batch_1/seqlen_16/llm_prefill_kv32_die1.so", "manifest.json"):
         assert (tree / name).is_file(), name
     assert not list(tree.parent.glob(".*partial*"))
-    from tyllm.verify import verify_tree
+    from tyllm.tools.verify import verify_tree
 
     checks = verify_tree(tree)  # vision graphs vs their ONNX twins (language twins were skipped)
     assert [c.kind for c in checks] == ["vision", "vision"] and all(c.ok for c in checks)

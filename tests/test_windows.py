@@ -8,10 +8,10 @@ import pytest
 from models import hf_greedy
 
 from tyllm import runtime
+from tyllm.artifacts.windows import default_windows, kv_windows, window_for
 from tyllm.build_util import build_and_compile_llm
 from tyllm.errors import TyllmError
-from tyllm.verify import verify_tree
-from tyllm.windows import default_windows, kv_windows, window_for
+from tyllm.tools.verify import verify_tree
 
 WINDOWS = [8, 16]  # with max_kv 48: graphs for 8, 16 and 48 positions
 PROMPT = list(range(3, 17))  # 14 tokens: chunks of 4 start at 0, 4, 8, 12 -> windows 8, 8, 8, 16

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from tyllm.compiler import compile_llm
-from tyllm.request import CompileRequest
+from tyllm.compile.llm import compile_llm
+from tyllm.compile.request import CompileRequest
 
 
 def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4096,
@@ -16,10 +16,11 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
     """Compiles a HF checkpoint folder into the `<N>die` artifact tree at `artifacts_path`.
 
     `use_cache`: take programs compiled before from the program cache and keep new ones there
-    (tyllm/program_cache.py), so an interrupted compile resumes where it stopped.
+    (tyllm/compile/program_cache.py), so an interrupted compile resumes where it stopped.
     `kv_windows`: the history lengths each graph is compiled for besides max_kv_cache_size (a
     step attends over the smallest that holds its history); default: 256, 1024, 4096, ... below
-    max_kv_cache_size (tyllm/windows.py). `[max_kv_cache_size]` compiles the full window only.
+    max_kv_cache_size (tyllm/artifacts/windows.py). `[max_kv_cache_size]` compiles the full
+    window only.
     `batch_size_list`: decode graphs for that many sequences in one call (batch_{B}/ folders;
     batch 1 is always compiled and runs every prefill), e.g. [1, 4] to serve 4 users at once.
     `jobs`: worker processes compiling distinct programs in parallel (0: one per core; each
@@ -55,8 +56,8 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
     (the Python form of scripts/compile_vlm.py). `batch_size_list` as for
     build_and_compile_llm: language decode graphs for that many sequences per call; `jobs` and
     `backend` as for build_and_compile_llm. Returns the artifacts path."""
-    from tyllm.vlm.compiler import compile_vlm
-    from tyllm.vlm.request import VlmCompileRequest
+    from tyllm.compile.vlm import compile_vlm
+    from tyllm.compile.vlm_request import VlmCompileRequest
 
     request = VlmCompileRequest(
         model_path=Path(model_path), artifacts_path=Path(artifacts_path), num_die=num_die,

@@ -3,9 +3,9 @@
 import argparse
 import sys
 
-from tyllm.arg_types import int_list, positive_int
 from tyllm.errors import TyllmError
-from tyllm.worker_kinds import WORKER_NAMES
+from tyllm.runtime.worker_kinds import WORKER_NAMES
+from tyllm.tools.arg_types import int_list, positive_int
 
 
 def add_compile(sub) -> None:
@@ -130,7 +130,7 @@ def run_run(args) -> None:
 
 
 def generate_multimodal(session, args) -> list[int]:
-    from tyllm.vlm.prompt import multimodal_prompt, open_image, open_video
+    from tyllm.runtime.vlm.prompt import multimodal_prompt, open_image, open_video
 
     if not hasattr(session, "generate_multimodal"):
         raise TyllmError(f"{session.tree.root} is a text-only tree: --image/--video need a tree "
@@ -145,7 +145,7 @@ def generate_multimodal(session, args) -> list[int]:
 
 def run_verify(args) -> int:
     from tyllm.runtime.tree import Tree
-    from tyllm.verify import verify_tree
+    from tyllm.tools.verify import verify_tree
 
     checks, backend = verify_tree(args.artifacts), Tree(args.artifacts).backend.name
     for c in checks:
@@ -156,7 +156,7 @@ def run_verify(args) -> int:
 
 
 def run_doctor(args) -> int:
-    from tyllm.doctor import run_doctor as doctor
+    from tyllm.tools.doctor import run_doctor as doctor
 
     findings = doctor(args.artifacts)
     for finding in findings:
@@ -167,7 +167,7 @@ def run_doctor(args) -> int:
 
 
 def run_cache(args) -> None:
-    from tyllm import program_cache
+    from tyllm.compile import program_cache
 
     root, count, size = program_cache.usage()
     print(f"program cache {root}: {count} programs, {size / 1e6:.1f} MB")
@@ -176,7 +176,7 @@ def run_cache(args) -> None:
 
 
 def run_prepare(args) -> None:
-    from tyllm.smollm2 import prepare_smollm2
+    from tyllm.tools.smollm2 import prepare_smollm2
 
     print(prepare_smollm2(args.out))
 

@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from backends.emulated_cpu.lower import TargetSpec, lower_to_library, lower_windows
-from backends.emulated_cpu.program import DieProgram
+from tyllm.backends.emulated_cpu.lower import TargetSpec, lower_to_library, lower_windows
+from tyllm.backends.emulated_cpu.program import DieProgram
 
 __all__ = ["BACKEND", "DieProgram", "TargetSpec", "lower_to_library", "lower_windows"]
 

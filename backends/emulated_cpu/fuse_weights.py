@@ -13,8 +13,7 @@ the [N, K] weight is never written to memory:
 import tvm
 from tvm import relax
 from tvm.relax.dpl import GlobalVarPattern, TuplePattern, is_op, wildcard
-
-from backends.emulated_cpu.schedules import PANEL_LANES
+from tyllm.backends.emulated_cpu.schedules import PANEL_LANES
 
 MAX_MATMUL_ARGS = 4  # x, weight, and up to two epilogue operands (bias, residual)
 

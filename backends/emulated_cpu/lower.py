@@ -8,10 +8,10 @@ import tvm
 from tvm import relax
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
+from tyllm.backends.emulated_cpu.attention import attention_kernel
+from tyllm.backends.emulated_cpu.pipeline import build_pipeline
+from tyllm.backends.emulated_cpu.schedules import PANEL_LANES
 
-from backends.emulated_cpu.attention import attention_kernel
-from backends.emulated_cpu.pipeline import build_pipeline
-from backends.emulated_cpu.schedules import PANEL_LANES
 from tyllm.capture.export import HISTORY_MASK
 from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
 

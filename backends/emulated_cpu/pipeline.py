@@ -11,9 +11,8 @@ import tvm
 from tvm import relax, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight as dl
-
-from backends.emulated_cpu.fuse_weights import fuse_weight_passes
-from backends.emulated_cpu.schedules import cpu_rules
+from tyllm.backends.emulated_cpu.fuse_weights import fuse_weight_passes
+from tyllm.backends.emulated_cpu.schedules import cpu_rules
 
 
 def _fast_sigmoid(x):

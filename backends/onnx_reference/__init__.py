@@ -5,8 +5,8 @@ whether a mismatch comes from the TVM lowering or from the graph itself."""
 
 from pathlib import Path
 
-from backends.onnx_reference.lower import NAME, OnnxTarget
-from backends.onnx_reference.program import SegmentedProgram
+from tyllm.backends.onnx_reference.lower import NAME, OnnxTarget
+from tyllm.backends.onnx_reference.program import SegmentedProgram
 
 __all__ = ["BACKEND", "OnnxTarget", "SegmentedProgram"]
 

@@ -11,8 +11,8 @@ import onnx
 import onnxruntime
 import torch
 from onnx import helper, shape_inference
+from tyllm.backends.onnx_reference.lower import PARAM_ORDER
 
-from backends.onnx_reference.lower import PARAM_ORDER
 from tyllm.capture.onnx_export import DOMAIN
 from tyllm.runtime.collective import all_reduce
 

@@ -6,10 +6,10 @@
   batch_1/seqlen_{M}/llm_{prefill|decode}_die{d}.so   the compiled graph (decode when M == 1),
                                         attending to all max_kv_cache_size positions
   batch_1/seqlen_{M}/llm_{prefill|decode}_kv{W}_die{d}.so   the same graph for a KV window of
-                                        the first W positions (tyllm/windows.py)
+                                        the first W positions (tyllm/artifacts/windows.py)
   batch_1/seqlen_{M}/llm_die{d}.params  graph-local constants (causal mask of M rows)
   batch_{B}/seqlen_{M}/llm_decode[_kv{W}]_die{d}.so   B > 1: the step for B sequences in one
-                                        call (tyllm/request.py::graph_shapes: decode length only);
+                                        call (compile/request.py::graph_shapes: decode length only);
                                         its weights and constants are batch_1's files
   batch_1/llm_die{d}_{M}_b{B}.onnx      ONNX twin of a batch-B graph (beside the weights it
                                         points into)

@@ -35,7 +35,7 @@ print("RESULT" + json.dumps({"seconds": time.perf_counter() - start,
 
 def compile_cost(model: Path, out: Path, dies: int, max_kv: int, seq_lens: list[int],
                  threads: int, batch_sizes=(1,), kv_windows=None) -> dict:
-    """`kv_windows`: None for the default ladder (tyllm/windows.py)."""
+    """`kv_windows`: None for the default ladder (tyllm/artifacts/windows.py)."""
     job = {"model": str(model), "out": str(out), "dies": dies, "max_kv": max_kv,
            "seq_lens": seq_lens, "threads": threads, "batch_sizes": list(batch_sizes),
            "kv_windows": kv_windows}

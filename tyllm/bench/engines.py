@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tyllm.artifacts.windows import history_mask, window_for
 from tyllm.bench.timing import Speed, clock, decode_rate, wait_until_quiet
 from tyllm.runtime.session import plan_chunks
-from tyllm.windows import history_mask, window_for
 
 
 def bench_tree(tree: Path, prompt: list[int], new_tokens: int, workers: str, label: str) -> Speed:

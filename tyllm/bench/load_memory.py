@@ -63,7 +63,7 @@ def run_a_request(session) -> None:
         return
     from PIL import Image
 
-    from tyllm.vlm.prompt import multimodal_prompt
+    from tyllm.runtime.vlm.prompt import multimodal_prompt
 
     height, width = config["vision"]["sizes"][0]["size"]
     image = Image.new("RGB", (width, height), (120, 60, 200))
@@ -77,7 +77,7 @@ def measure(tree: str, workers: str) -> dict:
     from tyllm import runtime
 
     if Tree(Path(tree)).config["kind"] == "vlm":
-        import tyllm.vlm.load  # noqa: F401
+        import tyllm.runtime.vlm.load  # noqa: F401
 
     baseline = status("VmRSS")
     with runtime.load(tree, workers=workers) as session:

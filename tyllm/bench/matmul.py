@@ -10,13 +10,13 @@ from pathlib import Path
 
 import torch
 
-from backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
+from tyllm.backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
 from tyllm.bench.timing import median_seconds
 from tyllm.cache import cache_root
 from tyllm.capture.export import export_module
+from tyllm.compile.report import output_into
 from tyllm.models.decoder import Linear
 from tyllm.models.panels import to_panels
-from tyllm.report import output_into
 from tyllm.runtime.placement import pin_to_cores
 
 REPEATS = 20

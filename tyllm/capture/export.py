@@ -5,8 +5,8 @@ from dataclasses import dataclass
 
 import torch
 
+from tyllm.artifacts.windows import SMALLEST_LADDER
 from tyllm.models.decoder import DecoderStep, causal_mask
-from tyllm.windows import SMALLEST_LADDER
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ def step_inputs(step: DecoderStep, seq_len: int, batch: int = 1) -> dict[str, to
 
 
 OUTPUT_NAMES = ("logits", "new_k", "new_v")
-HISTORY_MASK = "history_mask"  # its length is the step's KV window (tyllm/windows.py)
+HISTORY_MASK = "history_mask"  # its length is the step's KV window (tyllm/artifacts/windows.py)
 
 
 def describe(tensors: dict[str, torch.Tensor]) -> list[TensorDesc]:

@@ -6,7 +6,7 @@ Shapes (per die):  tokens [M] int64 (or embeds [M, H]), start_pos [1] int64, las
 k_cache / v_cache [L, KVl, S, D], history_mask [W] bool  ->  logits [1, Vl], new_k / new_v
 [L, KVl, M, D]. A step attends over the first W <= S cached positions (history_mask[p]: position
 p holds history, i.e. p < start_pos), so its cost follows W, not S. W is symbolic when captured
-(one capture per M) and bound to each compiled KV window (tyllm.windows). One sequence's
+(one capture per M) and bound to each compiled KV window (tyllm.artifacts.windows). One sequence's
 attention is the `tyllm::attention` op (tyllm.capture.ops), which a backend may lower to a
 kernel whose cost follows the history the mask marks rather than W.
 Rows past the valid ones are padding: they attend causally like the others, but nothing reads them.

@@ -9,13 +9,13 @@ import torch
 from safetensors.torch import save_file
 
 from tyllm.artifacts.manifest import CHECKPOINT_FORMAT, write_manifest
+from tyllm.artifacts.staging import check_checkpoint_destination, write_atomically
 from tyllm.checkpoint import TensorReader
 from tyllm.errors import TyllmError
 from tyllm.quant.awq import AwqConfig
 from tyllm.quant.formats import Source, load_config_json, quantization_of, source_format
 from tyllm.quant.groups import dequantize
 from tyllm.quant.pack import pack_linear
-from tyllm.staging import check_checkpoint_destination, write_atomically
 
 
 @dataclass

@@ -12,13 +12,13 @@ from pathlib import Path
 from safetensors.torch import save_file
 
 from tyllm.artifacts.layout import MANIFEST
+from tyllm.artifacts.staging import write_atomically
 from tyllm.checkpoint import INDEX_FILE, TensorReader
 from tyllm.errors import TyllmError
 from tyllm.quant import formats, int4
 from tyllm.quant.awq import AwqConfig
 from tyllm.quant.checkpoint import VISION_MODULES
 from tyllm.quant.checkpoint import quantization_config as awq_quantization_config
-from tyllm.staging import write_atomically
 
 QUANT_TYPES = ("awq",)
 CONVERTED_FROM = {"awq": "AutoAWQ GEMM", "compressed-tensors": "compressed-tensors",

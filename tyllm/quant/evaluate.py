@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 
 from tyllm.checkpoint import load_config
+from tyllm.compile.request import check_model_folder
 from tyllm.quant.data import get_dataloader, load_texts
 from tyllm.quant.groups import check_group_size, fake_quantize
 from tyllm.quant.layers import decoder_layers, linears_of
 from tyllm.quant.scores import Score, probe_positions
-from tyllm.request import check_model_folder
 
 
 class Tally:

@@ -21,10 +21,10 @@ from typing import NamedTuple
 import torch
 
 from tyllm.checkpoint import read_json_file
+from tyllm.compile.request import check_model_folder
 from tyllm.errors import TyllmError
 from tyllm.quant import int4
 from tyllm.quant.pack import pack_linear, unpack_linear
-from tyllm.request import check_model_folder
 
 
 @dataclass(frozen=True)

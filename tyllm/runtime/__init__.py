@@ -1,16 +1,19 @@
-"""The emulated multi-die runtime: `load(tree)` returns a session that generates greedily."""
+"""The emulated multi-die runtime: `load(tree)` returns a session that generates greedily.
+
+Importing the package is light (the CLI reads `worker_kinds` through it); `load` brings in the
+session, the workers and the tree's backend."""
 
 from pathlib import Path
 
-from tyllm.artifacts.manifest import verify_files
-from tyllm.errors import TyllmError
-from tyllm.runtime.session import Session
-from tyllm.runtime.tree import Tree
-from tyllm.runtime.workers import WORKER_KINDS, exit_if_bootstrapping
 
-
-def load(artifacts_path, workers: str = "threads", dies: int | None = None) -> Session:
+def load(artifacts_path, workers: str = "threads", dies: int | None = None):
     """Opens the `<N>die` tree and starts one worker per die ("threads" or "processes")."""
+    from tyllm.artifacts.manifest import verify_files
+    from tyllm.errors import TyllmError
+    from tyllm.runtime.session import Session
+    from tyllm.runtime.tree import Tree
+    from tyllm.runtime.workers import WORKER_KINDS, exit_if_bootstrapping
+
     if workers not in WORKER_KINDS:
         raise TyllmError(f"Unknown workers={workers!r}; choose one of {list(WORKER_KINDS)}.")
     if workers == "processes":
@@ -18,10 +21,18 @@ def load(artifacts_path, workers: str = "threads", dies: int | None = None) -> S
     tree = Tree(Path(artifacts_path), dies=dies)
     verify_files(tree.root, tree.manifest)  # sha256 of every file, before anything is loaded
     if tree.config["kind"] == "vlm":
-        from tyllm.vlm.load import load_vlm
+        from tyllm.runtime.vlm.load import load_vlm
 
         return load_vlm(tree, WORKER_KINDS[workers])
     return Session(tree, WORKER_KINDS[workers](tree))
+
+
+def __getattr__(name: str):
+    if name == "Session":
+        from tyllm.runtime.session import Session
+
+        return Session
+    raise AttributeError(f"module 'tyllm.runtime' has no attribute {name!r}")
 
 
 __all__ = ["Session", "load"]

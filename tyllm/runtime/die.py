@@ -3,9 +3,9 @@
 import torch
 
 from tyllm.artifacts.params import load_params
+from tyllm.artifacts.windows import history_mask, window_for
 from tyllm.dtypes import DTYPES
 from tyllm.runtime.tree import Tree
-from tyllm.windows import history_mask, window_for
 
 
 def bind_program(tree: Tree, graph: dict, params: dict):

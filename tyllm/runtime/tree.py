@@ -4,13 +4,13 @@ other, every file they name proven inside the tree and listed; nothing loaded ye
 import re
 from pathlib import Path
 
-from backends import UnknownBackend, get_backend
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
 from tyllm.artifacts.manifest import inside, read_manifest, verify_files
+from tyllm.backends import UnknownBackend, get_backend
 from tyllm.errors import ArtifactError
 
-VISION_BUFFER_CONFIG = "visual/buffer_config.json"  # VLM trees (tyllm/vlm/layout.py)
+VISION_BUFFER_CONFIG = "visual/buffer_config.json"  # VLM trees (tyllm/artifacts/vlm_layout.py)
 FILE_KEYS = ("library", "weights", "constants", "graph_params", "onnx", "params")
 
 
@@ -130,7 +130,7 @@ class Tree:
 
     @property
     def windows(self) -> list[int]:
-        """The KV windows every step graph was compiled for (tyllm/windows.py)."""
+        """The KV windows every step graph was compiled for (tyllm/artifacts/windows.py)."""
         return list(self.config["kv_windows"])
 
     @property

@@ -19,7 +19,7 @@ from tyllm.runtime import collective
 from tyllm.runtime.placement import pin_current_thread, pin_process
 from tyllm.runtime.tree import Tree
 from tyllm.runtime.wire import from_wire, to_wire
-from tyllm.worker_kinds import WORKER_NAMES
+from tyllm.runtime.worker_kinds import WORKER_NAMES
 
 RUNNER_CALLS = ("step", "rows")
 

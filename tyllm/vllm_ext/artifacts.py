@@ -15,12 +15,12 @@ from pathlib import Path
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
 from tyllm.cache import cache_root
+from tyllm.compile.request import check_batch_sizes
 from tyllm.errors import TyllmError
-from tyllm.request import check_batch_sizes
+from tyllm.runtime.worker_kinds import WORKER_NAMES
 from tyllm.vllm_ext import vlm_engine
 from tyllm.vllm_ext.tree_model import TREE_KEY
 from tyllm.vllm_ext.vlm_engine import VISION_OPTIONS, VisionOptions, vision_options, vlm_seq_lens
-from tyllm.worker_kinds import WORKER_NAMES
 
 CONFIG_KEY = "tyllm"
 OPTIONS = ("artifacts_path", "seq_len_list", "batch_sizes", "workers", "kv_windows",

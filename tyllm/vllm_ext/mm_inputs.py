@@ -4,8 +4,8 @@ vLLM's front end ran tyllm's own processing (vlm_model.TreeProcessor): each feat
 image's pixel rows and its patch grid, already at a compiled size."""
 
 from tyllm.errors import TyllmError
+from tyllm.runtime.vlm.inputs import VisionItem
 from tyllm.vllm_ext.vlm_model import VIDEO_FPS
-from tyllm.vlm.inputs import VisionItem
 
 
 def vision_items(session, features) -> list[VisionItem]:

@@ -12,10 +12,10 @@ import argparse
 import json
 from pathlib import Path
 
-from tyllm.arg_types import int_list
 from tyllm.errors import TyllmError
+from tyllm.runtime.worker_kinds import WORKER_NAMES
+from tyllm.tools.arg_types import int_list
 from tyllm.vllm_ext.artifacts import CONFIG_KEY
-from tyllm.worker_kinds import WORKER_NAMES
 
 USAGE = "tyllm serve MODEL_OR_TREE [--artifacts-path P] [--seq-len-list 1,8] " \
         "[--batch-sizes 1,4] [--image-sizes 448x448] [--workers threads|processes] " \

@@ -14,9 +14,9 @@ from pathlib import Path
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
 from tyllm.artifacts.manifest import verify_files
+from tyllm.artifacts.staging import write_atomically
 from tyllm.cache import cache_root
 from tyllm.runtime.tree import Tree
-from tyllm.staging import write_atomically
 
 VLM_ARCH = "TyllmVlmForConditionalGeneration"  # registered by vlm_model.py (general plugin)
 TREE_KEY = "tyllm_tree"  # the served config.json of a VLM tree names its tree

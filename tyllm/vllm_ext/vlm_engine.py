@@ -17,7 +17,7 @@ from tyllm.errors import TyllmError
 
 VISION_OPTIONS = ("image_sizes", "modalities", "prefill_lens", "vm_die_remap", "lm_die_remap")
 DEFAULT_IMAGE_SIZES = ((448, 448),)  # as scripts/compile_vlm.py
-FIXED_LENS = (1, 8)  # a VLM tree always compiles these (tyllm/vlm/request.py)
+FIXED_LENS = (1, 8)  # a VLM tree always compiles these (tyllm/compile/vlm_request.py)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def vlm_seq_lens(options: dict) -> tuple[int, ...]:
 
 
 def image_sizes(value) -> tuple[tuple[int, int], ...]:
-    from tyllm.vlm.request import parse_sizes
+    from tyllm.compile.vlm_request import parse_sizes
 
     if isinstance(value, str):
         return parse_sizes(value)

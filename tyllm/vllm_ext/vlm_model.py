@@ -2,7 +2,7 @@
 
 vLLM's own Qwen-VL code cannot serve here (it imports transformers' torchvision image processor)
 and would not run the compiled dies anyway. This registers an architecture whose multimodal
-processing is tyllm's (`tyllm.vlm.inputs`, the tree's compiled sizes and the HF PIL image
+processing is tyllm's (`tyllm.runtime.vlm.inputs`, the tree's compiled sizes and the HF PIL image
 processor), so vLLM's front end (LLM.generate, the OpenAI server) expands image placeholders and
 hands the EdgeX worker the pixel rows; the worker runs the tree. The model class is never built:
 the worker replaces vLLM's model runner. Registered by the `vllm.general_plugins` entry point,
@@ -28,10 +28,10 @@ from vllm.multimodal.processing import (
     PromptUpdateDetails,
 )
 
+from tyllm.compile.vlm_request import MODALITIES
 from tyllm.errors import TyllmError
+from tyllm.runtime.vlm.inputs import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, VisionItem
 from tyllm.vllm_ext.tree_model import TREE_KEY, VLM_ARCH
-from tyllm.vlm.inputs import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START, VisionItem
-from tyllm.vlm.request import MODALITIES
 
 ARCH = VLM_ARCH
 VIDEO_FPS = 2.0  # frames given to vLLM are taken as sampled at this rate (as generate_multimodal)
@@ -41,7 +41,7 @@ class TreeProcessingInfo(BaseProcessingInfo):
     @cached_property
     def preprocessor(self):
         from tyllm.runtime.tree import Tree
-        from tyllm.vlm.session import preprocessor_for
+        from tyllm.runtime.vlm.session import preprocessor_for
 
         tree = getattr(self.get_hf_config(), TREE_KEY, None)
         if tree is None:

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import torch
 
-from backends import library_suffix
 from tyllm.artifacts import layout
 from tyllm.artifacts.params import save_params
+from tyllm.backends import library_suffix
 from tyllm.capture.export import describe, describe_outputs, export_step, window_inputs
-from tyllm.compile_core import twin_and_lower
-from tyllm.memory import return_free_memory
+from tyllm.compile.core import twin_and_lower
+from tyllm.compile.memory import return_free_memory
 from tyllm.models.loading import die_weights
 
 

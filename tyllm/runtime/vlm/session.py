@@ -1,7 +1,7 @@
 """A loaded VLM tree: `generate_multimodal(prompt, images, videos)` on emulated dies.
 
-Per request: preprocess (tyllm.vlm.inputs) -> vision programs per temporal slice (die 0's merged
-features; every vision die computes the same replicated merger) -> the rope-index graph ->
+Per request: preprocess (runtime/vlm/inputs.py) -> vision programs per temporal slice (die 0's
+merged features; every vision die computes the same replicated merger) -> the rope-index graph ->
 features scattered into the text embeddings (and deepstack rows) -> prefill chunks through each
 language die's mrope + language graphs -> greedy decode at positions index + rope delta.
 """
@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import torch
 
+from tyllm.artifacts import vlm_layout as layout
 from tyllm.errors import TyllmError
+from tyllm.models.vlm.processor import image_processor
 from tyllm.runtime.session import Session, count_of
+from tyllm.runtime.vlm.inputs import VISION_END, VISION_START, Preprocessor, VisionItem
 from tyllm.text import load_tokenizer
-from tyllm.vlm import layout
-from tyllm.vlm.inputs import VISION_END, VISION_START, Preprocessor, VisionItem
-from tyllm.vlm.processor import image_processor
 
 
 @dataclass(frozen=True)

@@ -9,26 +9,26 @@ from pathlib import Path
 
 import torch
 
-from backends import Target
-from tyllm import program_cache
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import FORMAT_VERSION, eos_token_ids, plan_json, write_json
 from tyllm.artifacts.manifest import TREE_FORMAT, write_manifest, written_by_tyllm
 from tyllm.artifacts.params import save_params
-from tyllm.budget import check_disk, estimate
+from tyllm.artifacts.staging import check_not_a_file, write_atomically
+from tyllm.backends import Target
 from tyllm.capture.export import step_inputs
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
-from tyllm.compile_jobs import Pool
+from tyllm.compile import program_cache
+from tyllm.compile.budget import check_disk, estimate
+from tyllm.compile.jobs import Pool
+from tyllm.compile.programs import StepRecipe, compile_steps
+from tyllm.compile.report import CompileReport
+from tyllm.compile.request import CompileRequest, validate
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import causal_mask
 from tyllm.models.loading import SHARED_CONSTANTS, build_die_step
 from tyllm.models.registry import arch_for_config
 from tyllm.quant.int4 import read_int4_scheme, shard_unit
-from tyllm.report import CompileReport
-from tyllm.request import CompileRequest, validate
 from tyllm.shard.plan import DiePlan, plan_dies
-from tyllm.staging import check_not_a_file, write_atomically
-from tyllm.step_programs import StepRecipe, compile_steps
 
 
 @dataclass(frozen=True)

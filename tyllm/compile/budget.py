@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from tyllm.compile_jobs import worker_count
+from tyllm.compile.jobs import worker_count
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import DecoderStep
 from tyllm.models.loading import die_weights

@@ -8,8 +8,8 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
     smart_resize,
 )
 
+from tyllm.artifacts.vlm_layout import PREPROCESSOR
 from tyllm.errors import TyllmError
-from tyllm.vlm.layout import PREPROCESSOR
 
 
 def image_processor(folder: Path, vision_config=None) -> Qwen2VLImageProcessorPil:

@@ -1,8 +1,8 @@
-"""A compile worker process (started by tyllm/compile_jobs.py): reads jobs from stdin,
+"""A compile worker process (started by tyllm/compile/jobs.py): reads jobs from stdin,
 answers each on the pipe that was its stdout. Everything else it prints (TVM, torch, ONNX)
 goes to its stderr, which is the parent's: the compile log, or the terminal when verbose.
 
-Usage: python -m tyllm.compile_worker THREADS
+Usage: python -m tyllm.compile.worker THREADS
 """
 
 import os
@@ -11,8 +11,8 @@ import traceback
 
 import torch
 
-from tyllm.compile_jobs import read_message, run_job, write_message
-from tyllm.report import CompileReport
+from tyllm.compile.jobs import read_message, run_job, write_message
+from tyllm.compile.report import CompileReport
 
 
 def main(threads: int) -> None:

@@ -11,16 +11,17 @@ from pathlib import Path
 
 import torch
 
-from backends import library_suffix
-from tyllm import program_cache
 from tyllm.artifacts import layout as llm_layout
+from tyllm.artifacts import vlm_layout as layout
 from tyllm.artifacts.documents import eos_token_ids
 from tyllm.artifacts.params import save_params
-from tyllm.budget import Budget, check_disk, estimate, with_static_graphs
+from tyllm.backends import library_suffix
 from tyllm.checkpoint import TensorReader, load_config, tokenizer_file
-from tyllm.compile_core import compile_module
-from tyllm.compile_jobs import Pool
-from tyllm.compiler import (
+from tyllm.compile import program_cache
+from tyllm.compile.budget import Budget, check_disk, estimate, with_static_graphs
+from tyllm.compile.core import compile_module
+from tyllm.compile.jobs import Pool
+from tyllm.compile.llm import (
     compile_into,
     copy_tokenizer,
     save_embedding,
@@ -28,6 +29,11 @@ from tyllm.compiler import (
     write_documents,
     write_report,
 )
+from tyllm.compile.module_programs import ModuleGraph, compile_modules
+from tyllm.compile.programs import StepRecipe, compile_steps
+from tyllm.compile.report import CompileReport
+from tyllm.compile.vision import check_vision_dies, write_visual
+from tyllm.compile.vlm_request import VlmCompileRequest, validate
 from tyllm.errors import TyllmError
 from tyllm.models.decoder import causal_mask
 from tyllm.models.registry import supported_architectures
@@ -38,17 +44,11 @@ from tyllm.models.vlm.language import (
     language_inputs,
 )
 from tyllm.models.vlm.mrope import MropeStep
+from tyllm.models.vlm.processor import image_processor, patch_grid
 from tyllm.models.vlm.rope_index import RopeIndexStep
 from tyllm.models.vlm.spec import supported_vlms, vlm_for_config
-from tyllm.module_programs import ModuleGraph, compile_modules
 from tyllm.quant.int4 import read_int4_scheme, shard_unit
-from tyllm.report import CompileReport
 from tyllm.shard.plan import plan_dies
-from tyllm.step_programs import StepRecipe, compile_steps
-from tyllm.vlm import layout
-from tyllm.vlm.processor import image_processor, patch_grid
-from tyllm.vlm.request import VlmCompileRequest, validate
-from tyllm.vlm.vision_compile import check_vision_dies, write_visual
 
 
 class VlmCheckpoint:
@@ -126,7 +126,7 @@ def compile_language(ckpt, plans, request, root: Path, target, report,
 
 @dataclass(frozen=True)
 class MropeJob:
-    """Compiles the mrope program of M positions (a compile job: tyllm/compile_jobs.py)."""
+    """Compiles the mrope program of M positions (a compile job: tyllm/compile/jobs.py)."""
 
     path: Path
     m: int
@@ -170,7 +170,7 @@ def compile_mrope(ckpt, plans, request, root: Path, target, report, pool: Pool) 
 @dataclass(frozen=True)
 class RopeIndexJob:
     """Compiles the rope-index program over `length` positions and `runs` vision runs (a
-    compile job: tyllm/compile_jobs.py)."""
+    compile job: tyllm/compile/jobs.py)."""
 
     length: int
     runs: int
@@ -209,7 +209,7 @@ def token_ids(config) -> dict:
 
 
 def tree_config(ckpt, request, plans, vision: dict, target) -> dict:
-    """step_config (tyllm/compiler.py) plus the vision side: remaps, modalities, tokens."""
+    """step_config (tyllm/compile/llm.py) plus the vision side: remaps, modalities, tokens."""
     return step_config(ckpt, request, plans, target, kind="vlm", architecture=ckpt.spec.name,
                        max_kv=request.max_model_len, embedding_as_input=True) | {
         "language_die_remap": list(request.language_remap),

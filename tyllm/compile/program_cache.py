@@ -9,6 +9,7 @@ same model (other seq lens, other dies of the same shape) reuses the ones it sha
 """
 
 import hashlib
+import importlib
 import json
 import os
 import shutil
@@ -20,7 +21,8 @@ from tyllm.cache import cache_root
 
 FORMAT = 1
 LIBRARY, TWIN, IO = "program.so", "program.onnx", "io.json"
-CODE = ("tyllm", "backends")  # all of it: graphs trace code from models, quant, shard, capture
+CODE = ("tyllm", "tyllm.backends")  # all of it: graphs trace code from models, quant, shard,
+# capture
 VOLATILE_CONFIG = ("_name_or_path", "_commit_hash", "transformers_version", "name_or_path")
 
 
@@ -31,10 +33,12 @@ def programs_root() -> Path:
 @cache
 def code_digest() -> str:
     """sha256 of the source that determines a program (a changed schedule is a new program)."""
-    top, digest = Path(__file__).resolve().parents[1], hashlib.sha256()
-    for folder in CODE:
-        for path in sorted((top / folder).rglob("*.py")):
-            digest.update(path.relative_to(top).as_posix().encode() + path.read_bytes())
+    digest = hashlib.sha256()
+    for package in CODE:
+        folder = Path(importlib.import_module(package).__file__).parent
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(f"{package}/{path.relative_to(folder).as_posix()}".encode()
+                          + path.read_bytes())
     return digest.hexdigest()
 
 

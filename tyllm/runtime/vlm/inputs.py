@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from tyllm.errors import TyllmError
-from tyllm.vlm.processor import patch_grid
+from tyllm.models.vlm.processor import patch_grid
 
 log = logging.getLogger("tyllm.vlm")
 IMAGE_PAD, VIDEO_PAD = "<|image_pad|>", "<|video_pad|>"

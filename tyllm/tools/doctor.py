@@ -111,7 +111,7 @@ def check_tree(root: Path) -> list[Finding]:
 
 
 def cache_finding() -> Finding:
-    from tyllm import program_cache
+    from tyllm.compile import program_cache
 
     root, count, size = program_cache.usage()
     return Finding(True, f"program cache {root}: {count} programs, {size / 1e6:.1f} MB "

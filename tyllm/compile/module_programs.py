@@ -1,5 +1,5 @@
 """Static graphs (a VLM's vision and mrope graphs) compiled like the step graphs: each distinct
-program once, in parallel (tyllm/compile_jobs.py), kept in and taken from the program cache;
+program once, in parallel (tyllm/compile/jobs.py), kept in and taken from the program cache;
 every other graph of that program gets the same library and an ONNX twin pointing into its own
 weights."""
 
@@ -7,9 +7,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tyllm import program_cache
-from tyllm.compile_core import place_program
-from tyllm.compile_jobs import InOrder, Pool
+from tyllm.compile import program_cache
+from tyllm.compile.core import place_program
+from tyllm.compile.jobs import InOrder, Pool
 
 IO_KEYS = ("inputs", "outputs", "param_order")
 

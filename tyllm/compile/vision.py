@@ -5,13 +5,16 @@ from pathlib import Path
 
 import torch
 
-from backends import library_suffix
-from tyllm import program_cache
+from tyllm.artifacts import vlm_layout as layout
 from tyllm.artifacts.documents import FORMAT_VERSION, write_json
 from tyllm.artifacts.layout import ensure_parent
 from tyllm.artifacts.params import save_params
+from tyllm.backends import library_suffix
 from tyllm.checkpoint import TensorReader, load_config
-from tyllm.compile_core import compile_module
+from tyllm.compile import program_cache
+from tyllm.compile.core import compile_module
+from tyllm.compile.module_programs import ModuleGraph, compile_modules
+from tyllm.compile.step_capture import release_weights
 from tyllm.errors import TyllmError
 from tyllm.models.vlm.language import VISION_PREFIXES, checkpoint_prefix
 from tyllm.models.vlm.spec import vlm_for_config
@@ -22,9 +25,6 @@ from tyllm.models.vlm.vision import (
     plan_vision,
     vision_sizes,
 )
-from tyllm.module_programs import ModuleGraph, compile_modules
-from tyllm.step_capture import release_weights
-from tyllm.vlm import layout
 
 
 def load_vision_tower(spec, config, reader: TensorReader, dtype):
@@ -54,7 +54,7 @@ def pixel_input(config, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
 @dataclass(frozen=True)
 class VisionJob:
     """Compiles vision die `plan.die`'s program for one image grid (a compile job:
-    tyllm/compile_jobs.py); the tower is read from the checkpoint at `path`."""
+    tyllm/compile/jobs.py); the tower is read from the checkpoint at `path`."""
 
     path: Path
     dtype: torch.dtype

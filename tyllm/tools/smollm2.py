@@ -5,9 +5,9 @@ import importlib.util
 from pathlib import Path
 
 from tyllm.artifacts.manifest import CHECKPOINT_FORMAT, write_manifest
+from tyllm.artifacts.staging import check_checkpoint_destination, write_atomically
 from tyllm.cache import cache_root
 from tyllm.errors import TyllmError
-from tyllm.staging import check_checkpoint_destination, write_atomically
 
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 

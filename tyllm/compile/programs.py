@@ -1,7 +1,7 @@
 """The step graphs of every die (LLM trees and VLM language models alike), in three phases:
 
 1. Each (batch, M) graph's program is fingerprinted per KV window (no weights needed), and
-   the worker processes for the programs the cache lacks start (tyllm/compile_jobs.py); while
+   the worker processes for the programs the cache lacks start (tyllm/compile/jobs.py); while
    they import, die by die, one die's weights in memory at a time, its weights and per-M
    constants are written.
 2. Each distinct program that no earlier compile left in the program cache is captured once
@@ -15,14 +15,14 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
-from backends import library_suffix
-from tyllm import program_cache
 from tyllm.artifacts import layout
-from tyllm.compile_core import place_program
-from tyllm.compile_jobs import InOrder, Pool
+from tyllm.backends import library_suffix
+from tyllm.compile import program_cache
+from tyllm.compile.core import place_program
+from tyllm.compile.jobs import InOrder, Pool
+from tyllm.compile.step_capture import capture_windows, release_weights, save_die_weights
 from tyllm.models.loading import die_weights
 from tyllm.shard.plan import DiePlan
-from tyllm.step_capture import capture_windows, release_weights, save_die_weights
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ class StepRecipe:
 @dataclass(frozen=True)
 class StepJob:
     """Die `plan.die`'s step of `shape` (batch, M), lowered for `windows` (a compile job:
-    tyllm/compile_jobs.py)."""
+    tyllm/compile/jobs.py)."""
 
     steps: Callable  # plan -> the die's step module
     plan: DiePlan

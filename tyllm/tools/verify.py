@@ -15,12 +15,12 @@ import torch
 from onnx import external_data_helper
 
 from tyllm.artifacts.manifest import verify_files
+from tyllm.artifacts.windows import history_mask
 from tyllm.capture.export import HISTORY_MASK
 from tyllm.dtypes import DTYPES
 from tyllm.runtime.collective import IdentityMember, bind_member
 from tyllm.runtime.die import DieRunner
 from tyllm.runtime.tree import Tree
-from tyllm.windows import history_mask
 
 TOLERANCE = {"float32": 1e-3, "float16": 5e-2}  # max |diff| relative to max |reference|
 
@@ -98,8 +98,8 @@ def check_graph(tree: Tree, runner: DieRunner, graph: dict, gen) -> GraphCheck:
 
 def check_vision(tree: Tree, gen) -> list[GraphCheck]:
     """VLM trees: every vision graph (key: its patch count) on random pixels."""
-    from tyllm.vlm.layout import size_tag
-    from tyllm.vlm.runners import VisionRunner
+    from tyllm.artifacts.vlm_layout import size_tag
+    from tyllm.runtime.vlm.runners import VisionRunner
 
     checks, graphs = [], tree.vision_buffers["graphs"]
     for rank in sorted({g["die"] for g in graphs}):

@@ -1,8 +1,8 @@
 """Distinct programs compiled in parallel: this process and `jobs - 1` worker processes
-(`python -m tyllm.compile_worker`) take jobs from one queue. A job is a picklable callable
+(`python -m tyllm.compile.worker`) take jobs from one queue. A job is a picklable callable
 `job(root, target, report) -> {"io", "timings"}` that builds one die's module (its weights
 read, then released before the capture), captures and lowers it into the staging tree
-(tyllm/step_programs.py::StepJob, tyllm/vlm/vision_compile.py::VisionJob). `jobs=1` compiles
+(tyllm/compile/programs.py::StepJob, tyllm/compile/vision.py::VisionJob). `jobs=1` compiles
 everything in this process.
 
 Workers are plain subprocesses, not multiprocessing: a user's script without an
@@ -19,8 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import tyllm
+from tyllm.compile.memory import peak_rss_mb
 from tyllm.errors import TyllmError
-from tyllm.memory import peak_rss_mb
 
 HEADER = struct.Struct("<Q")  # the byte length of each message on a worker's pipes
 # A worker's start (importing torch, TVM and ONNX: ~5 s) costs more than it saves for programs
@@ -171,15 +172,15 @@ class InProcess:
 
 
 class Worker(InProcess):
-    """One `python -m tyllm.compile_worker` process; its stderr is this process's (the compile
+    """One `python -m tyllm.compile.worker` process; its stderr is this process's (the compile
     log while a compile captures output, the terminal when verbose)."""
 
     def __init__(self, threads: int):
         super().__init__()
-        paths = [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]
+        paths = [str(Path(tyllm.__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tyllm.compile_worker", str(threads)],
+            [sys.executable, "-m", "tyllm.compile.worker", str(threads)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
         self.pid = self.process.pid
 

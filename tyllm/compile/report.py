@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tyllm.cache import cache_root
+from tyllm.compile.memory import peak_rss_mb
 from tyllm.errors import TyllmError
-from tyllm.memory import peak_rss_mb
 
 
 @contextmanager

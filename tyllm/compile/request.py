@@ -7,11 +7,11 @@ from pathlib import Path
 
 import torch
 
-from backends import DEFAULT as DEFAULT_BACKEND
-from backends import UnknownBackend, get_backend
+from tyllm.artifacts.windows import kv_windows
+from tyllm.backends import DEFAULT as DEFAULT_BACKEND
+from tyllm.backends import UnknownBackend, get_backend
 from tyllm.dtypes import DTYPES
 from tyllm.errors import TyllmError
-from tyllm.windows import kv_windows
 
 
 class StepShapes:
@@ -43,8 +43,8 @@ class CompileRequest(StepShapes):
     num_threads: int = 0  # cores a compiled graph may use; 0: all of this machine's
     jobs: int = 0  # worker processes compiling programs in parallel; 0: one per core
     export_onnx: bool = True
-    use_cache: bool = True  # reuse and keep compiled programs (tyllm/program_cache.py)
-    kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: tyllm.windows ladder
+    use_cache: bool = True  # reuse and keep compiled programs (tyllm/compile/program_cache.py)
+    kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: windows.py's ladder
     batch_size_list: tuple[int, ...] = (1,)  # sequences per decode call (batch 1 is always built)
     backend: str = DEFAULT_BACKEND  # backends.REGISTRY
     progress: bool = field(default=True, compare=False)

@@ -5,8 +5,8 @@ from pathlib import Path
 from PIL import Image
 
 from tyllm.errors import TyllmError
+from tyllm.runtime.vlm.inputs import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
 from tyllm.text import load_tokenizer
-from tyllm.vlm.inputs import IMAGE_PAD, VIDEO_PAD, VISION_END, VISION_START
 
 
 def multimodal_prompt(root: Path, prompt: str, images: int, videos: int, chat: bool = True) -> str:

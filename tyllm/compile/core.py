@@ -5,8 +5,8 @@ KV window (or one for a static program), and the placing of a program compiled a
 import shutil
 from pathlib import Path
 
-from backends import Target
 from tyllm.artifacts.layout import ensure_parent, share_file
+from tyllm.backends import Target
 from tyllm.capture.export import OUTPUT_NAMES, describe, describe_outputs, export_module
 from tyllm.capture.onnx_export import export_onnx, relink_onnx
 

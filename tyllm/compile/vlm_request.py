@@ -5,11 +5,11 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backends import DEFAULT as DEFAULT_BACKEND
+from tyllm.artifacts.windows import kv_windows
+from tyllm.backends import DEFAULT as DEFAULT_BACKEND
+from tyllm.compile.request import StepShapes, backend_named, validate_shared
 from tyllm.dtypes import DTYPES
 from tyllm.errors import TyllmError
-from tyllm.request import StepShapes, backend_named, validate_shared
-from tyllm.windows import kv_windows
 
 MODALITIES = ("image", "video")
 
@@ -30,8 +30,8 @@ class VlmCompileRequest(StepShapes):
     num_threads: int = 0
     jobs: int = 0  # worker processes compiling programs in parallel; 0: one per core
     export_onnx: bool = True
-    kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: tyllm.windows ladder
-    use_cache: bool = True  # language programs reused from / kept in tyllm/program_cache.py
+    kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: windows.py's ladder
+    use_cache: bool = True  # language programs reused from / kept in tyllm/compile/program_cache.py
     batch_size_list: tuple[int, ...] = (1,)  # sequences per language decode call
     backend: str = DEFAULT_BACKEND  # backends.REGISTRY
     progress: bool = field(default=True, compare=False)

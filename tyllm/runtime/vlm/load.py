@@ -1,8 +1,8 @@
 """Opening a VLM tree (its files already checked by `runtime.load`): language and vision
 programs placed on their dies."""
 
-from tyllm.vlm.runners import LanguageRunner, VisionRunner
-from tyllm.vlm.session import VlmSession
+from tyllm.runtime.vlm.runners import LanguageRunner, VisionRunner
+from tyllm.runtime.vlm.session import VlmSession
 
 
 def load_vlm(tree, workers_cls) -> VlmSession:

@@ -3,10 +3,10 @@ graph) and, on the dies named by the vision remap, a vision program."""
 
 import torch
 
+from tyllm.artifacts import vlm_layout as layout
 from tyllm.artifacts.params import load_params
 from tyllm.runtime.die import DieRunner, bind_program
 from tyllm.runtime.tree import Tree
-from tyllm.vlm import layout
 
 
 class LanguageRunner(DieRunner):

@@ -1,1 +1,0 @@
-"""Vision-language models: compile (visual/, mrope/, rope index, language model) and run."""
