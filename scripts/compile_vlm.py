@@ -54,13 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+FLAGS = {"num_die": "--num_die", "image_sizes": "--image_sizes", "modalities": "--modality",
+         "prefill_lens": "--prefill_lens", "max_model_len": "--max_model_len",
+         "kv_windows": "--kv_windows", "batch_size_list": "--batch_sizes",
+         "vm_die_remap": "--vm_die_remap", "lm_die_remap": "--lm_die_remap",
+         "source_tokenizer": "--source_tokenizer", "dtype": "--dtype", "num_threads": "--threads",
+         "jobs": "--jobs", "backend": "--backend"}  # request field -> flag
+
+
 def request_from(args) -> VlmCompileRequest:
     model = Path(args.model_dir)
     sizes = (parse_sizes(args.image_sizes) if args.image_sizes
              else ((args.input_height, args.input_width),))
     out = Path(args.output_dir) if args.output_dir else model.parent / f"{model.name}-tyllm"
     return VlmCompileRequest(
-        model_path=model, artifacts_path=out / f"{args.num_die}die", num_die=args.num_die,
+        model, out / f"{args.num_die}die", num_die=args.num_die,
         image_sizes=sizes, modalities=tuple(args.modality), prefill_lens=tuple(args.prefill_lens),
         max_model_len=args.max_model_len,
         kv_windows=tuple(args.kv_windows) if args.kv_windows is not None else None,
@@ -70,7 +78,7 @@ def request_from(args) -> VlmCompileRequest:
         source_tokenizer=Path(args.source_tokenizer) if args.source_tokenizer else None,
         dtype=args.dtype, num_threads=args.threads, jobs=args.jobs, backend=args.backend,
         export_onnx=not args.no_onnx, use_cache=not args.no_cache,
-        progress=not args.quiet, verbose=args.verbose)
+        progress=not args.quiet, verbose=args.verbose, options=FLAGS)
 
 
 def main(argv=None) -> int:

@@ -2,6 +2,8 @@
 every tree, and a tree loaded by the backend it names."""
 
 import json
+import os
+import threading
 
 import pytest
 from tyllm.backends import REGISTRY, get_backend
@@ -25,6 +27,25 @@ def test_every_registered_backend_makes_a_target_and_loads_programs():
         target = backend.target(1)
         assert callable(target.lower) and callable(target.lower_windows)
         assert target.as_json()["backend"] == name and callable(backend.load)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_registered_backend_places_a_dies_threads(name):
+    """`pin_to_cores` sets the calling thread's cores and lets the backend place its kernel
+    threads there (run on a thread of its own: the affinity is the thread's)."""
+    from tyllm.runtime.placement import pin_to_cores
+
+    cores, seen = {sorted(os.sched_getaffinity(0))[0]}, []
+
+    def die() -> None:
+        pin_to_cores(cores, get_backend(name))
+        seen.append(os.sched_getaffinity(0))
+
+    thread = threading.Thread(target=die)
+    thread.start()
+    thread.join()
+    assert seen == [cores]
+    assert all(isinstance(p, str) for p in get_backend(name).tree_packages)
 
 
 def test_a_compile_for_an_unknown_backend_is_refused_before_any_work(checkpoint_factory,

@@ -1,5 +1,7 @@
-"""The all-reduce graphs call (`tyllm.die_all_reduce`): the native group and the Python groups
-sum in die order, bit-identically, for dies as threads; a failing die releases the others."""
+"""The die all-reduce: the runtime's entry point (`collective.all_reduce`) and the packed function
+the emulated CPU backend's graphs call (`tyllm.die_all_reduce`, its wrapper of the runtime's);
+the native group and the Python groups sum in die order, bit-identically, for dies as threads;
+a failing die releases the others."""
 
 import functools
 import operator
@@ -9,6 +11,7 @@ import threading
 import pytest
 import torch
 import tvm
+from tyllm.backends.emulated_cpu.all_reduce import register_all_reduce
 
 from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
 from tyllm.runtime import collective
@@ -17,24 +20,30 @@ from tyllm.runtime.native import native_library
 DTYPES = [torch.float32, torch.float16]
 
 
-def reduce_on_die(group, rank: int, x: torch.Tensor):
-    """Die `rank` reduces `x` through the registered packed function: the sum, or the error."""
+def packed_all_reduce(x: torch.Tensor) -> torch.Tensor:
+    """`x` reduced through the packed function, as a compiled graph calls it."""
+    register_all_reduce()
+    out = torch.empty_like(x)
+    tvm.get_global_func(ALL_REDUCE_PACKED_FUNC)(tvm.runtime.from_dlpack(x),
+                                                tvm.runtime.from_dlpack(out))
+    return out
+
+
+def reduce_on_die(group, rank: int, x: torch.Tensor, reduce=packed_all_reduce):
+    """Die `rank` reduces `x` through `reduce`: the sum, or the error."""
     with collective.bind_member(group.member(rank)):
-        out = torch.empty_like(x)
         try:
-            tvm.get_global_func(ALL_REDUCE_PACKED_FUNC)(tvm.runtime.from_dlpack(x),
-                                                        tvm.runtime.from_dlpack(out))
+            return reduce(x)
         except Exception as e:
             return e
-        return out
 
 
-def run_dies(group, contributions: list[torch.Tensor]) -> list:
+def run_dies(group, contributions: list[torch.Tensor], reduce=packed_all_reduce) -> list:
     """One thread per die, all reducing at once."""
     results: list = [None] * len(contributions)
 
     def die(rank: int) -> None:
-        results[rank] = reduce_on_die(group, rank, contributions[rank])
+        results[rank] = reduce_on_die(group, rank, contributions[rank], reduce)
 
     threads = [threading.Thread(target=die, args=(r,)) for r in range(len(contributions))]
     for t in threads:
@@ -69,14 +78,16 @@ def make_group(request):
         g.unlink()
 
 
+@pytest.mark.parametrize("reduce", [packed_all_reduce, collective.all_reduce],
+                         ids=["packed", "entry_point"])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_every_die_gets_the_sum_in_die_order(make_group, dtype):
+def test_every_die_gets_the_sum_in_die_order(make_group, dtype, reduce):
     gen = torch.Generator().manual_seed(0)
     parts = [torch.randn(7, 576, generator=gen).to(dtype) * 10 for _ in range(3)]
     group = make_group(3, 7 * 576 * 4)
     expected = functools.reduce(operator.add, parts)  # die 0 + die 1, then + die 2
     for _ in range(3):  # the group is reusable round after round
-        results = run_dies(group, parts)
+        results = run_dies(group, parts, reduce)
         for r in results:
             assert torch.equal(r, expected)
 
@@ -103,12 +114,11 @@ def test_abort_releases_a_die_waiting_for_another(make_group):
     assert not t.is_alive() and isinstance(waiting[0], Exception)
 
 
-def test_outside_a_die_worker_the_error_says_how_to_run_graphs():
-    collective.register_all_reduce()
-    x = torch.ones(4)
+@pytest.mark.parametrize("reduce", [packed_all_reduce, collective.all_reduce],
+                         ids=["packed", "entry_point"])
+def test_outside_a_die_worker_the_error_says_how_to_run_graphs(reduce):
     with pytest.raises(Exception, match="outside a die worker"):
-        tvm.get_global_func(ALL_REDUCE_PACKED_FUNC)(tvm.runtime.from_dlpack(x),
-                                                    tvm.runtime.from_dlpack(torch.empty(4)))
+        reduce(torch.ones(4))
 
 
 def test_tensors_cross_the_process_pipe_by_value():
@@ -134,10 +144,7 @@ class ScaledReduceRunner:
         self.rank = rank
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
-        mine, out = x * (self.rank + 1), torch.empty_like(x)
-        tvm.get_global_func(ALL_REDUCE_PACKED_FUNC)(tvm.runtime.from_dlpack(mine),
-                                                    tvm.runtime.from_dlpack(out))
-        return out
+        return packed_all_reduce(x * (self.rank + 1))
 
 
 @pytest.fixture(scope="module")

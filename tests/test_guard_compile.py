@@ -223,3 +223,57 @@ def test_budget_counts_a_tied_table_once(checkpoint_factory, tmp_path):
     estimated = die_weight_bytes(ckpt.dims, plan_dies(ckpt.dims, 1, 1)[0], request, None, True)
     stored = (tree / "batch_1" / "common_die0.params").stat().st_size
     assert 0.9 * stored <= estimated <= stored
+
+
+def test_cli_errors_name_the_flags_the_user_typed(checkpoint_factory, tmp_path, capsys):
+    from tyllm.cli import main
+
+    ckpt = checkpoint_factory("qwen3")
+    assert main(["compile", str(ckpt), str(tmp_path / "3die"), "--dies", "2", "--max-kv", "16",
+                 "--seq-lens", "1"]) == 2
+    assert main(["compile", str(ckpt), str(tmp_path / "1die"), "--max-kv", "8",
+                 "--seq-lens", "1,16"]) == 2
+    err = capsys.readouterr().err
+    assert "tyllm: error: The destination" in err and "but --dies=2" in err
+    assert "exceeds --max-kv=8: raise --max-kv or use shorter --seq-lens" in err
+    assert "dev_count" not in err and "max_kv_cache_size" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compile_vlm_script_errors_name_its_flags(checkpoint_factory, tmp_path):
+    script = Path(__file__).parent.parent / "scripts" / "compile_vlm.py"
+    done = subprocess.run([sys.executable, str(script), "--model_dir",
+                           str(checkpoint_factory("qwen3")), "--output_dir", str(tmp_path / "out"),
+                           "--prefill_lens", "16", "16"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "compile_vlm: error: --prefill_lens [16, 16] has duplicates (16)" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    (dict(kv_windows=[8, 4, 8]), r"kv_windows \[8, 4, 8\] has duplicates \(8\): list each"),
+    (dict(batch_size_list=[1, 4, 4]), r"batch_size_list \[1, 4, 4\] has duplicates \(4\)"),
+])
+def test_duplicate_list_options_are_refused(checkpoint_factory, tmp_path, kwargs, message):
+    with pytest.raises(TyllmError, match=message):
+        compile_(checkpoint_factory("qwen3"), tmp_path / "1die", **kwargs)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_duplicate_image_sizes_are_refused(vlm_checkpoint, tmp_path):
+    with pytest.raises(TyllmError, match=r"image_sizes .* has duplicates \(\(56, 84\)\)"):
+        build_and_compile_vlm(vlm_checkpoint("qwen2_5_vl"), tmp_path / "1die",
+                              image_sizes=((56, 84), (56, 84)), progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_plan_counts_the_programs_the_cache_holds(checkpoint_factory, tmp_path, monkeypatch,
+                                                      capsys):
+    monkeypatch.setenv("TYLLM_CACHE", str(tmp_path / "cache"))
+    for name in ("a", "b"):
+        compile_(checkpoint_factory("qwen3"), tmp_path / name / "1die", progress=True)
+    first, second = [line for line in capsys.readouterr().err.splitlines()
+                     if line.startswith("plan: ")]
+    assert first.startswith("plan: 1 graphs (1 distinct programs to compile), tree about")
+    assert second.startswith("plan: 1 graphs (1 distinct programs; 1 in the program cache, "
+                             "0 to compile), tree about")

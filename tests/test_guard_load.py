@@ -141,3 +141,41 @@ def test_damaged_manifest_entries_are_refused(copy, entry):
     with pytest.raises(ArtifactError, match="without a sha256 and size"):
         runtime.load(copy)
     assert main(["doctor", str(copy)]) == 1
+
+
+def relabel(copy: Path, rename: bool) -> None:
+    """config.json says onnx_reference, the manifest made to match; `rename`: the libraries
+    renamed to that backend's suffix too (their content stays emulated_cpu's)."""
+    edit_json(copy / "config.json", lambda c: c.update({"backend": "onnx_reference"}))
+    if rename:
+        for library in copy.rglob("*.so"):
+            library.rename(library.with_suffix(".onnx"))
+        text = (copy / "buffer_config.json").read_text()
+        (copy / "buffer_config.json").write_text(text.replace(".so\"", ".onnx\""))
+    write_manifest(copy)
+
+
+@pytest.mark.parametrize("rename", [False, True], ids=["relabelled", "relabelled-and-renamed"])
+def test_a_tree_relabelled_with_another_backend_is_refused(copy, rename, capsys):
+    relabel(copy, rename)
+    files = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+    message = (r"records the backend 'onnx_reference' but batch_1/seqlen_1/llm_decode_die0"
+               r"\.(so|onnx) is an emulated_cpu library: .* recompile the model with --backend "
+               r"onnx_reference\.")
+    for attempt in (lambda: runtime.load(copy), lambda: verify_tree(copy)):
+        with pytest.raises(ArtifactError, match=message):
+            attempt()
+    bad = [f.text for f in check_tree(copy) if not f.ok]
+    assert len(bad) == 1 and "is an emulated_cpu library" in bad[0]
+    assert main(["run", str(copy), "--prompt", "w1"]) == 2
+    assert "is an emulated_cpu library" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == files
+
+
+def test_the_folder_above_the_trees_names_them(copy, capsys):
+    shutil.copytree(copy, copy.parent / "4die")
+    with pytest.raises(ArtifactError, match=r"is not a tree but the folder holding the trees "
+                                            r"2die, 4die .* e\.g\. .*/trees/2die\."):
+        runtime.load(copy.parent)
+    assert main(["run", str(copy.parent), "--prompt", "w1"]) == 2
+    assert f"pass the one to run, e.g. {copy}." in capsys.readouterr().err

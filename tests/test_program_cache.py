@@ -10,6 +10,8 @@ from tyllm.backends.emulated_cpu import TargetSpec
 
 from tyllm import runtime
 from tyllm.build_util import build_and_compile_llm
+from tyllm.compile import program_cache
+from tyllm.tools.doctor import cache_finding
 from tyllm.tools.verify import verify_tree
 
 
@@ -92,12 +94,15 @@ def test_cache_location_size_and_clearing(checkpoint_factory, cache, tmp_path):
 
 
 def test_a_cache_that_cannot_be_written_never_fails_a_compile(checkpoint_factory, tmp_path,
-                                                              monkeypatch):
+                                                              monkeypatch, caplog):
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("mine")
     monkeypatch.setenv("TYLLM_CACHE", str(blocker / "cache"))
     tree = compile_(checkpoint_factory("llama"), tmp_path / "1die", export_onnx=False)
     assert (tree / "manifest.json").is_file() and blocker.read_text() == "mine"
+    said = [r.getMessage() for r in caplog.records if "could not keep the program" in
+            r.getMessage()]
+    assert len(said) == 2 and all("the compile goes on without it" in s for s in said)
 
 
 def test_a_second_vlm_tree_takes_every_program_from_the_cache(vlm_checkpoint, cache, tmp_path):
@@ -125,3 +130,60 @@ def test_a_second_vlm_tree_takes_every_program_from_the_cache(vlm_checkpoint, ca
         prompt = [3, 14, 15, 92, 65, 35, 89, 79, 32, 38, 46, 26, 43, 38, 32, 79, 50, 28]
         assert a.generate(prompt, 6, stop_at_eos=False) == b.generate(prompt, 6,
                                                                     stop_at_eos=False)
+
+
+def damage_library(entry: Path) -> None:
+    """A library cut short, as a full disk or a killed copy leaves it."""
+    library = entry / "library.so"
+    with open(library, "r+b") as f:
+        f.truncate(library.stat().st_size // 2)
+
+
+def drop_digests(entry: Path) -> None:
+    """An entry as an older tyllm wrote it: files without a digests.json."""
+    (entry / "digests.json").unlink()
+
+
+@pytest.mark.parametrize(("damage", "reason", "doctor_flags_it"), [
+    (damage_library, "library.so does not match its sha256: damaged or truncated", True),
+    (drop_digests, "it has no digests.json: written by an older tyllm", False),  # stale only
+])
+def test_a_damaged_cache_entry_is_removed_said_and_compiled_again(checkpoint_factory, cache,
+                                                                  tmp_path, damage, reason,
+                                                                  doctor_flags_it, caplog):
+    ckpt = checkpoint_factory("llama")
+    first = compile_(ckpt, tmp_path / "a" / "1die")
+    entry = sorted((cache / "programs").iterdir())[0]
+    size = (entry / "library.so").stat().st_size
+    damage(entry)
+    doctor = cache_finding()
+    assert doctor.ok != doctor_flags_it
+    assert (f"1 of 2 programs fail their digests, e.g. {entry.name} ({reason})" in doctor.text
+            ) == doctor_flags_it
+    second = compile_(ckpt, tmp_path / "b" / "1die")
+    said = [r.getMessage() for r in caplog.records if r.name == program_cache.__name__]
+    assert said == [f"tyllm: removed the program cache entry {entry} ({reason}); its program "
+                    f"is compiled again."]
+    assert sorted(stages(second)) == ["cached", "export"]  # only the damaged one compiled anew
+    assert program_cache.files(entry.name, True)[0].stat().st_size == size  # a whole new entry
+    prompt = [3, 14, 15, 92, 65]
+    with runtime.load(first) as a, runtime.load(second) as b:
+        assert a.generate(prompt, 6, stop_at_eos=False) == b.generate(prompt, 6, stop_at_eos=False)
+    checks = verify_tree(second)
+    assert len(checks) == 2 and all(c.ok for c in checks)
+    assert cache_finding().ok
+
+
+def test_cache_entries_are_named_with_the_backends_suffix(checkpoint_factory, cache, tmp_path):
+    """An onnx_reference library and its ONNX twin are both .onnx files: kept apart."""
+    ckpt = checkpoint_factory("llama")
+    trees = [compile_(ckpt, tmp_path / name / "1die", backend="onnx_reference")
+             for name in ("a", "b")]
+    entries = sorted((cache / "programs").iterdir())
+    assert [sorted(p.name for p in e.iterdir()) for e in entries] == [
+        ["digests.json", "io.json", "library.onnx", "twin"]] * 2
+    assert all((e / "twin" / "twin.onnx").is_file() for e in entries)
+    assert stages(trees[1]) == ["cached", "cached"]
+    prompt = [3, 14, 15, 92, 65]
+    with runtime.load(trees[0]) as a, runtime.load(trees[1]) as b:
+        assert a.generate(prompt, 6, stop_at_eos=False) == b.generate(prompt, 6, stop_at_eos=False)

@@ -19,7 +19,7 @@ MOVED = {  # old import path -> where the module lives now
     "tyllm.compile_worker": "tyllm.compile.worker",
     "tyllm.compiler": "tyllm.compile.llm",
     "tyllm.module_programs": "tyllm.compile.programs",
-    "tyllm.step_programs": "tyllm.compile.programs",
+    "tyllm.step_programs": "tyllm.compile.steps",
     "tyllm.step_capture": "tyllm.compile.step_capture",
     "tyllm.program_cache": "tyllm.compile.program_cache",
     "tyllm.report": "tyllm.compile.report",

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from tyllm.backends import DEFAULT as DEFAULT_BACKEND
 from tyllm.compile.llm import compile_llm
 from tyllm.compile.request import CompileRequest
 
@@ -12,7 +13,7 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
                           num_threads: int = 0, export_onnx: bool = True,
                           progress: bool = True, verbose: bool = False,
                           use_cache: bool = True, kv_windows=None, batch_size_list=(1,),
-                          backend: str = "emulated_cpu", jobs: int = 0) -> str:
+                          backend: str = DEFAULT_BACKEND, jobs: int = 0) -> str:
     """Compiles a HF checkpoint folder into the `<N>die` artifact tree at `artifacts_path`.
 
     `use_cache`: take programs compiled before from the program cache and keep new ones there
@@ -30,18 +31,13 @@ def build_and_compile_llm(model_path, artifacts_path, max_kv_cache_size: int = 4
     tree layout.
     """
     request = CompileRequest(
-        model_path=Path(model_path), artifacts_path=Path(artifacts_path),
-        max_kv_cache_size=max_kv_cache_size, seq_len_list=tuple(seq_len_list),
-        dev_count=dev_count, embedding_as_input=embedding_as_input, dtype=dtype,
-        num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
-        use_cache=use_cache, kv_windows=None if kv_windows is None else tuple(kv_windows),
-        batch_size_list=as_tuple(batch_size_list), backend=backend, jobs=jobs)
+        model_path, artifacts_path, max_kv_cache_size=max_kv_cache_size,
+        seq_len_list=tuple(seq_len_list), dev_count=dev_count,
+        embedding_as_input=embedding_as_input, dtype=dtype, num_threads=num_threads,
+        export_onnx=export_onnx, progress=progress, verbose=verbose, use_cache=use_cache,
+        kv_windows=None if kv_windows is None else tuple(kv_windows),
+        batch_size_list=batch_size_list, backend=backend, jobs=jobs)
     return str(compile_llm(request))
-
-
-def as_tuple(values):
-    """A list option as the request's tuple; anything else is left for validation to refuse."""
-    return tuple(values) if isinstance(values, list | tuple) else values
 
 
 def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
@@ -51,7 +47,7 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
                           export_onnx: bool = True, progress: bool = True,
                           verbose: bool = False, kv_windows=None, use_cache: bool = True,
                           batch_size_list=(1,), jobs: int = 0,
-                          backend: str = "emulated_cpu") -> str:
+                          backend: str = DEFAULT_BACKEND) -> str:
     """Compiles a Qwen2.5-VL / Qwen3-VL folder into the `<N>die` tree at `artifacts_path`
     (the Python form of scripts/compile_vlm.py). `batch_size_list` as for
     build_and_compile_llm: language decode graphs for that many sequences per call; `jobs` and
@@ -60,7 +56,7 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
     from tyllm.compile.vlm_request import VlmCompileRequest
 
     request = VlmCompileRequest(
-        model_path=Path(model_path), artifacts_path=Path(artifacts_path), num_die=num_die,
+        model_path, artifacts_path, num_die=num_die,
         image_sizes=tuple(tuple(s) for s in image_sizes), modalities=tuple(modalities),
         prefill_lens=tuple(prefill_lens), max_model_len=max_model_len,
         vm_die_remap=tuple(vm_die_remap) if vm_die_remap else None,
@@ -68,5 +64,5 @@ def build_and_compile_vlm(model_path, artifacts_path, num_die: int = 1,
         source_tokenizer=Path(source_tokenizer) if source_tokenizer else None, dtype=dtype,
         num_threads=num_threads, export_onnx=export_onnx, progress=progress, verbose=verbose,
         kv_windows=None if kv_windows is None else tuple(kv_windows), use_cache=use_cache,
-        batch_size_list=as_tuple(batch_size_list), jobs=jobs, backend=backend)
+        batch_size_list=batch_size_list, jobs=jobs, backend=backend)
     return str(compile_vlm(request))

@@ -3,6 +3,8 @@
 import argparse
 import sys
 
+from tyllm.backends import DEFAULT as DEFAULT_BACKEND
+from tyllm.backends import REGISTRY
 from tyllm.errors import TyllmError
 from tyllm.runtime.worker_kinds import WORKER_NAMES
 from tyllm.tools.arg_types import int_list, positive_int
@@ -32,8 +34,8 @@ def add_compile(sub) -> None:
                    help="show framework output live (otherwise it goes to the tree's compile.log)")
     p.add_argument("--no-cache", action="store_true",
                    help="compile every program anew and keep none (see `tyllm cache`)")
-    p.add_argument("--backend", default="emulated_cpu",
-                   help="the backend to compile for (backends.REGISTRY; default emulated_cpu)")
+    p.add_argument("--backend", default=DEFAULT_BACKEND, choices=sorted(REGISTRY),
+                   help=f"the backend to compile for (default {DEFAULT_BACKEND})")
 
 
 def add_run(sub) -> None:
@@ -104,16 +106,23 @@ def add_serve(sub) -> None:
     p.add_argument("serve_args", nargs=argparse.REMAINDER)
 
 
-def run_compile(args) -> None:
-    from tyllm.build_util import build_and_compile_llm
+COMPILE_FLAGS = {"dev_count": "--dies", "max_kv_cache_size": "--max-kv",
+                 "seq_len_list": "--seq-lens", "kv_windows": "--kv-windows",
+                 "batch_size_list": "--batch-sizes", "jobs": "--jobs", "dtype": "--dtype",
+                 "backend": "--backend", "num_threads": "--threads"}  # request field -> flag
 
-    path = build_and_compile_llm(
+
+def run_compile(args) -> None:
+    from tyllm.compile.llm import compile_llm
+    from tyllm.compile.request import CompileRequest
+
+    print(compile_llm(CompileRequest(
         args.model, args.out, max_kv_cache_size=args.max_kv, seq_len_list=args.seq_lens,
         dev_count=args.dies, embedding_as_input=args.embedding_as_input, dtype=args.dtype,
         num_threads=args.threads, export_onnx=not args.no_onnx, progress=not args.quiet,
         verbose=args.verbose, use_cache=not args.no_cache, kv_windows=args.kv_windows,
-        batch_size_list=args.batch_sizes, backend=args.backend, jobs=args.jobs)
-    print(path)
+        batch_size_list=args.batch_sizes, backend=args.backend, jobs=args.jobs,
+        options=COMPILE_FLAGS)))
 
 
 def run_run(args) -> None:

@@ -19,7 +19,7 @@ from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
 @dataclass(frozen=True)
 class TargetSpec:
     """The LLVM target of the host CPU; `num_cores` bounds TVM's parallel loops. Linear weights
-    come in panels of `weight_panels` outputs, what the matmul kernel reads (schedules.py)."""
+    come in panels of `weight_panels` outputs, what the matmul kernel reads (schedules/)."""
 
     num_cores: int = 1
     weight_panels: int = PANEL_LANES

@@ -1,10 +1,12 @@
-"""A compiled die graph loaded for execution: TVM VM over the `.so`, parameters bound by name."""
+"""A compiled die graph loaded for execution: TVM VM over the `.so`, parameters bound by name;
+and the placement of the TVM threads that run it."""
 
 from pathlib import Path
 
 import torch
 import tvm
 from tvm import relax
+from tyllm.backends.emulated_cpu.all_reduce import register_all_reduce
 
 ALIGNMENT = 64  # bytes; TVM refuses less aligned buffers
 
@@ -26,6 +28,7 @@ class DieProgram:
     """One graph of one die. Inputs and outputs are torch tensors, shared with TVM zero-copy."""
 
     def __init__(self, library: Path, params: list[torch.Tensor]):
+        register_all_reduce()  # the VM resolves the graph's packed functions when it loads
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), tvm.cpu())
         self._main = self._vm["main"]
         # Dies run as threads of one process and meet in native all-reduces: never hold the
@@ -37,3 +40,11 @@ class DieProgram:
     def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
         out = self._main(*[to_tvm(t) for t in inputs], *self._params)
         return [to_torch(o) for o in out]
+
+
+def pin_threads(cores: set[int]) -> None:
+    """The TVM thread pool of the calling thread (whose affinity the runtime set to `cores`):
+    one worker per core (TVM's own default on x86 halves the core count, guessing
+    hyper-threads)."""
+    # -2: one TVM worker per listed core (the pool is per calling thread)
+    tvm.get_global_func("runtime.config_threadpool")(-2, len(cores), [str(c) for c in cores])

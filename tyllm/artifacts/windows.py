@@ -23,21 +23,27 @@ def default_windows(max_kv: int) -> list[int]:
     return [*ladder, max_kv]
 
 
-def kv_windows(max_kv: int, requested=None) -> list[int]:
-    """The compiled windows: `requested` (any positive sizes up to max_kv; max_kv is always
-    added, it is the seed's graph) or the default ladder."""
+def kv_windows(max_kv: int, requested=None,
+               names: tuple[str, str] = ("kv_windows", "max_kv_cache_size")) -> list[int]:
+    """The compiled windows: `requested` (distinct sizes up to max_kv; max_kv is always added,
+    it is the seed's graph) or the default ladder. `names`: how the user spelled the windows
+    and the cache size, for errors."""
     if requested is None:
         return default_windows(max_kv)
-    sizes = list(requested)
+    sizes, (option, limit) = list(requested), names
     bad = [w for w in sizes if not isinstance(w, int) or isinstance(w, bool) or not
            2 <= w <= max_kv]
     if bad:
-        raise TyllmError(f"kv_windows {bad} must be integers from 2 to max_kv_cache_size="
-                         f"{max_kv}: list history lengths such as [256, 1024].")
+        raise TyllmError(f"{option} {bad} must be integers from 2 to {limit}={max_kv}: list "
+                         f"history lengths such as [256, 1024].")
+    twice = sorted({w for w in sizes if sizes.count(w) > 1})
+    if twice:
+        raise TyllmError(f"{option} {sizes} has duplicates ({', '.join(map(str, twice))}): "
+                         f"list each window once.")
     windows = sorted({*sizes, max_kv})
     if max_kv < SMALLEST_LADDER and windows != [max_kv]:
         raise TyllmError(f"A KV cache of {max_kv} positions has one window: compile with "
-                         f"max_kv_cache_size >= {SMALLEST_LADDER} to use kv_windows.")
+                         f"{limit} >= {SMALLEST_LADDER} to use {option}.")
     return windows
 
 

@@ -1,7 +1,8 @@
 """Compile time (per graph and total) and peak host memory of a compile, in a fresh process.
 
 Peak RSS is the child's high-water mark (VmHWM) minus its RSS right after importing tyllm, torch
-and TVM, so it counts what compiling holds, not the libraries.
+and the default backend (its compiler: TVM), so it counts what compiling holds, not the
+libraries.
 """
 
 import json
@@ -14,7 +15,9 @@ from tyllm.artifacts import layout
 CHILD = """
 import json, sys, time
 from tyllm.build_util import build_and_compile_llm
-import torch, tvm  # noqa: F401  (imported before the baseline is read)
+import torch  # noqa: F401  (imported before the baseline is read, as is the backend)
+from tyllm.backends import DEFAULT, get_backend
+get_backend(DEFAULT)
 
 def status(key):
     for line in open("/proc/self/status"):

@@ -2,8 +2,8 @@
 the tree must hold: its parameter bytes plus one sequence's KV caches.
 
 Threads: the process's high-water mark (VmHWM) minus its RSS right after importing tyllm, torch
-and TVM. Processes: each die process's high-water mark minus that of a bare die process (spawned
-with the same imports), summed over the dies; the host holds no weights.
+and the tree's backend. Processes: each die process's high-water mark minus that of a bare die
+process (spawned with the same imports), summed over the dies; the host holds no weights.
 """
 
 import json
@@ -19,7 +19,7 @@ from tyllm.runtime.tree import Tree
 
 CHILD = """
 import json, sys
-import torch, tvm  # noqa: F401  (imported before the baseline is read)
+import torch  # noqa: F401  (imported before the baseline is read, as is the tree's backend)
 import tyllm.runtime.die, tyllm.runtime.workers  # noqa: F401
 from tyllm.bench.load_memory import measure
 
@@ -34,20 +34,20 @@ def status(key: str, pid="self") -> int:
     raise KeyError(key)
 
 
-def bare_die(queue) -> None:
+def bare_die(queue, backend: str) -> None:
     """What a die process holds before it loads anything (the imports a die process makes)."""
-    import tvm  # noqa: F401
-
     import tyllm.runtime.die
     import tyllm.runtime.workers  # noqa: F401
+    from tyllm.backends import get_backend
 
+    get_backend(backend)
     queue.put(status("VmHWM"))
 
 
-def bare_die_peak() -> int:
+def bare_die_peak(backend: str) -> int:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
-    process = ctx.Process(target=bare_die, args=(queue,))
+    process = ctx.Process(target=bare_die, args=(queue, backend))
     process.start()
     peak = queue.get()
     process.join()
@@ -76,7 +76,8 @@ def measure(tree: str, workers: str) -> dict:
     processing is code, ~230 MiB of it, not what the tree holds)."""
     from tyllm import runtime
 
-    if Tree(Path(tree)).config["kind"] == "vlm":
+    config = Tree(Path(tree)).config  # the tree's backend is imported with it
+    if config["kind"] == "vlm":
         import tyllm.runtime.vlm.load  # noqa: F401
 
     baseline = status("VmRSS")
@@ -85,7 +86,7 @@ def measure(tree: str, workers: str) -> dict:
         pools = (session.workers, getattr(session, "vision", None))  # a VLM's vision dies too
         dies = [status("VmHWM", p.pid) for w in pools for p in getattr(w, "procs", [])]
     if workers == "processes":
-        floor = bare_die_peak()
+        floor = bare_die_peak(config["backend"])
         return {"peak_above_imports_bytes": sum(d - floor for d in dies)}
     return {"peak_above_imports_bytes": status("VmHWM") - baseline}
 

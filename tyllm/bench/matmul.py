@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from tyllm.backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
+from tyllm.backends.emulated_cpu import BACKEND, DieProgram, TargetSpec, lower_to_library
 from tyllm.bench.timing import median_seconds
 from tyllm.cache import cache_root
 from tyllm.capture.export import export_module
@@ -65,7 +65,8 @@ def prefill_matmuls(hidden: int, intermediate: int, rows: list[int], threads: in
     shapes = {f"{name}-{m}": (m, k, n) for m in rows
               for name, (k, n) in model_shapes(hidden, intermediate).items()}
     torch.set_num_threads(threads)
-    pin_to_cores(set(sorted(os.sched_getaffinity(0))[:threads]))  # as a die's thread runs
+    cores = set(sorted(os.sched_getaffinity(0))[:threads])
+    pin_to_cores(cores, BACKEND)  # as a die's thread runs
     ours = {key: gflops(*s, lowered_seconds(*operands(*s), TargetSpec(threads)))
             for key, s in shapes.items()}
     time.sleep(SETTLE_SECONDS)

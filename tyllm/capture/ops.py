@@ -1,7 +1,9 @@
 """`tyllm::all_reduce`: the collective each die graph calls after attention and after the MLP.
 
-In eager torch it is the one-die identity (sum over a single die); compiled graphs lower it to the
-packed function `tyllm.die_all_reduce`, which the runtime implements across dies.
+In eager torch it is the one-die identity (sum over a single die). The emulated CPU backend lowers
+it to the packed function `tyllm.die_all_reduce` (its wrapper of the runtime's all-reduce across
+dies, backends/emulated_cpu/all_reduce.py); the ONNX reference backend calls the runtime's
+all-reduce between the pieces of its graphs.
 """
 
 import torch

@@ -1,55 +1,78 @@
 """The one compile core every graph of every tree goes through (LLM steps, VLM language, vision,
 mrope and rope-index graphs): a captured program -> its ONNX twin (optional) -> one library per
-KV window (or one for a static program), and the placing of a program compiled already."""
+KV window (or one for a static program)."""
 
-import shutil
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from tyllm.artifacts.layout import ensure_parent, share_file
+from tyllm.artifacts.layout import ensure_parent
 from tyllm.backends import Target
 from tyllm.capture.export import OUTPUT_NAMES, describe, describe_outputs, export_module
-from tyllm.capture.onnx_export import export_onnx, relink_onnx
+from tyllm.capture.onnx_export import export_onnx
 
 STATIC = None  # the library key of a program without a KV window
 
 
-def twin_and_lower(program, inputs: dict, root: Path, libraries: dict, target: Target,
-                   timings: dict, report, onnx: str | None = None,
-                   onnx_weights: str | None = None,
+@dataclass(frozen=True)
+class ProgramFiles:
+    """Where a graph's program goes in the tree: a library per library key (KV window, or
+    STATIC), its ONNX twin (None: none) and the params file the twin's initializers point
+    into."""
+
+    libraries: dict
+    onnx: str | None = None
+    weights: str | None = None
+
+    def only(self, keys) -> "ProgramFiles":
+        return replace(self, libraries={key: self.libraries[key] for key in keys})
+
+
+@dataclass
+class Lowering:
+    """Where one compile job works (the staging tree, the target, the report) and its
+    timings."""
+
+    root: Path
+    target: Target
+    report: object
+    timings: dict = field(default_factory=dict)
+
+    def timed(self, stage: str):
+        return self.report.timed(self.timings, stage)
+
+
+def twin_and_lower(program, inputs: dict, files: ProgramFiles, at: Lowering,
                    output_names: tuple[str, ...] = OUTPUT_NAMES) -> list[str]:
-    """Writes the ONNX twin of `program` (initializers pointing into `onnx_weights`) and one
-    library per entry of `libraries` (KV window -> file; {STATIC: file} for a static program);
-    returns the parameter binding order."""
-    if onnx is not None:
-        with report.timed(timings, "onnx"):
-            export_onnx(program, list(inputs), root / onnx, root / onnx_weights, output_names)
-    with report.timed(timings, "tvm"):
-        paths = {key: ensure_parent(root, name) for key, name in libraries.items()}
+    """Writes the ONNX twin of `program` and its libraries (`files`); returns the parameter
+    binding order."""
+    if files.onnx is not None:
+        with at.timed("onnx"):
+            export_onnx(program, list(inputs), at.root / files.onnx, at.root / files.weights,
+                        output_names)
+    with at.timed("tvm"):
+        paths = {key: ensure_parent(at.root, name) for key, name in files.libraries.items()}
         if list(paths) == [STATIC]:
-            return target.lower(program, paths[STATIC])
-        return target.lower_windows(program, paths)
+            return at.target.lower(program, paths[STATIC])
+        return at.target.lower_windows(program, paths)
 
 
-def place_program(library: Path, twin: Path | None, root: Path, dest_library: str,
-                  dest_onnx: str | None, onnx_weights: str | None, copy: bool = False) -> None:
-    """Another graph runs a program compiled already: the same library file (a hard link, or a
-    copy with `copy` or where links fail) and its ONNX graph relinked to `onnx_weights`."""
-    place = shutil.copyfile if copy else share_file
-    place(library, ensure_parent(root, dest_library))
-    if dest_onnx is not None and twin is not None:
-        relink_onnx(twin, root / dest_onnx, root / onnx_weights)
+class StaticJob:
+    """The compile job (tyllm/compile/jobs.py) of a static program (vision tower, mrope, rope
+    index): `build()` -> (module, example inputs, output names), captured once, twinned and
+    lowered into `self.files`."""
 
+    files: ProgramFiles
 
-def compile_module(module, inputs: dict, output_names: tuple[str, ...], root: Path,
-                   library: str, target: Target, timings: dict, report,
-                   onnx: str | None = None, onnx_weights: str | None = None) -> dict:
-    """A static module (vision tower, mrope, rope index): capture, twin, lower; its entry."""
-    with report.timed(timings, "export"):
-        program = export_module(module, inputs)
-    order = twin_and_lower(program, inputs, root, {STATIC: library}, target, timings, report,
-                           onnx, onnx_weights, output_names)
-    return {"library": library, "onnx": onnx,
-            "inputs": [t.as_json() for t in describe(inputs)],
-            "outputs": [t.as_json() for t in describe_outputs(program, output_names)],
-            "param_order": order}
+    def build(self) -> tuple:
+        raise NotImplementedError
 
+    def __call__(self, root: Path, target: Target, report) -> dict:
+        at = Lowering(root, target, report)
+        module, inputs, output_names = self.build()
+        with at.timed("export"):
+            program = export_module(module, inputs)
+        order = twin_and_lower(program, inputs, self.files, at, output_names)
+        io = {"inputs": [t.as_json() for t in describe(inputs)],
+              "outputs": [t.as_json() for t in describe_outputs(program, output_names)],
+              "param_order": order}
+        return {"io": {STATIC: io}, "timings": at.timings}

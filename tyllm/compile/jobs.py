@@ -2,8 +2,8 @@
 (`python -m tyllm.compile.worker`) take jobs from one queue. A job is a picklable callable
 `job(root, target, report) -> {"io", "timings"}` that builds one die's module (its weights
 read, then released before the capture), captures and lowers it into the staging tree
-(tyllm/compile/programs.py::StepJob, tyllm/compile/vision.py::VisionJob). `jobs=1` compiles
-everything in this process.
+(tyllm/compile/steps.py::StepJob, core.py::StaticJob); tyllm/compile/programs.py schedules
+them. `jobs=1` compiles everything in this process.
 
 Workers are plain subprocesses, not multiprocessing: a user's script without an
 `if __name__ == "__main__":` guard must not be run again in each worker.

@@ -1,107 +1,192 @@
-"""The step graphs of every die (LLM trees and VLM language models alike), in three phases:
+"""One scheduler for every graph of a tree: LLM and VLM language steps (a library per KV
+window), vision, mrope and rope-index graphs (static: the one library key core.STATIC). Three
+phases:
 
-1. Each (batch, M) graph's program is fingerprinted per KV window (no weights needed), and
-   the worker processes for the programs the cache lacks start (tyllm/compile/jobs.py); while
-   they import, die by die, one die's weights in memory at a time, its weights and per-M
-   constants are written.
-2. Each distinct program that no earlier compile left in the program cache is captured once
-   and lowered per window, in this process and the workers: the first die that runs it owns
-   it.
-3. Every die's graphs are placed: the program its owner compiled, or the cached one.
+1. Each graph names its program per library key by fingerprint (no weights needed); the program
+   cache is asked, and the worker processes for the programs it lacks start
+   (tyllm/compile/jobs.py); while they import, the graphs' weights and constants are written.
+2. Each distinct program the cache lacks is compiled once, by the first graph that runs it, in
+   this process and the workers, and kept in the program cache as soon as it is done; the bar
+   and the report count graphs in job order whichever worker finishes first.
+3. Every other graph is placed: the same library (a hard link in-tree, a copy from the cache)
+   and its ONNX twin relinked to the graph's own weights.
 """
 
+import shutil
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
-from tyllm.artifacts import layout
-from tyllm.backends import library_suffix
+from tyllm.artifacts.layout import ensure_parent, share_file
+from tyllm.backends import Target
+from tyllm.capture.onnx_export import relink_onnx
 from tyllm.compile import program_cache
-from tyllm.compile.core import place_program
+from tyllm.compile.core import STATIC, ProgramFiles
 from tyllm.compile.jobs import InOrder, Pool
-from tyllm.compile.step_capture import capture_windows, release_weights, save_die_weights
-from tyllm.models.loading import die_weights
-from tyllm.shard.plan import DiePlan
+from tyllm.compile.report import CompileReport
+from tyllm.compile.request import Request
 
 
 @dataclass(frozen=True)
-class StepRecipe:
-    """What differs between the step graphs of LLM and VLM trees: the example inputs, the
-    constants written beside each M, and whether a rope-table file is among them."""
+class CompileContext:
+    """What every stage of one compile works in: the request, the staging tree `root`, the
+    target, the report and the pool of compile processes."""
 
-    make_inputs: Callable
-    save_params: Callable  # (root, plan, seq_len, step)
-    rope_tables: bool
+    request: Request
+    root: Path
+    target: Target
+    report: CompileReport
+    pool: Pool
 
 
-@dataclass(frozen=True)
-class StepJob:
-    """Die `plan.die`'s step of `shape` (batch, M), lowered for `windows` (a compile job:
-    tyllm/compile/jobs.py)."""
-
-    steps: Callable  # plan -> the die's step module
-    plan: DiePlan
-    shape: tuple[int, int]
-    windows: tuple[int, ...]
-    recipe: StepRecipe
-    request: object
-
-    def __call__(self, root: Path, target, report) -> dict:
-        """Builds the die's step, drops its weights (written already), captures and lowers."""
-        step, timings = self.steps(self.plan), {}
-        release_weights(die_weights(step))
-        io = capture_windows(step, self.plan, self.shape, list(self.windows), self.request,
-                             root, target, timings, report, self.recipe.make_inputs)
-        return {"io": io, "timings": timings}
+@contextmanager
+def compile_context(request: Request, root: Path, target: Target, report: CompileReport):
+    """A CompileContext whose pool's workers end with it."""
+    with Pool(request.jobs) as pool:
+        yield CompileContext(request, root, target, report, pool)
 
 
 @dataclass(frozen=True)
-class DieGraph:
-    """Die `plan.die`'s step graph of `shape` (batch, M): its program's fingerprint per KV
-    window."""
+class Graph:
+    """One graph of the tree: what the bar calls it (die, rows, kind, batch), its program's
+    fingerprint per library key (`prints`), its files, what its buffer_config entry adds
+    (`entry`), and `job(files)`: the picklable compile job (tyllm/compile/jobs.py) that writes
+    `files` (narrowed to the keys it compiles) and answers {"io": {key: io}, "timings"}."""
 
-    plan: DiePlan
-    shape: tuple[int, int]
+    die: int
+    rows: int
+    kind: str
     prints: dict
+    files: ProgramFiles
+    job: Callable
+    entry: dict = field(default_factory=dict)
+    batch: int = 1
+
+    @property
+    def windows(self) -> list[int] | None:
+        """The KV windows the report lists (None for a static graph)."""
+        return None if STATIC in self.prints else list(self.prints)
 
 
-def compile_steps(plans: list[DiePlan], steps: Callable, fingerprint: Callable, request,
-                  root: Path, target, report, recipe: StepRecipe, pool: Pool) -> list[dict]:
-    """Every die's step graphs as buffer_config entries. `steps(plan)` builds a die's step
-    module (picklable: workers call it too); `fingerprint(plan, shape, window)` names a
-    program for the cache; `pool` compiles the programs."""
-    graphs = [g for plan in plans for g in die_graphs(plan, fingerprint, request)]
-    first_entry = len(report.graphs)
-    cached = cached_programs(graphs, request)
-    owned = owned_windows(graphs, cached)
-    jobs = [StepJob(steps, graphs[i].plan, graphs[i].shape, tuple(ws), recipe, request)
-            for i, ws in owned.items()]
-    results = StepResults(graphs, owned, request, root, report)
-    layers = len(jobs) * steps.num_layers()
-    pool.start(len(jobs), layers)  # workers import while the weights are written
-    for plan in plans:
-        write_die(plan, steps, request, root, recipe)
-    report.add_workers("step", pool.run(jobs, root, target, report, results.done, layers))
-    ios, timings = results.ios, results.timings
-    entries = [entry for i, g in enumerate(graphs)
-               for entry in place_die_graph(i, g, ios, timings, owned, cached, graphs, request,
-                                            root, report, recipe)]
-    shapes = list(request.graph_shapes)
-    report.graphs[first_entry:] = sorted(  # the report lists graphs die by die, as compiled
-        report.graphs[first_entry:],
-        key=lambda e: (e["die"], shapes.index((e.get("batch", 1), e["seq_len"]))))
-    return entries
+@dataclass(frozen=True)
+class Programs:
+    """Graphs of one kind compiled together: `name` in compile_report.json's workers, the
+    `layers` of one program (jobs.worker_count) and `write(root)`, which writes the files the
+    graphs read (weights, constants) while the workers start."""
+
+    name: str
+    graphs: list[Graph]
+    layers: int
+    write: Callable[[Path], None]
+
+    @property
+    def distinct(self) -> int:
+        return len({f for g in self.graphs for f in g.prints.values()})
 
 
-class StepResults:
-    """What the step jobs answer, in graph terms: job k compiles graph owned[k]'s windows."""
+class Program(NamedTuple):
+    """A compiled program: its library, ONNX twin and io."""
 
-    def __init__(self, graphs: list[DieGraph], owned: dict, request, root: Path, report):
-        self.graphs, self.owned, self.request, self.root, self.report = (graphs, owned, request,
-                                                                         root, report)
-        self.owner, self.ios, self.timings = list(owned), {}, {}
+    library: Path
+    twin: Path | None
+    io: dict
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The programs of some graphs that the cache holds (`cached`: fingerprint -> Program) and
+    which graph compiles which of the rest (`owned`: graph index -> library keys; the first
+    graph that runs a program owns it)."""
+
+    cached: dict
+    owned: dict
+
+    @classmethod
+    def of(cls, graphs: list[Graph], request: Request) -> "Schedule":
+        cached = cached_programs(graphs, request)
+        return cls(cached, owners(graphs, cached))
+
+    @classmethod
+    def planned(cls, graphs: list[Graph], request: Request) -> "Schedule":
+        """The schedule the plan line tells before any work: the programs whose entries the
+        cache has (not yet checked, and without their Program; the scheduler's lookup checks
+        them, so one found damaged is removed, said in the compile log and compiled)."""
+        stored = stored_programs(graphs, request)
+        return cls(dict.fromkeys(stored), owners(graphs, stored))
+
+
+def owners(graphs: list[Graph], cached) -> dict:
+    """graph index -> the library keys it compiles: those of the programs no earlier graph runs
+    and `cached` lacks."""
+    taken, owned = set(cached), {}
+    for i, g in enumerate(graphs):
+        for key, f in g.prints.items():
+            if f not in taken:
+                taken.add(f)
+                owned.setdefault(i, []).append(key)
+    return owned
+
+
+def cached_programs(graphs: list[Graph], request: Request) -> dict:
+    """fingerprint -> Program, for the programs the cache holds (with an ONNX twin where the
+    graphs have one), every file checked (program_cache.files)."""
+    if not request.use_cache:
+        return {}
+    twins = {}
+    for g in graphs:
+        for f in g.prints.values():
+            twins.setdefault(f, g.files.onnx is not None)
+    found = {f: program_cache.files(f, twin) for f, twin in twins.items()}
+    return {f: Program(*hit) for f, hit in found.items() if hit is not None}
+
+
+def stored_programs(graphs: list[Graph], request: Request) -> set[str]:
+    """The fingerprints of `graphs` that have an entry in the cache (with a twin where the
+    graphs have one), listed without reading the entries."""
+    try:
+        stored = {p.name: p for p in program_cache.stored_entries()} if request.use_cache else {}
+    except OSError:  # a cache that cannot be read: the scheduler's lookups say why
+        return set()
+    return {f for g in graphs for f in g.prints.values() if f in stored and (
+        g.files.onnx is None or (stored[f] / program_cache.TWIN_FOLDER).is_dir())}
+
+
+def compile_programs(ctx: CompileContext, programs: Programs) -> list[dict]:
+    """Every graph's buffer_config entries (one per library key), in graph order."""
+    graphs = programs.graphs
+    run = Run(ctx, graphs, Schedule.of(graphs, ctx.request))
+    jobs = run.jobs()
+    layers = len(jobs) * programs.layers
+    ctx.pool.start(len(jobs), layers)  # the workers import while the weights are written
+    programs.write(ctx.root)
+    ctx.report.add_workers(programs.name, ctx.pool.run(jobs, ctx.root, ctx.target, ctx.report,
+                                                       run.done, layers))
+    ios = [run.placed(i) for i in range(len(graphs))]
+    return [entry(g, key, io[key]) for g, io in zip(graphs, ios, strict=True) for key in g.prints]
+
+
+def entry(g: Graph, key, io: dict) -> dict:
+    """A graph's buffer_config entry for one library key: its files and its program's inputs,
+    outputs and parameter order (shared by every graph that runs the program)."""
+    window = {} if key is STATIC else {"window": key}
+    return {**g.entry, **window, "library": g.files.libraries[key], "onnx": g.files.onnx, **io}
+
+
+class Run:
+    """One scheduler run: the jobs of a Schedule, what they answer (kept in the program cache
+    at once, counted on the bar in job order), and the placing of every other program."""
+
+    def __init__(self, ctx: CompileContext, graphs: list[Graph], schedule: Schedule):
+        self.ctx, self.graphs, self.schedule = ctx, graphs, schedule
+        self.owners = list(schedule.owned)  # job k compiles graph owners[k]'s owned keys
+        self.ios, self.timings = {}, {}
         self.in_order = InOrder(self.counted)
+
+    def jobs(self) -> list[Callable]:
+        return [self.graphs[i].job(self.graphs[i].files.only(keys))
+                for i, keys in self.schedule.owned.items()]
 
     def done(self, k: int, result: dict) -> None:
         self.finished(k, result)
@@ -109,121 +194,59 @@ class StepResults:
 
     def finished(self, k: int, result: dict) -> None:
         """Kept in the program cache at once: a compile killed later resumes with it."""
-        i = self.owner[k]
+        i = self.owners[k]
         self.ios[i] = result["io"]
-        for w in self.owned[i]:
-            keep_program(self.graphs[i].prints[w], self.root, self.graphs[i], w, self.request,
-                         result["io"][w])
+        if self.ctx.request.use_cache:
+            for key in self.schedule.owned[i]:
+                program_cache.store(self.graphs[i].prints[key], *self.in_tree(i, key))
 
     def counted(self, k: int, result: dict) -> None:
-        i = self.owner[k]
-        g = self.graphs[i]
-        with self.report.graph(g.plan.die, g.shape[1], layout.graph_kind(g.shape[1]),
-                               list(g.prints), g.shape[0]) as t:
+        i = self.owners[k]
+        with self.bar(i) as t:
             t.update(result["timings"])
         self.timings[i] = t
 
+    def bar(self, i: int):
+        """Graph i's step of the bar, or the timings of the one its compiled keys took."""
+        if i in self.timings:
+            return nullcontext(self.timings[i])
+        g = self.graphs[i]
+        return self.ctx.report.graph(g.die, g.rows, g.kind, g.windows, g.batch)
 
-def die_graphs(plan, fingerprint, request) -> list[DieGraph]:
-    """Die `plan.die`'s step graphs, their programs named (no weights needed)."""
-    return [DieGraph(plan, shape, {w: fingerprint(plan, shape, w) for w in request.windows})
-            for shape in request.graph_shapes]
+    def in_tree(self, i: int, key) -> Program:
+        """The program graph i compiled for `key`, in the staging tree."""
+        g, root = self.graphs[i], self.ctx.root
+        return Program(root / g.files.libraries[key], root / g.files.onnx if g.files.onnx
+                       else None, self.ios[i][key])
 
+    def placed(self, i: int) -> dict:
+        """Graph i's io per library key: the keys it compiled, and the others placed from
+        their owner or the cache (the ONNX twin relinked once, when it compiled none)."""
+        io = dict(self.ios.get(i, {}))
+        rest = [key for key in self.graphs[i].prints if key not in io]
+        if rest:
+            with self.bar(i) as t:
+                for n, key in enumerate(rest):
+                    io[key] = self.place(i, key, t, i not in self.schedule.owned and n == 0)
+        return io
 
-def write_die(plan, steps, request, root: Path, recipe) -> None:
-    """Die `plan.die`'s weights and constants on disk (its step built, then dropped)."""
-    step = steps(plan)
-    save_die_weights(root, plan, step)
-    for m in request.seq_len_list:
-        recipe.save_params(root, plan, m, step)
+    def place(self, i: int, key, timings: dict, relink: bool) -> dict:
+        """Graph i runs a program compiled already: the same library file (a hard link
+        in-tree, a copy from the cache or where links fail) and (`relink`) its ONNX twin
+        pointing into the graph's weights."""
+        g, root = self.graphs[i], self.ctx.root
+        program, stage = self.source(g.prints[key])
+        with self.ctx.report.timed(timings, stage):
+            place = share_file if stage == "shared" else shutil.copyfile
+            place(program.library, ensure_parent(root, g.files.libraries[key]))
+            if relink and g.files.onnx is not None and program.twin is not None:
+                relink_onnx(program.twin, root / g.files.onnx, root / g.files.weights)
+        return program.io
 
-
-def cached_programs(graphs: list[DieGraph], request) -> dict:
-    """fingerprint -> (library, twin, io) of the programs the cache holds."""
-    prints = {f for g in graphs for f in g.prints.values()} if request.use_cache else ()
-    found = {f: program_cache.files(f, request.export_onnx) for f in prints}
-    return {f: hit for f, hit in found.items() if hit is not None}
-
-
-def owned_windows(graphs: list[DieGraph], cached: dict) -> dict[int, list[int]]:
-    """graph index -> the KV windows it compiles: those of programs no earlier graph of the
-    tree runs and the cache does not hold."""
-    owner, owned = set(cached), {}
-    for i, g in enumerate(graphs):
-        for w, f in g.prints.items():
-            if f not in owner:
-                owner.add(f)
-                owned.setdefault(i, []).append(w)
-    return owned
-
-
-def library_of(g: DieGraph, window: int, request) -> str:
-    return layout.library_file(g.plan.die, g.shape[1], window, request.windows[-1], g.shape[0],
-                               library_suffix(request.backend))
-
-
-def onnx_of(g: DieGraph, request) -> str | None:
-    return layout.onnx_file(g.plan.die, g.shape[1], g.shape[0]) if request.export_onnx else None
-
-
-def source_of(f: str, cached: dict, graphs: list[DieGraph], owned: dict, ios: dict, root: Path,
-              request) -> tuple[tuple, str]:
-    """(library, twin, io) of program `f`, and whether it is "cached" or "shared" in-tree."""
-    if f in cached:
-        return cached[f], "cached"
-    i, w = next((i, w) for i, ws in owned.items() for w in ws if graphs[i].prints[w] == f)
-    twin = onnx_of(graphs[i], request)
-    return (root / library_of(graphs[i], w, request), root / twin if twin else None,
-            ios[i][w]), "shared"
-
-
-def place_die_graph(i: int, g: DieGraph, ios, timings, owned, cached, graphs, request, root,
-                    report, recipe) -> list[dict]:
-    """Die `g.plan.die`'s entries of `g.shape`: windows it compiled, and the others placed from
-    their owner or the cache (an ONNX graph relinked to this die's weights when it compiled
-    none)."""
-    io = dict(ios.get(i, {}))
-    placed = [w for w in g.prints if w not in io]
-    if placed:
-        with (report.graph(g.plan.die, g.shape[1], layout.graph_kind(g.shape[1]),
-                           list(g.prints), g.shape[0]) if i not in timings
-              else nullcontext(timings[i])) as t:
-            for n, w in enumerate(placed):
-                source, stage = source_of(g.prints[w], cached, graphs, owned, ios, root,
-                                          request)
-                io[w] = place(g, w, source, stage, request, root, t, report,
-                              relink=i not in owned and n == 0)
-    return [graph_entry(g, w, io[w], request) | ({} if recipe.rope_tables
-                                                else {"constants": None}) for w in g.prints]
-
-
-def place(g: DieGraph, window: int, source: tuple, stage: str, request, root: Path, timings,
-          report, relink: bool) -> dict:
-    """The die runs a program compiled already: the same library file (a hard link in-tree, a
-    copy from the cache) and (`relink`) the same ONNX graph pointing into its weights."""
-    library, twin, io = source
-    with report.timed(timings, stage):
-        place_program(library, twin, root, library_of(g, window, request),
-                      onnx_of(g, request) if relink else None,
-                      layout.weights_file(g.plan.die), copy=stage != "shared")
-    return io
-
-
-def graph_entry(g: DieGraph, window: int, io: dict, request) -> dict:
-    """A graph's buffer_config entry: die d's file names for (batch, M, KV window), and the
-    program's inputs, outputs and parameter order (`io`, shared by every die that runs the
-    program). Every batch size reads batch_1's weights and constants."""
-    d, (batch, seq_len) = g.plan.die, g.shape
-    return {"die": d, "batch": batch, "seq_len": seq_len, "window": window,
-            "kind": layout.graph_kind(seq_len), "library": library_of(g, window, request),
-            "weights": layout.weights_file(d), "constants": layout.constants_file(d, seq_len),
-            "graph_params": layout.graph_params_file(d, seq_len), "onnx": onnx_of(g, request),
-            **{k: io[k] for k in ("inputs", "outputs", "param_order")}}
-
-
-def keep_program(fingerprint: str, root: Path, g: DieGraph, window: int, request,
-                 io: dict) -> None:
-    if request.use_cache:
-        twin = onnx_of(g, request)
-        program_cache.store(fingerprint, root / library_of(g, window, request),
-                            root / twin if twin else None, io)
+    def source(self, fingerprint: str) -> tuple[Program, str]:
+        """Program `fingerprint`, and whether it is "cached" or "shared" in-tree."""
+        if fingerprint in self.schedule.cached:
+            return self.schedule.cached[fingerprint], "cached"
+        i, key = next((i, key) for i, keys in self.schedule.owned.items() for key in keys
+                      if self.graphs[i].prints[key] == fingerprint)
+        return self.in_tree(i, key), "shared"

@@ -5,6 +5,7 @@ warnings and log lines) and tyllm's per-graph timings go to `compile.log` in the
 terminal shows the bar and one final line. `verbose` shows everything live instead.
 """
 
+import logging
 import os
 import shutil
 import sys
@@ -39,6 +40,32 @@ def output_into(log_path: Path):
                 terminal.close()
 
 
+class _Warnings(logging.Handler):
+    """tyllm's warnings (a damaged program cache entry removed, a cache that cannot be
+    written) in the compile log and on the terminal, above the bar."""
+
+    def __init__(self, terminal):
+        super().__init__(logging.WARNING)
+        self.terminal = terminal
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record)
+        print(line, file=sys.stderr, flush=True)
+        from tqdm import tqdm
+
+        tqdm.write(line, file=self.terminal)
+
+
+@contextmanager
+def warnings_to(terminal):
+    logger, handler = logging.getLogger("tyllm"), _Warnings(terminal)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+
+
 def keep_log(log_path: Path) -> Path:
     """A failed compile's log, copied out of its staging folder before that is removed."""
     kept = cache_root() / "logs" / f"compile-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
@@ -67,7 +94,8 @@ class CompileReport:
                 with self._bar_on(sys.stderr):
                     yield
             else:
-                with output_into(log_path) as terminal, self._bar_on(terminal):
+                with (output_into(log_path) as terminal, self._bar_on(terminal),
+                      warnings_to(terminal)):
                     yield
         except BaseException as e:
             kept = keep_log(log_path) if log_path.is_file() else None

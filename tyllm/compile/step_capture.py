@@ -7,9 +7,8 @@ import torch
 
 from tyllm.artifacts import layout
 from tyllm.artifacts.params import save_params
-from tyllm.backends import library_suffix
 from tyllm.capture.export import describe, describe_outputs, export_step, window_inputs
-from tyllm.compile.core import twin_and_lower
+from tyllm.compile.core import Lowering, ProgramFiles, twin_and_lower
 from tyllm.compile.memory import return_free_memory
 from tyllm.models.loading import die_weights
 
@@ -34,19 +33,14 @@ def release_weights(weights: dict[str, torch.nn.Parameter]) -> None:
         p.data = torch.empty(shapes[name][0], dtype=shapes[name][1])
 
 
-def capture_windows(step, plan, shape, windows, request, root, target, timings, report,
+def capture_windows(step, shape: tuple[int, int], files: ProgramFiles, at: Lowering,
                     make_inputs) -> dict:
     """Captures the (batch, M) step once (its KV window symbolic), writes its ONNX twin and
-    lowers one library per window; returns window -> io."""
+    lowers one library per window of `files`; returns window -> io."""
     batch, m = shape
-    with report.timed(timings, "export"):
+    with at.timed("export"):
         program, inputs = export_step(step, m, make_inputs, batch)
-    suffix = library_suffix(request.backend)
-    libraries = {w: layout.library_file(plan.die, m, w, request.windows[-1], batch, suffix)
-                 for w in windows}
-    onnx = layout.onnx_file(plan.die, m, batch) if request.export_onnx else None
-    order = twin_and_lower(program, inputs, root, libraries, target, timings, report, onnx,
-                           layout.weights_file(plan.die))
+    order = twin_and_lower(program, inputs, files, at)
     outputs = [t.as_json() for t in describe_outputs(program)]
     return {w: {"inputs": [t.as_json() for t in window_inputs(describe(inputs), w)],
-                "outputs": outputs, "param_order": order} for w in windows}
+                "outputs": outputs, "param_order": order} for w in files.libraries}

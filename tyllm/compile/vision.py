@@ -1,6 +1,7 @@
 """The `visual/` part of a VLM tree: one vision program per vision die, one graph per image size."""
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -12,8 +13,8 @@ from tyllm.artifacts.params import save_params
 from tyllm.backends import library_suffix
 from tyllm.checkpoint import TensorReader, load_config
 from tyllm.compile import program_cache
-from tyllm.compile.core import compile_module
-from tyllm.compile.module_programs import ModuleGraph, compile_modules
+from tyllm.compile.core import STATIC, ProgramFiles, StaticJob
+from tyllm.compile.programs import CompileContext, Graph, Programs, compile_programs
 from tyllm.compile.step_capture import release_weights
 from tyllm.errors import TyllmError
 from tyllm.models.vlm.language import VISION_PREFIXES, checkpoint_prefix
@@ -37,11 +38,11 @@ def load_vision_tower(spec, config, reader: TensorReader, dtype):
     return tower.to(dtype).eval()
 
 
-def check_vision_dies(config, dies: int) -> None:
-    heads = config.vision_config.num_heads
+def check_vision_dies(config, request) -> None:
+    heads, dies = config.vision_config.num_heads, len(request.vision_remap)
     if dies > heads:
         raise TyllmError(f"Cannot split {heads} vision attention heads across {dies} dies: give "
-                         f"--vm_die_remap at most {heads} dies.")
+                         f"{request.option('vm_die_remap')} at most {heads} dies.")
 
 
 def pixel_input(config, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -52,7 +53,7 @@ def pixel_input(config, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
 
 
 @dataclass(frozen=True)
-class VisionJob:
+class VisionJob(StaticJob):
     """Compiles vision die `plan.die`'s program for one image grid (a compile job:
     tyllm/compile/jobs.py); the tower is read from the checkpoint at `path`."""
 
@@ -60,28 +61,57 @@ class VisionJob:
     dtype: torch.dtype
     plan: VisionPlan
     grid: tuple[int, int]
-    library: str
-    onnx: str
-    weights: str
+    files: ProgramFiles
 
-    def __call__(self, root: Path, target, report) -> dict:
+    def build(self) -> tuple:
         config = load_config(self.path)
         tower = load_vision_tower(vlm_for_config(config), config, TensorReader(self.path),
                                   self.dtype)
-        step, timings = VisionDieStep(tower, self.plan, self.grid, self.dtype).eval(), {}
+        step = VisionDieStep(tower, self.plan, self.grid, self.dtype).eval()
         del tower
         release_weights({n: p for n, p in step.named_parameters()  # written already: shapes
                          if n not in GRID_CONSTANTS})  # suffice; the ONNX twin keeps constants
-        entry = compile_module(step, pixel_input(config, self.grid), step.output_names, root,
-                               self.library, target, timings, report, self.onnx, self.weights)
-        return {"io": entry, "timings": timings}
+        return step, pixel_input(config, self.grid), step.output_names
 
 
-def vision_program(config, plan: VisionPlan, size, grid, request, target) -> str:
-    """Everything a vision program depends on, for the program cache and in-tree sharing."""
-    return program_cache.fingerprint(config.to_dict(), {
-        "graph": "vision", "heads": len(plan.heads), "ffn": len(plan.ffn), "size": list(size),
-        "grid": list(grid), "dtype": request.dtype, "target": target.as_json()})
+def vision_plans(config, request) -> list[VisionPlan]:
+    sizes = vision_sizes(config.vision_config)
+    return plan_vision(config.vision_config.num_heads, sizes.intermediate,
+                       len(request.vision_remap))
+
+
+def vision_programs(ckpt, grids: dict, request, target) -> Programs:
+    """Every vision die's graph per image size, their programs named (no weights read)."""
+    plans, config = vision_plans(ckpt.config, request), ckpt.config.to_dict()
+    shared = {"graph": "vision", "dtype": request.dtype, "target": target.as_json()}
+    graphs = []
+    for plan in plans:
+        for i, (size, grid) in enumerate(grids.items()):
+            program = program_cache.fingerprint(config, shared | {
+                "heads": len(plan.heads), "ffn": len(plan.ffn), "size": list(size),
+                "grid": list(grid)})
+            graphs.append(vision_graph(ckpt, request, plan, (size, grid, i == 0), program))
+    return Programs("vision", graphs, ckpt.config.vision_config.depth,
+                    partial(write_vision, ckpt, plans, grids, request))
+
+
+def vision_graph(ckpt, request, plan: VisionPlan, shape: tuple, fingerprint: str) -> Graph:
+    """Die `plan.die`'s vision graph of `shape` (size, grid, whether the default size)."""
+    (size, grid, default), d = shape, plan.die
+    library = layout.vit_library(d, size, default, library_suffix(request.backend))
+    # always an ONNX twin: it is part of visual/
+    files = ProgramFiles({STATIC: library}, layout.vit_onnx(d, size), layout.vit_weights(d))
+    entry = {"die": d, "size": list(size), "grid": list(grid),
+             "weights": layout.vit_weights(d), "constants": layout.vit_grid_params(d, size)}
+    return Graph(d, grid[0] * grid[1], f"vision {layout.size_tag(size)}", {STATIC: fingerprint},
+                 files, partial(VisionJob, ckpt.path, request.torch_dtype, plan, grid), entry)
+
+
+def write_vision(ckpt, plans: list[VisionPlan], grids: dict, request, root: Path) -> None:
+    """Every vision die's weights and grid constants, the tower read once."""
+    tower = load_vision_tower(ckpt.spec, ckpt.config, ckpt.reader, request.torch_dtype)
+    for plan in plans:
+        write_vision_die(tower, plan, grids, request, root)
 
 
 def write_vision_die(tower, plan: VisionPlan, grids: dict, request, root: Path) -> None:
@@ -93,21 +123,6 @@ def write_vision_die(tower, plan: VisionPlan, grids: dict, request, root: Path) 
                         {n: p for n, p in params.items() if n not in GRID_CONSTANTS})
         save_params(root / layout.vit_grid_params(plan.die, size),
                     {n: p for n, p in params.items() if n in GRID_CONSTANTS})
-
-
-def vision_graphs(ckpt, plans, grids: dict, request, target) -> list[ModuleGraph]:
-    graphs = []
-    for plan in plans:
-        for i, (size, grid) in enumerate(grids.items()):
-            library = layout.vit_library(plan.die, size, i == 0, library_suffix(request.backend))
-            onnx = layout.vit_onnx(plan.die, size)  # always: the vision twin is part of visual/
-            job = VisionJob(ckpt.path, request.torch_dtype, plan, grid, library, onnx,
-                            layout.vit_weights(plan.die))
-            graphs.append(ModuleGraph(
-                plan.die, grid[0] * grid[1], f"vision {layout.size_tag(size)}",
-                vision_program(ckpt.config, plan, size, grid, request, target), job, library,
-                onnx, layout.vit_weights(plan.die)))
-    return graphs
 
 
 def vision_graph_document(config, plans, graphs: list[dict]) -> dict:
@@ -126,38 +141,26 @@ def vision_graph_document(config, plans, graphs: list[dict]) -> dict:
             "merge": "die 0's outputs (every die computes the replicated merger)"}
 
 
-def write_visual(ckpt, grids: dict, request, root: Path, target, report, pool) -> dict:
-    """Compiles every vision program on `pool` (compile_jobs.Pool); returns the `vision`
-    section of config.json."""
-    config = ckpt.config
-    sizes = vision_sizes(config.vision_config)
-    plans = plan_vision(config.vision_config.num_heads, sizes.intermediate,
-                        len(request.vision_remap))
-    def write() -> None:
-        tower = load_vision_tower(ckpt.spec, config, ckpt.reader, request.torch_dtype)
-        for plan in plans:
-            write_vision_die(tower, plan, grids, request, root)
+def vision_section(config, grids: dict, request) -> dict:
+    """The `vision` section of config.json (and of visual/aot_config.json)."""
+    v, sizes = config.vision_config, vision_sizes(config.vision_config)
+    return {"dies": len(request.vision_remap), "die_remap": list(request.vision_remap),
+            "sizes": [{"size": list(s), "grid": list(g)} for s, g in grids.items()],
+            "patch_size": v.patch_size, "merge_size": v.spatial_merge_size,
+            "temporal_patch_size": v.temporal_patch_size,
+            "out_hidden_size": sizes.out,
+            "deepstack_layers": len(getattr(v, "deepstack_visual_indexes", None) or []),
+            "hidden_size": sizes.width, "dtype": request.dtype}
 
-    modules = vision_graphs(ckpt, plans, grids, request, target)
-    entries = compile_modules(modules, "vision", request, root, target, report,
-                              ckpt.config.vision_config.depth, pool, write)
-    graphs = [{**entry, "die": plan.die, "size": list(size), "grid": list(grid),
-               "weights": layout.vit_weights(plan.die),
-               "constants": layout.vit_grid_params(plan.die, size)}
-              for entry, (plan, (size, grid)) in zip(
-                  entries, [(p, sg) for p in plans for sg in grids.items()], strict=True)]
-    v = config.vision_config
-    section = {"dies": len(plans), "die_remap": list(request.vision_remap),
-               "sizes": [{"size": list(s), "grid": list(g)} for s, g in grids.items()],
-               "patch_size": v.patch_size, "merge_size": v.spatial_merge_size,
-               "temporal_patch_size": v.temporal_patch_size,
-               "out_hidden_size": sizes.out,
-               "deepstack_layers": len(getattr(v, "deepstack_visual_indexes", None) or []),
-               "hidden_size": sizes.width, "dtype": request.dtype}
-    write_json(root / layout.VISUAL / "aot_config.json",
-               {"format_version": FORMAT_VERSION, **section,
-                "modalities": list(request.modalities)})
-    write_json(root / layout.VISUAL / "buffer_config.json",
-               {"format_version": FORMAT_VERSION, "graphs": graphs})
-    write_json(root / layout.VISUAL / "graph.json", vision_graph_document(config, plans, graphs))
+
+def write_visual(ctx: CompileContext, ckpt, programs: Programs, grids: dict) -> dict:
+    """Compiles every vision program (`programs`: vision_programs) and writes visual/'s
+    documents; returns the `vision` section of config.json."""
+    graphs = compile_programs(ctx, programs)
+    section, visual = vision_section(ckpt.config, grids, ctx.request), ctx.root / layout.VISUAL
+    write_json(visual / "aot_config.json", {"format_version": FORMAT_VERSION, **section,
+                                            "modalities": list(ctx.request.modalities)})
+    write_json(visual / "buffer_config.json", {"format_version": FORMAT_VERSION, "graphs": graphs})
+    write_json(visual / "graph.json", vision_graph_document(
+        ckpt.config, vision_plans(ckpt.config, ctx.request), graphs))
     return section

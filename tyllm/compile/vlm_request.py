@@ -1,23 +1,25 @@
 """A VLM compile request (the flags of scripts/compile_vlm.py), validated before any work."""
 
-import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from tyllm.artifacts.windows import kv_windows
-from tyllm.backends import DEFAULT as DEFAULT_BACKEND
-from tyllm.compile.request import StepShapes, backend_named, validate_shared
-from tyllm.dtypes import DTYPES
+from tyllm.compile.request import Request, check_dies, check_distinct, validate_common
 from tyllm.errors import TyllmError
 
 MODALITIES = ("image", "video")
 
 
 @dataclass(frozen=True)
-class VlmCompileRequest(StepShapes):
-    model_path: Path
-    artifacts_path: Path  # the `<N>die` folder
+class VlmCompileRequest(Request):
+    """A VLM tree's request: the language model's dies and KV size are `num_die` and
+    `max_model_len`; its graphs always take embeddings."""
+
+    dies_field: ClassVar[str] = "num_die"
+    max_kv_field: ClassVar[str] = "max_model_len"
+    embedding_as_input: ClassVar[bool] = True
+
     num_die: int = 1
     image_sizes: tuple[tuple[int, int], ...] = ((448, 448),)  # (height, width), first = default
     modalities: tuple[str, ...] = ("image",)
@@ -26,27 +28,6 @@ class VlmCompileRequest(StepShapes):
     vm_die_remap: tuple[int, ...] | None = None  # physical die of each vision program
     lm_die_remap: tuple[int, ...] | None = None  # physical die of each language program
     source_tokenizer: Path | None = None
-    dtype: str = "float32"
-    num_threads: int = 0
-    jobs: int = 0  # worker processes compiling programs in parallel; 0: one per core
-    export_onnx: bool = True
-    kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: windows.py's ladder
-    use_cache: bool = True  # language programs reused from / kept in tyllm/compile/program_cache.py
-    batch_size_list: tuple[int, ...] = (1,)  # sequences per language decode call
-    backend: str = DEFAULT_BACKEND  # backends.REGISTRY
-    progress: bool = field(default=True, compare=False)
-    verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
-
-    @property
-    def torch_dtype(self):
-        return DTYPES[self.dtype]
-
-    @property
-    def windows(self) -> list[int]:
-        return kv_windows(self.max_model_len, self.kv_windows)
-
-    def target(self):
-        return backend_named(self.backend).target(self.num_threads or os.cpu_count() or 1)
 
     @property
     def seq_len_list(self) -> tuple[int, ...]:
@@ -74,33 +55,52 @@ def parse_sizes(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(sizes)
 
 
-def check_remap(name: str, remap: tuple[int, ...], num_die: int, full: bool) -> None:
-    if len(set(remap)) != len(remap) or any(not 0 <= d < num_die for d in remap):
-        raise TyllmError(f"--{name} {list(remap)} must list distinct dies in 0..{num_die - 1} "
-                         f"(num_die={num_die}).")
-    if full and len(remap) != num_die:
-        raise TyllmError(f"--{name} {list(remap)} must place all {num_die} language programs: "
-                         f"give a permutation of 0..{num_die - 1}.")
+def check_remap(request: VlmCompileRequest, name: str, remap: tuple[int, ...],
+                full: bool) -> None:
+    option, dies = request.option(name), request.num_die
+    if len(set(remap)) != len(remap) or any(not 0 <= d < dies for d in remap):
+        raise TyllmError(f"{option} {list(remap)} must list distinct dies in 0..{dies - 1} "
+                         f"({request.option('num_die')}={dies}).")
+    if full and len(remap) != dies:
+        raise TyllmError(f"{option} {list(remap)} must place all {dies} language programs: "
+                         f"give a permutation of 0..{dies - 1}.")
     if not remap:
-        raise TyllmError(f"--{name} is empty: give at least one die.")
+        raise TyllmError(f"{option} is empty: give at least one die.")
+
+
+def check_inputs(request: VlmCompileRequest) -> None:
+    """Modalities and image sizes: known and listed once."""
+    o = request.option
+    bad = [m for m in request.modalities if m not in MODALITIES]
+    if bad or not request.modalities:
+        raise TyllmError(f"{o('modalities')} {bad or '(none)'} is not supported: choose from "
+                         f"{MODALITIES}.")
+    check_distinct(request.modalities, o("modalities"), "list each modality once.")
+    if any(h < 1 or w < 1 for h, w in request.image_sizes):
+        raise TyllmError(f"{o('image_sizes')} {request.image_sizes} must be positive "
+                         f"HEIGHTxWIDTH.")
+    check_distinct(request.image_sizes, o("image_sizes"), "list each size once.")
+
+
+def check_lengths(request: VlmCompileRequest) -> None:
+    o = request.option
+    if any(m < 1 for m in request.prefill_lens):
+        raise TyllmError(f"{o('prefill_lens')} {list(request.prefill_lens)} must be positive.")
+    check_distinct(request.prefill_lens, o("prefill_lens"),
+                   "list each length once (1 and 8 are always compiled).")
+    if max(request.seq_len_list) > request.max_model_len:
+        raise TyllmError(f"prefill length {max(request.seq_len_list)} exceeds "
+                         f"{o('max_model_len')}={request.max_model_len}: raise "
+                         f"{o('max_model_len')} or shorten {o('prefill_lens')}.")
 
 
 def validate(request: VlmCompileRequest) -> None:
-    if not isinstance(request.num_die, int) or request.num_die < 1:
-        raise TyllmError(f"num_die={request.num_die} is invalid: use 1 or more dies.")
-    check_remap("vm_die_remap", request.vision_remap, request.num_die, full=False)
-    check_remap("lm_die_remap", request.language_remap, request.num_die, full=True)
-    bad = [m for m in request.modalities if m not in MODALITIES]
-    if bad or not request.modalities:
-        raise TyllmError(f"modality {bad or '(none)'} is not supported: choose from {MODALITIES}.")
-    if any(h < 1 or w < 1 for h, w in request.image_sizes):
-        raise TyllmError(f"image sizes {request.image_sizes} must be positive HEIGHTxWIDTH.")
-    if any(m < 1 for m in request.prefill_lens):
-        raise TyllmError(f"prefill_lens {list(request.prefill_lens)} must be positive.")
-    if max(request.seq_len_list) > request.max_model_len:
-        raise TyllmError(f"prefill length {max(request.seq_len_list)} exceeds max_model_len="
-                         f"{request.max_model_len}: raise max_model_len or shorten prefill_lens.")
-    validate_shared(request, request.max_model_len, request.num_die, "num_die")
+    check_dies(request)
+    check_remap(request, "vm_die_remap", request.vision_remap, full=False)
+    check_remap(request, "lm_die_remap", request.language_remap, full=True)
+    check_inputs(request)
+    check_lengths(request)
+    validate_common(request)
     if request.source_tokenizer is not None and not request.source_tokenizer.is_file():
-        raise TyllmError(f"--source_tokenizer {request.source_tokenizer} is not a file: pass a "
-                         f"tokenizer.json.")
+        raise TyllmError(f"{request.option('source_tokenizer')} {request.source_tokenizer} is "
+                         f"not a file: pass a tokenizer.json.")

@@ -1,8 +1,11 @@
-"""The all-reduce behind `tyllm.die_all_reduce`, for dies as threads or as processes.
+"""The die all-reduce, for dies as threads or as processes: a plain entry point of the runtime.
 
-Each die worker binds its group member to its own thread (`bind_member`); the packed function
-that compiled graphs call looks the member up there. Sums run in die order, so every die gets
-bit-identical results.
+Each die worker binds its group member to its own thread (`bind_member`); `all_reduce(x)` sums
+the dies' contributions on the member bound there, in die order, so every die gets
+bit-identical results. A backend whose programs call the all-reduce from native code (the
+emulated CPU backend's `tyllm.die_all_reduce` packed function) calls the native library's C
+entry point `tyllm_all_reduce` on the same binding, and this module's `all_reduce` for a thread
+bound to a Python group.
 
 `thread_group` / `process_group` return a `NativeGroup` (csrc/all_reduce.cc: no Python and no
 interpreter lock between the dies, one implementation for threads and processes) when the
@@ -16,14 +19,26 @@ from contextlib import contextmanager
 from multiprocessing import shared_memory
 
 import torch
-import tvm
 
-from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
 from tyllm.runtime.native import native_library
 
-ALIGNMENT = 64  # bytes; TVM refuses less aligned buffers
-PYTHON_PACKED_FUNC = "tyllm.die_all_reduce_python"  # the native function defers to it
+NATIVE_DTYPES = (torch.float32, torch.float16)  # what the native library sums
+DLPACK_FLOAT = 2  # DLPack's dtype code of floats, as the library takes dtypes
 _bound = threading.local()
+
+
+class Member:
+    """A die's place in a group; binds itself to the calling thread, where `all_reduce`
+    finds it."""
+
+    def bind(self) -> None:
+        _bound.member = self
+
+    def unbind(self) -> None:
+        _bound.member = None
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
 
 
 class ThreadGroup:
@@ -46,17 +61,7 @@ class ThreadGroup:
     detach = unlink
 
 
-class PythonMember:
-    """Binds itself to the calling thread, where the Python packed function finds it."""
-
-    def bind(self) -> None:
-        _bound.member = self
-
-    def unbind(self) -> None:
-        _bound.member = None
-
-
-class ThreadMember(PythonMember):
+class ThreadMember(Member):
     def __init__(self, group: ThreadGroup, rank: int):
         self.group, self.rank = group, rank
 
@@ -113,7 +118,7 @@ class SharedMemoryGroup:
             self._shm = None
 
 
-class SharedMemoryMember(PythonMember):
+class SharedMemoryMember(Member):
     def __init__(self, group: SharedMemoryGroup, rank: int, shm: shared_memory.SharedMemory):
         self.group, self.rank, self.shm = group, rank, shm
         self.views: dict[torch.dtype, torch.Tensor] = {}
@@ -136,19 +141,11 @@ class SharedMemoryMember(PythonMember):
         return total.view_as(x)
 
 
-class IdentityMember(PythonMember):
+class IdentityMember(Member):
     """One die on its own: the all-reduce of a single contribution (used by `tyllm verify`)."""
 
     def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
         return x.clone()
-
-
-def _die_all_reduce(x, out) -> None:
-    member = getattr(_bound, "member", None)
-    if member is None:
-        raise RuntimeError("tyllm.die_all_reduce ran outside a die worker: load the tree with "
-                           "tyllm.runtime.load().")
-    torch.from_dlpack(out).copy_(member.all_reduce(torch.from_dlpack(x)))
 
 
 class NativeGroup:
@@ -206,15 +203,29 @@ class NativeGroup:
             shm.unlink()
 
 
-class NativeMember:
+class NativeMember(Member):
     def __init__(self, group: NativeGroup, rank: int):
         self.group, self.rank = group, rank
 
     def bind(self) -> None:
         required_native().tyllm_bind(self.group.address, self.rank)
+        super().bind()
 
     def unbind(self) -> None:
         required_native().tyllm_bind(None, -1)
+        super().unbind()
+
+    def all_reduce(self, x: torch.Tensor) -> torch.Tensor:
+        """Through the C entry point, which releases the interpreter lock while it waits."""
+        x = x.contiguous()
+        out = torch.empty_like(x)
+        code = DLPACK_FLOAT if x.dtype in NATIVE_DTYPES else 0  # the library refuses others
+        lib = required_native()
+        status = lib.tyllm_all_reduce(x.data_ptr(), out.data_ptr(), x.numel(), code,
+                                      8 * x.element_size())
+        if status != 0:
+            raise RuntimeError(lib.tyllm_status_text(status).decode())
+        return out
 
 
 def required_native():
@@ -241,30 +252,18 @@ def process_group(size: int, slot_bytes: int, ctx,
     return SharedMemoryGroup.create(size, slot_bytes, ctx.Barrier(size))
 
 
-def register_all_reduce() -> None:
-    tvm.register_global_func(PYTHON_PACKED_FUNC, _die_all_reduce, override=True)
-    lib = native_library()
-    if lib is None:
-        tvm.register_global_func(ALL_REDUCE_PACKED_FUNC, _die_all_reduce, override=True)
-    elif lib.tyllm_register(ALL_REDUCE_PACKED_FUNC.encode()) != 0:
-        raise RuntimeError(f"registering the native {ALL_REDUCE_PACKED_FUNC} failed")
-
-
 def all_reduce(x: torch.Tensor) -> torch.Tensor:
-    """The die all-reduce, for a backend whose programs call it from Python between kernels:
-    the same packed function (native or Python) that compiled graphs call, on the member
-    bound to this thread."""
-    function = tvm.get_global_func(ALL_REDUCE_PACKED_FUNC)
-    function.release_gil = True  # the other dies' threads must reach the barrier
-    x = x.contiguous() if x.data_ptr() % ALIGNMENT == 0 else x.clone()
-    out = torch.empty_like(x)
-    function(tvm.runtime.from_dlpack(x), tvm.runtime.from_dlpack(out))
-    return out
+    """The die all-reduce of `x` on the member bound to this thread (the sum over the dies, in
+    die order); for backends whose programs call it from Python between kernels."""
+    member = getattr(_bound, "member", None)
+    if member is None:
+        raise RuntimeError("the die all-reduce ran outside a die worker: load the tree with "
+                           "tyllm.runtime.load().")
+    return member.all_reduce(x)
 
 
 @contextmanager
-def bind_member(member):
-    register_all_reduce()
+def bind_member(member: Member):
     member.bind()
     try:
         yield member

@@ -1,5 +1,7 @@
-"""The native all-reduce (csrc/all_reduce.cc): built once per source and tvm_ffi version with
-the machine's C++ compiler, cached under ~/.cache/tyllm/native, loaded with ctypes.
+"""Native libraries built at first use with the machine's C++ compiler, cached under
+~/.cache/tyllm/native (one file per source, flags and compiler), loaded with ctypes: the
+runtime's all-reduce (csrc/all_reduce.cc, plain C, no framework), and what a backend builds the
+same way (`load_native`).
 
 Without a compiler the runtime keeps the Python all-reduce (`native_library()` is None and says
 why once in the log).
@@ -18,15 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-import tvm_ffi
-
 SOURCE = Path(__file__).parent / "csrc" / "all_reduce.cc"
 log = logging.getLogger(__name__)
-
-
-def _ffi_paths() -> tuple[Path, Path]:
-    root = Path(tvm_ffi.__file__).parent
-    return root / "include", root / "lib"
 
 
 def _compiler() -> list[str]:
@@ -36,24 +31,38 @@ def _compiler() -> list[str]:
     return command
 
 
-def _library_path(compiler: list[str]) -> Path:
-    """One cached library per source, compiler, tvm_ffi build and platform."""
-    key = [SOURCE.read_text(), " ".join(compiler), tvm_ffi.__version__, str(_ffi_paths()[1]),
-           sys.platform, platform.machine()]
+def _library_path(source: Path, compiler: list[str], flags: list[str]) -> Path:
+    """One cached library per source, compiler, flags and platform."""
+    key = [source.read_text(), " ".join(compiler), *flags, sys.platform, platform.machine()]
     digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("TYLLM_CACHE") or Path.home() / ".cache" / "tyllm")
-    return cache / "native" / f"all_reduce-{digest}.so"
+    return cache / "native" / f"{source.stem}-{digest}.so"
 
 
-def _build(compiler: list[str], out: Path) -> None:
-    include, lib = _ffi_paths()
+def _build(compiler: list[str], source: Path, flags: list[str], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         staged = Path(tmp) / out.name
-        subprocess.run([*compiler, "-O2", "-std=c++17", "-shared", "-fPIC", f"-I{include}",
-                        str(SOURCE), f"-L{lib}", "-ltvm_ffi", f"-Wl,-rpath,{lib}",
+        subprocess.run([*compiler, "-O2", "-std=c++17", "-shared", "-fPIC", str(source), *flags,
                         "-o", str(staged)], check=True, capture_output=True, text=True)
         os.replace(staged, out)  # concurrent builders each move a complete file
+
+
+def load_native(source: Path, flags: list[str], what: str, instead: str,
+                key: tuple[str, ...] = ()) -> ctypes.CDLL | None:
+    """`source` built with `flags` (include and link options) and loaded; None when it cannot
+    be, said in the log (`what` is unavailable, and what is used `instead`). The cached file
+    is keyed by the source, the flags and `key` (versions of what it links against)."""
+    try:
+        compiler = _compiler()
+        path = _library_path(source, compiler, [*flags, *key])
+        if not path.is_file():
+            _build(compiler, source, flags, path)
+        return ctypes.CDLL(str(path))  # its calls release the interpreter lock
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = getattr(e, "stderr", "") or str(e)
+        log.warning("tyllm: %s unavailable (%s); %s", what, detail.strip()[-500:], instead)
+        return None
 
 
 def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
@@ -62,20 +71,20 @@ def _declare(lib: ctypes.CDLL) -> ctypes.CDLL:
     lib.tyllm_group_init.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64]
     lib.tyllm_group_abort.argtypes = [ctypes.c_void_p]
     lib.tyllm_bind.argtypes = [ctypes.c_void_p, ctypes.c_int32]
-    lib.tyllm_register.argtypes = [ctypes.c_char_p]
+    lib.tyllm_all_reduce.restype = ctypes.c_int32
+    lib.tyllm_all_reduce.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                     ctypes.c_int32, ctypes.c_int32]
+    lib.tyllm_status_text.restype = ctypes.c_char_p
+    lib.tyllm_status_text.argtypes = [ctypes.c_int32]
     return lib
 
 
 @functools.cache
 def native_library() -> ctypes.CDLL | None:
-    try:
-        compiler = _compiler()
-        path = _library_path(compiler)
-        if not path.is_file():
-            _build(compiler, path)
-        return _declare(ctypes.CDLL(str(path)))
-    except (OSError, subprocess.CalledProcessError) as e:
-        detail = getattr(e, "stderr", "") or str(e)
-        log.warning("tyllm: native all-reduce unavailable (%s); using the Python one",
-                    detail.strip()[-500:])
-        return None
+    lib = load_native(SOURCE, [], "native all-reduce", "using the Python one")
+    return lib and _declare(lib)
+
+
+def entry_point(lib: ctypes.CDLL, name: str) -> int:
+    """The address of C function `name` of `lib`, for native code that calls it directly."""
+    return ctypes.cast(getattr(lib, name), ctypes.c_void_p).value

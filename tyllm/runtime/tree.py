@@ -1,5 +1,6 @@
 """An artifact tree opened for running: documents checked against the manifest and against each
-other, every file they name proven inside the tree and listed; nothing loaded yet."""
+other, every file they name proven inside the tree and listed, every library of the recorded
+backend's kind (its suffix and first bytes); nothing loaded yet."""
 
 import re
 from pathlib import Path
@@ -7,22 +8,42 @@ from pathlib import Path
 from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
 from tyllm.artifacts.manifest import inside, read_manifest, verify_files
-from tyllm.backends import UnknownBackend, get_backend
+from tyllm.backends import REGISTRY, UnknownBackend, get_backend
 from tyllm.errors import ArtifactError
 
 VISION_BUFFER_CONFIG = "visual/buffer_config.json"  # VLM trees (tyllm/artifacts/vlm_layout.py)
 FILE_KEYS = ("library", "weights", "constants", "graph_params", "onnx", "params")
 
 
-def named_files(document) -> list[str]:
-    """Every file a buffer document names (values of FILE_KEYS, at any depth)."""
+def named_files(document, keys: tuple[str, ...] = FILE_KEYS) -> list[str]:
+    """Every file a buffer document names (values of `keys`, at any depth)."""
     if isinstance(document, list):
-        return [name for item in document for name in named_files(item)]
+        return [name for item in document for name in named_files(item, keys)]
     if not isinstance(document, dict):
         return []
-    own = [v for k, v in document.items() if k in FILE_KEYS and v is not None]
-    return own + [name for k, v in document.items() if k not in FILE_KEYS
-                  for name in named_files(v)]
+    own = [v for k, v in document.items() if k in keys and v is not None]
+    return own + [name for k, v in document.items() if k not in keys
+                  for name in named_files(v, keys)]
+
+
+def first_bytes(path: Path, count: int) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(count)
+
+
+def library_owner(path: Path) -> str | None:
+    """The backend whose libraries begin as this file does, if any."""
+    for backend in map(get_backend, REGISTRY):
+        if first_bytes(path, len(backend.library_magic)) == backend.library_magic:
+            return backend.name
+    return None
+
+
+def folder_of_trees(root: Path) -> list[str]:
+    """The `<N>die` trees directly inside `root` (the folder above the trees)."""
+    return sorted((p.name for p in root.iterdir()
+                   if re.fullmatch(r"\d+die", p.name) and (p / layout.MANIFEST).is_file()),
+                  key=lambda name: int(name[:-3]))
 
 
 class Tree:
@@ -31,6 +52,7 @@ class Tree:
         if not self.root.is_dir():
             raise ArtifactError(f"Artifact tree {self.root} does not exist: run `tyllm compile` "
                                 f"first, or pass the `<N>die` folder it wrote.")
+        self._check_not_a_folder_of_trees()
         self.manifest = read_manifest(self.root)
         self._check_side_files()
         self.config = self.document(layout.CONFIG, "config")
@@ -40,7 +62,7 @@ class Tree:
         self.dies = self.config["dies"]
         self._check_die_count(dies)
         self._check_shapes()
-        self.backend  # noqa: B018  (a tree for a backend this tyllm lacks fails here, once)
+        self._check_libraries()  # a tree for a backend this tyllm lacks fails here, once
 
     def file(self, name: str) -> Path:
         """A file the tree's documents name: inside the tree and listed in its manifest."""
@@ -58,6 +80,36 @@ class Tree:
         for named in named_files(document):
             self.file(named)
         return document
+
+    def _check_not_a_folder_of_trees(self) -> None:
+        if (self.root / layout.MANIFEST).exists() or not (trees := folder_of_trees(self.root)):
+            return
+        raise ArtifactError(f"{self.root} is not a tree but the folder holding the trees "
+                            f"{', '.join(trees)} (one per die count): pass the one to run, e.g. "
+                            f"{self.root / trees[0]}.")
+
+    def _check_libraries(self) -> None:
+        """Every library must be one the recorded backend loads (its suffix, its first
+        bytes): a tree relabelled with another backend is refused before a loader misreads
+        it. A missing library is left to the sha256 check, which names it."""
+        backend = self.backend
+        documents = [self.buffers, self.vision_buffers or {}]
+        for name in sorted({n for d in documents for n in named_files(d, ("library",))}):
+            path = self.file(name)
+            if path.is_file() and not (
+                    name.endswith(backend.library_suffix)
+                    and first_bytes(path, len(backend.library_magic)) == backend.library_magic):
+                raise ArtifactError(self._foreign_library(name, path))
+
+    def _foreign_library(self, name: str, path: Path) -> str:
+        recorded, owner = self.config["backend"], library_owner(path)
+        suffix, magic = self.backend.library_suffix, self.backend.library_magic
+        what = (f"named without its suffix {suffix}" if owner == recorded else
+                f"an {owner} library" if owner else
+                f"no {recorded} library (those end in {suffix} and begin with {magic!r})")
+        return (f"{self.root} records the backend {recorded!r} but {name} is {what}: the tree "
+                f"was relabelled or damaged after its compile; recompile the model with "
+                f"--backend {recorded}.")
 
     def _check_side_files(self) -> None:
         """Tokenizer and processor files are read by name from the root: one the manifest does

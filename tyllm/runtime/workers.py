@@ -4,10 +4,15 @@ all-reduce between them.
 Both kinds speak the same little protocol: (call, args) -> ("ok", logits) | ("error", text),
 and "stop", where call is one of RUNNER_CALLS: "step" (one sequence) or "rows" (a batched
 call). A call runs on every die at once; the caller concatenates the vocab slices.
+
+A die that fails (an error in its runner, or its process gone: killed, crashed) fails the
+session: the others are released from the collective (threads) or stopped (processes), the
+error names that die, and every later call raises it again; `close` still releases everything.
 """
 
 import multiprocessing
 import queue
+import signal
 import threading
 import traceback
 from pathlib import Path
@@ -28,6 +33,9 @@ class DieFailure(RuntimeError):
     """A die worker failed; the session cannot continue."""
 
 
+AFTER_FAILURE = "the session cannot go on: load the tree again"
+
+
 def serve(make_runner, receive, reply) -> None:
     """A die's command loop."""
     try:
@@ -45,22 +53,30 @@ def serve(make_runner, receive, reply) -> None:
             reply(("error", traceback.format_exc()))
 
 
-def gather(polls: list, on_error) -> list:
-    """Waits for one reply per die. At the first error `on_error` releases the dies blocked in
-    a collective, so that every die answers, then the first error is raised."""
+def gather(polls: list, on_error, names: list[str]) -> list:
+    """Waits for one reply per die. At the first failure `on_error` releases the dies blocked
+    in a collective, so that every die answers, then that first failure is raised (the others
+    are its consequences), naming its die (`names`)."""
     replies: list = [None] * len(polls)
-    failed = False
+    first = None
     while any(r is None for r in replies):
         for i, poll in enumerate(polls):
             if replies[i] is None and (reply := poll()) is not None:
                 replies[i] = reply
-                if reply[0] == "error" and not failed:
-                    failed = True
+                if reply[0] != "ok" and first is None:
+                    first = i
                     on_error()
-    errors = [text for status, text in replies if status == "error"]
-    if errors:
-        raise DieFailure("a die worker failed:\n" + errors[0])
+    if first is not None:
+        raise DieFailure(failure_text(names[first], *replies[first]))
     return [value for _, value in replies]
+
+
+def failure_text(name: str, status: str, detail: str) -> str:
+    """One die's failure: its process ended (`status` "exited", `detail` how), or its runner
+    raised (`detail` the traceback)."""
+    if status == "exited":
+        return f"{name} {detail}; the other dies were stopped and {AFTER_FAILURE}."
+    return f"{name} failed; {AFTER_FAILURE}. Its error:\n{detail}"
 
 
 def _poll_queue(box: queue.Queue):
@@ -77,7 +93,10 @@ def default_runner():
 
 
 class DieCalls:
-    """What a session calls on its dies; `call(name, *args)` runs on every die at once."""
+    """What a session calls on its dies; `call(name, *args)` runs on every die at once. After
+    a die failed, every call raises that failure again (`failure`)."""
+
+    failure: DieFailure | None = None
 
     def step(self, *args) -> list[torch.Tensor]:
         return self.call("step", *args)
@@ -86,6 +105,15 @@ class DieCalls:
         return self.call("rows", *args)
 
     def call(self, name: str, *args) -> list[torch.Tensor]:
+        if self.failure is not None:
+            raise DieFailure(str(self.failure))
+        try:
+            return self.call_dies(name, *args)
+        except DieFailure as e:
+            self.failure = e
+            raise
+
+    def call_dies(self, name: str, *args) -> list[torch.Tensor]:
         raise NotImplementedError
 
 
@@ -99,6 +127,7 @@ class ThreadWorkers(DieCalls):
         placement = list(range(tree.dies)) if placement is None else list(placement)
         slot = getattr(runner, "all_reduce_bytes", all_reduce_bytes)(tree)
         self.group = collective.thread_group(len(placement), slot, native)
+        self.names = [f"die {p}" for p in placement]
         self.inboxes = [queue.Queue() for _ in placement]
         self.outboxes = [queue.Queue() for _ in placement]
         self.threads = [threading.Thread(target=self._die_main, args=(tree, r, p, runner),
@@ -113,15 +142,16 @@ class ThreadWorkers(DieCalls):
             raise
 
     def _die_main(self, tree, rank, physical, runner_cls):
-        pin_current_thread(physical, tree.dies)
+        pin_current_thread(physical, tree.dies, tree.backend)
         with collective.bind_member(self.group.member(rank)):
             serve(lambda: runner_cls(tree, rank), self.inboxes[rank].get,
                   self.outboxes[rank].put)
 
     def _gather(self) -> list:
-        return gather([lambda b=box: _poll_queue(b) for box in self.outboxes], self.group.abort)
+        return gather([lambda b=box: _poll_queue(b) for box in self.outboxes], self.group.abort,
+                      self.names)
 
-    def call(self, name: str, *args) -> list[torch.Tensor]:
+    def call_dies(self, name: str, *args) -> list[torch.Tensor]:
         for box in self.inboxes:
             box.put((name, args))
         return self._gather()
@@ -136,7 +166,7 @@ class ThreadWorkers(DieCalls):
 
 
 def _process_main(root: str, rank: int, physical: int, dies: int, group, conn, runner) -> None:
-    pin_process(physical, dies)
+    pin_process(physical, dies, Tree(Path(root)).backend)
     try:
         with collective.bind_member(group.member(rank)):
             serve(lambda: runner(Tree(Path(root)), rank), lambda: from_wire(conn.recv()),
@@ -174,7 +204,7 @@ class ProcessWorkers(DieCalls):
         exit_if_bootstrapping()
         runner = runner or default_runner()
         placement = list(range(tree.dies)) if placement is None else list(placement)
-        ranks = len(placement)
+        self.placement, ranks = placement, len(placement)
         ctx = multiprocessing.get_context("spawn")
         slot = getattr(runner, "all_reduce_bytes", all_reduce_bytes)(tree)
         self.group = collective.process_group(ranks, slot, ctx, native)
@@ -186,6 +216,8 @@ class ProcessWorkers(DieCalls):
                       for r, p in enumerate(placement)]
         for p in self.procs:
             p.start()
+        for _, child in pipes:  # the die's end lives in its process: its exit reads as EOF here
+            child.close()
         try:
             self._gather()
         except DieFailure:
@@ -197,7 +229,8 @@ class ProcessWorkers(DieCalls):
     def _gather(self) -> list:
         pairs = zip(self.conns, self.procs, strict=True)
         polls = [lambda c=c, p=p: self._poll(c, p) for c, p in pairs]
-        return gather(polls, self.kill)
+        return gather(polls, self.kill, [f"die {p} (process {proc.pid})" for p, proc
+                                         in zip(self.placement, self.procs, strict=True)])
 
     @staticmethod
     def _poll(conn, proc):
@@ -209,11 +242,14 @@ class ProcessWorkers(DieCalls):
         else:
             if proc.is_alive():
                 return None
-        return ("error", f"die process {proc.name} exited with code {proc.exitcode}")
+        return ("exited", how_it_ended(proc))
 
-    def call(self, name: str, *args) -> list[torch.Tensor]:
+    def call_dies(self, name: str, *args) -> list[torch.Tensor]:
         for c in self.conns:
-            c.send((name, to_wire(args)))
+            try:
+                c.send((name, to_wire(args)))
+            except OSError:  # its process is gone: the gather below names it and how it ended
+                pass
         return self._gather()
 
     def kill(self) -> None:
@@ -221,14 +257,35 @@ class ProcessWorkers(DieCalls):
             p.kill()
 
     def close(self) -> None:
-        for c, p in zip(self.conns, self.procs, strict=True):
-            if p.is_alive():
+        """Stops the dies (kills any that do not stop), then releases the group's memory."""
+        for c in self.conns:
+            try:
                 c.send("stop")
+            except OSError:  # that die is gone already
+                pass
         for p in self.procs:
             p.join(timeout=30)
             if p.is_alive():
                 p.kill()
+                p.join()
+        for c in self.conns:
+            c.close()
         self.group.unlink()
+
+
+def how_it_ended(proc) -> str:
+    """How a die process that closed its pipe ended: its exit code or the signal that killed
+    it."""
+    proc.join(timeout=5)  # reaped: its exit code is known
+    code = proc.exitcode
+    if code is None:
+        return "closed its pipe but still runs"
+    if code >= 0:
+        return f"exited with code {code}"
+    try:
+        return f"was killed by signal {signal.Signals(-code).name} ({-code})"
+    except ValueError:
+        return f"was killed by signal {-code}"
 
 
 WORKER_KINDS = dict(zip(WORKER_NAMES, (ThreadWorkers, ProcessWorkers), strict=True))

