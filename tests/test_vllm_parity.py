@@ -4,7 +4,8 @@ Six concurrent greedy prompts on SmolLM2 (1 die threads, 3 dies processes; again
 vLLM, whose engine and tyllm's 1-die whole-prompt one the sampling test shares) and on a
 random Qwen3 (2 dies threads, its tree compiled when the engine starts, with
 the batch sizes max_num_seqs asks for; against HF), chunked prefill on (a 16-token budget: long
-prompts are split across steps) and off. Every engine runs in its own process
+prompts are split across steps) and off; and one engine with a single KV slot
+(max_num_seqs=1), whose first request fills the whole context. Every engine runs in its own process
 (tests/vllm_generate.py); engines pick tyllm through the platform plugin, one case through
 the explicit executor/worker flags of the issue's example. Stock vLLM runs with
 VLLM_TARGET_DEVICE=cpu, which skips platform plugins.
@@ -14,7 +15,7 @@ import random
 
 import pytest
 from models import greedy, load_hf
-from smollm2_requests import GREEDY_TOKENS, greedy_prompts
+from smollm2_requests import GREEDY_TOKENS, QUESTIONS, greedy_prompts
 from vllm_jobs import engine, request, run_job
 
 pytestmark = pytest.mark.slow
@@ -80,3 +81,21 @@ def test_greedy_equals_hf_and_stock_vllm(name, dies, workers, chunked, models, e
     assert got == hf
     assert stock is None or got == stock
     assert (tree / "manifest.json").is_file()  # compiled at engine start when it was absent
+
+
+def test_one_sequence_at_a_time_fills_the_whole_context(smollm2_path, smollm2_tree, tmp_path):
+    """max_num_seqs=1 (one KV slot: the single-user setting) starts, and serves its requests
+    one after another, the first filling the context (250 prompt + 6 new tokens = 256)."""
+    from tyllm import runtime
+    from tyllm.text import encode_prompt
+
+    tree = smollm2_tree(1)
+    prompts = [encode_prompt(smollm2_path, " ".join(QUESTIONS * 12), chat=False)[:250],
+               greedy_prompts(smollm2_path)[0]]
+    options = {"tyllm": {"artifacts_path": str(tree)}}
+    outputs = run_job(tmp_path, engine(smollm2_path, 1, 256, chunked=False, max_num_seqs=1,
+                                       additional_config=options),
+                      [request(ids, max_tokens=6, ignore_eos=True) for ids in prompts])
+    with runtime.load(tree) as session:
+        want = [session.generate(ids, 6, stop_at_eos=False) for ids in prompts]
+    assert [o["token_ids"] for o in outputs] == want

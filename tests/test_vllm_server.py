@@ -129,6 +129,19 @@ def test_unsupported_sampling_is_a_400(served):
                                   extra_body={"min_p": 0.2})
 
 
+def test_a_prompt_that_fills_the_context_is_a_400_that_says_so(served):
+    """Not vLLM's "max_tokens must be at least 1, got 0" for a request that asked for 5."""
+    import openai
+
+    from tyllm.vllm_ext.tree_model import tree_config
+
+    client, model, tree = served
+    size = tree_config(tree)["max_kv_cache_size"]
+    with pytest.raises(openai.BadRequestError, match=f"The prompt is {size} tokens long and "
+                                                     f"fills the whole context of {size} tokens"):
+        client.completions.create(model=model, prompt=[7] * size, max_tokens=5)
+
+
 def test_wrong_api_key_is_refused(served):
     import openai
 

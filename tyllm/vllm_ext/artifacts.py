@@ -9,7 +9,7 @@ default "threads"). A VLM checkpoint takes the vision options of vlm_engine.py b
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from tyllm.artifacts import layout
@@ -19,7 +19,15 @@ from tyllm.compile.request import check_batch_sizes
 from tyllm.errors import TyllmError
 from tyllm.runtime.worker_kinds import WORKER_NAMES
 from tyllm.vllm_ext import vlm_engine
-from tyllm.vllm_ext.tree_model import TREE_KEY
+from tyllm.vllm_ext.names import logger_name
+from tyllm.vllm_ext.tree_check import (
+    Difference,
+    EngineConfigError,
+    asked,
+    differences,
+    engine_refusal,
+)
+from tyllm.vllm_ext.tree_model import TREE_KEY, is_tree, tree_config
 from tyllm.vllm_ext.vlm_engine import VISION_OPTIONS, VisionOptions, vision_options, vlm_seq_lens
 
 CONFIG_KEY = "tyllm"
@@ -78,8 +86,6 @@ def engine_tree(vllm_config) -> EngineTree:
 def name_vlm_tree(vllm_config) -> None:
     """For an engine on a VLM checkpoint: finds or compiles its tree now, in the front end, and
     names it in the config, where the image processing (vlm_model.py) and the worker find it."""
-    if not vlm_engine.is_vlm_checkpoint(Path(vllm_config.model_config.model)):
-        return
     path = ensure_tree(engine_tree(vllm_config))
     setattr(vllm_config.model_config.hf_config, TREE_KEY, str(path.resolve()))
     extra = vllm_config.additional_config
@@ -115,28 +121,60 @@ def default_artifacts_path(model_path: Path, dies: int, max_kv: int, seq_lens,
     return cache_root() / "engines" / f"{model_path.name}-{key}" / f"{dies}die"
 
 
+def tree_differences(want: EngineTree, config: dict) -> list[Difference]:
+    """How the tree whose config.json is `config` differs from what the engine asks."""
+    values = asked(want.dies, want.max_kv, want.seq_lens,
+                   want.batch_sizes if want.named_batches else None)
+    vision = vlm_engine.differences(want.vision, config) if want.vision else []
+    return differences(values, config) + vision
+
+
 def mismatches(want: EngineTree, config: dict) -> list[str]:
-    pairs = [("dies", want.dies, config["dies"]),
-             ("max_kv_cache_size", want.max_kv, config["max_kv_cache_size"]),
-             ("seq_len_list", list(want.seq_lens), sorted(config["seq_len_list"]))]
-    if want.named_batches:  # an existing tree is otherwise served with the batches it has
-        pairs.append(("batch_sizes", list(want.batch_sizes), config.get("batch_sizes", [1])))
-    bad = [f"{name} engine={a} tree={b}" for name, a, b in pairs if a != b]
-    return bad + (vlm_engine.mismatches(want.vision, config) if want.vision else [])
+    return [str(d) for d in tree_differences(want, config)]
+
+
+def check_tree(want: EngineTree) -> None:
+    """Refuses the tree at want's path when it was compiled for other values than asked."""
+    bad = tree_differences(want, read_json(want.artifacts_path / layout.CONFIG, "config"))
+    if bad:
+        raise TyllmError(engine_refusal(want.artifacts_path, bad))
 
 
 def ensure_tree(want: EngineTree) -> Path:
     """Returns the tree for `want`, compiling it first when the folder holds none."""
-    config_path = want.artifacts_path / layout.CONFIG
     if not (want.artifacts_path / layout.MANIFEST).is_file():
         compile_tree(want)
-    bad = mismatches(want, read_json(config_path, "config"))
-    if bad:
-        raise TyllmError(f"The tree at {want.artifacts_path} does not match this engine "
-                         f"({'; '.join(bad)}): set tensor_parallel_size, max_model_len and "
-                         f"seq_len_list (and batch_sizes, image_sizes) to the tree's values, "
-                         f"or choose another artifacts_path.")
+    check_tree(want)
     return want.artifacts_path
+
+
+def check_engine_config(vllm_config) -> None:
+    """While vLLM builds a tyllm engine's config: its tyllm options, and the tree they name when
+    one is there, against the engine; a VLM checkpoint's tree is found or compiled now. Raised
+    as EngineConfigError, whose message is the first line the user reads (tree_check.py)."""
+    try:
+        if vlm_engine.is_vlm_checkpoint(Path(vllm_config.model_config.model)):
+            name_vlm_tree(vllm_config)
+        elif is_tree((want := engine_tree(vllm_config)).artifacts_path):
+            check_tree(take_tree_context(vllm_config, want))
+    except TyllmError as error:
+        raise EngineConfigError(str(error)) from None
+
+
+def take_tree_context(vllm_config, want: EngineTree) -> EngineTree:
+    """An engine on an existing tree with no max_model_len given serves the tree's KV size
+    (vLLM's default, the checkpoint's whole context, is more than the tree's slots hold)."""
+    from vllm.logger import init_logger
+
+    model_config = vllm_config.model_config
+    kv = tree_config(want.artifacts_path)["max_kv_cache_size"]
+    if model_config.original_max_model_len is not None or kv == want.max_kv:
+        return want
+    logger = init_logger(logger_name(__name__))
+    logger.info("tyllm: max_model_len=%d, the KV size of the tree at %s (no max_model_len was "
+                "given).", kv, want.artifacts_path)
+    model_config.max_model_len = kv
+    return replace(want, max_kv=kv)
 
 
 def compile_tree(want: EngineTree) -> None:

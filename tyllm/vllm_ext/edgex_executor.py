@@ -18,10 +18,11 @@ from vllm.v1.worker.worker_base import CompilationTimes
 from tyllm.dtypes import DTYPES
 from tyllm.errors import TyllmError
 from tyllm.vllm_ext.artifacts import BATCH_CAP, engine_tree, ensure_tree
+from tyllm.vllm_ext.names import logger_name
 from tyllm.vllm_ext.runner import SlotRunner
 from tyllm.vllm_ext.sampling import BatchSampler
 
-logger = init_logger(__name__)
+logger = init_logger(logger_name(__name__))
 WORKER_QUALNAME = "tyllm.vllm_ext.edgex_executor.EdgeXWorker"
 
 
@@ -47,17 +48,8 @@ class EdgeXWorker:
         self.runner = SlotRunner(self.session, max_num_seqs, sampler)
         say_batching(path, self.session.tree.batch_sizes, max_num_seqs)
 
-    def _kv_spec(self) -> FullAttentionSpec:
-        tree = self.session.tree
-        kv = [tree.kv_cache_for(d)["k_cache"] for d in range(tree.dies)]
-        head_dim = kv[0]["shape"][-1]
-        return FullAttentionSpec(block_size=self.vllm_config.cache_config.block_size,
-                                 num_kv_heads=sum(k["shape"][1] for k in kv),
-                                 head_size=head_dim, dtype=DTYPES[kv[0]["dtype"]])
-
     def get_kv_cache_spec(self) -> dict:
-        layers = self.session.tree.config["num_layers"]
-        return {f"model.layers.{i}.self_attn.attn": self._kv_spec() for i in range(layers)}
+        return kv_cache_spec(self.session.tree, self.vllm_config.cache_config.block_size)
 
     def get_supported_kv_cache_layouts(self) -> list[str]:
         return ["LBNHC"]  # nominal: the dies keep their own [L, H, S, D] caches per slot
@@ -66,11 +58,7 @@ class EdgeXWorker:
         pass
 
     def determine_available_memory(self) -> int:
-        """Exactly the slots the dies hold: max_num_seqs sequences of max_model_len tokens."""
-        spec, config = self._kv_spec(), self.vllm_config
-        blocks = -(-config.model_config.max_model_len // spec.block_size)
-        layers = self.session.tree.config["num_layers"]
-        return spec.page_size_bytes * blocks * layers * config.scheduler_config.max_num_seqs
+        return slot_memory(self.session.tree, self.vllm_config)
 
     def initialize_from_config(self, kv_cache_config) -> None:
         pass  # slots are allocated by the dies on first use
@@ -94,6 +82,24 @@ class EdgeXWorker:
     def shutdown(self) -> None:
         if self.session is not None:
             self.session.close()
+
+
+def kv_cache_spec(tree, block_size: int) -> dict[str, FullAttentionSpec]:
+    """vLLM's per-layer view of the dies' caches, for its memory accounting only."""
+    kv = [tree.kv_cache_for(d)["k_cache"] for d in range(tree.dies)]
+    spec = FullAttentionSpec(block_size=block_size, num_kv_heads=sum(k["shape"][1] for k in kv),
+                             head_size=kv[0]["shape"][-1], dtype=DTYPES[kv[0]["dtype"]])
+    return {f"model.layers.{i}.self_attn.attn": spec for i in range(tree.config["num_layers"])}
+
+
+def slot_memory(tree, vllm_config) -> int:
+    """Exactly the slots the dies hold, in vLLM's blocks: max_num_seqs sequences of
+    max_model_len tokens, plus the null block vLLM's block pool holds back for itself."""
+    block_size = vllm_config.cache_config.block_size
+    specs = kv_cache_spec(tree, block_size)
+    per_sequence = -(-vllm_config.model_config.max_model_len // block_size)
+    blocks = per_sequence * vllm_config.scheduler_config.max_num_seqs + 1
+    return sum(spec.page_size_bytes for spec in specs.values()) * blocks
 
 
 def say_batching(tree, batches: list[int], max_num_seqs: int) -> None:

@@ -49,15 +49,18 @@ def options_from_flags(known: argparse.Namespace) -> dict:
 
 
 def engine_argv(model: Path, options: dict, rest: list[str]) -> tuple[list[str], dict]:
-    """vLLM serve arguments for `model`: a tree brings its own shape (later flags still win)."""
+    """vLLM serve arguments for `model`: a tree brings its own shape, where no flag names it
+    (refuse_flags_against_tree has refused flags that contradict it)."""
     from tyllm.vllm_ext.tree_model import engine_kwargs, is_tree
 
     argv = ["--model", str(model)]
     if is_tree(model):
-        kwargs = engine_kwargs(model, options["workers"])
-        argv = ["--model", kwargs["model"],
-                "--tensor-parallel-size", str(kwargs["tensor_parallel_size"]),
-                "--max-model-len", str(kwargs["max_model_len"])]
+        kwargs, typed = engine_kwargs(model, options["workers"]), tree_flags(rest)
+        argv = ["--model", kwargs["model"]]
+        if typed.dies is None:
+            argv += ["--tensor-parallel-size", str(kwargs["tensor_parallel_size"])]
+        if typed.max_kv is None:
+            argv += ["--max-model-len", str(kwargs["max_model_len"])]
         options = {**kwargs["additional_config"][CONFIG_KEY], **options}
     if not any(a.split("=")[0] in ("--served-model-name", "--served_model_name") for a in rest):
         argv += ["--served-model-name", str(model)]
@@ -86,6 +89,9 @@ def refuse_unsized_vlm(model: Path, options: dict) -> None:
 
 
 def serve(argv: list[str]) -> int:
+    from tyllm.vllm_ext.tree_check import EngineConfigError
+    from tyllm.vllm_ext.tree_model import is_tree
+
     if not argv or argv[0].startswith("-"):
         tyllm_parser().print_help()
         print("\nvLLM serve flags: see `vllm serve --help`; all of them are accepted.")
@@ -95,10 +101,49 @@ def serve(argv: list[str]) -> int:
         raise TyllmError(f"{argv[0]!r} is not a folder: pass a HF checkpoint folder or a "
                          f"compiled <N>die tree.")
     known, rest = tyllm_parser().parse_known_args(argv[1:])
+    if is_tree(model):
+        refuse_flags_against_tree(model, known, rest)  # before vLLM is even imported
     vllm_argv, options = engine_argv(model, options_from_flags(known), rest)
     refuse_unsized_vlm(model, {**additional_tyllm_options(rest), **options})
-    run_vllm_server(vllm_argv, options)
+    try:
+        run_vllm_server(vllm_argv, options)
+    except EngineConfigError as error:  # found by the platform while vLLM builds its config
+        raise TyllmError(str(error)) from None
     return 0
+
+
+def refuse_flags_against_tree(tree: Path, known: argparse.Namespace, rest: list[str]) -> None:
+    """Flags that ask a tree for other values than it was compiled for: an omitted flag takes
+    the tree's value, a typed one must equal it."""
+    from tyllm.vllm_ext.tree_check import asked, differences, serve_refusal
+    from tyllm.vllm_ext.tree_model import tree_config
+
+    if known.artifacts_path and Path(known.artifacts_path).resolve() != tree.resolve():
+        raise TyllmError(f"--artifacts-path {known.artifacts_path} names another folder than "
+                         f"the tree {tree} to serve: drop --artifacts-path (a tree is served "
+                         f"from where it is).")
+    config, typed = tree_config(tree), tree_flags(rest)
+    values = asked(config["dies"] if typed.dies is None else number(typed.dies),
+                   config["max_kv_cache_size"] if typed.max_kv is None else number(typed.max_kv),
+                   known.seq_len_list or config["seq_len_list"], known.batch_sizes)
+    if bad := differences(values, config):
+        raise TyllmError(serve_refusal(tree, bad))
+
+
+def tree_flags(rest: list[str]) -> argparse.Namespace:
+    """The vLLM flags a tree fixes, as typed among `rest` (None where absent)."""
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("--tensor-parallel-size", "--tensor_parallel_size", "-tp", dest="dies")
+    p.add_argument("--max-model-len", "--max_model_len", dest="max_kv")
+    return p.parse_known_args(rest)[0]
+
+
+def number(text: str) -> int | str:
+    """A typed value as vLLM would compare it; vLLM's own forms ("1k", "auto") stay text."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
 
 
 def run_vllm_server(vllm_argv: list[str], options: dict) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tyllm.errors import TyllmError
+from tyllm.vllm_ext.tree_check import Difference
 
 VISION_OPTIONS = ("image_sizes", "modalities", "prefill_lens", "vm_die_remap", "lm_die_remap")
 DEFAULT_IMAGE_SIZES = ((448, 448),)  # as scripts/compile_vlm.py
@@ -86,12 +87,12 @@ def remap(value) -> tuple[int, ...] | None:
     return tuple(value) if value else None
 
 
-def mismatches(vision: VisionOptions, config: dict) -> list[str]:
+def differences(vision: VisionOptions, config: dict) -> list[Difference]:
     """What a VLM tree found at the engine's path has other than the engine asks."""
     if "vision" not in config:
-        return ["kind engine=vlm tree=llm"]
+        return [Difference("kind", "vlm", "llm")]
     have = [tuple(s["size"]) for s in config["vision"]["sizes"]]
     pairs = [("modalities", sorted(vision.modalities), sorted(config["modalities"]))]
     if vision.named_sizes:
         pairs.append(("image_sizes", list(vision.image_sizes), have))
-    return [f"{name} engine={a} tree={b}" for name, a, b in pairs if a != b]
+    return [Difference(name, a, b) for name, a, b in pairs if a != b]
