@@ -14,15 +14,27 @@ LONGEST_FIRST = ["smollm2", "vlm", "test_parity_random", "test_quant_convert", "
                  "test_program_cache", "test_bench", "test_docker", "test_artifacts"]
 
 
+SKIP_DOCKER = pytest.mark.skip(reason="builds both Docker images and works in them (15-25 min): "
+                                      "selected only by `pytest -m docker`")
+
+
+def docker_selected(config) -> bool:
+    """True when -m names the docker marker (and not as `not docker`)."""
+    expr = config.getoption("markexpr", "") or ""
+    return "docker" in expr.replace("not docker", "")
+
+
 def pytest_collection_modifyitems(config, items):
     """One xdist group per test file (module fixtures compile once), files sharing session
-    fixtures in one group, the longest groups first."""
+    fixtures in one group, the longest groups first; `docker` tests only when -m selects them."""
     def group(item) -> str:
         module = item.path.stem
         return SHARED_GROUPS.get(module, module)
 
     for item in items:
         item.add_marker(pytest.mark.xdist_group(group(item)))
+        if item.get_closest_marker("docker") and not docker_selected(config):
+            item.add_marker(SKIP_DOCKER)
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(group(item), len(rank)))
 
