@@ -5,6 +5,7 @@
     python scripts/bench.py --model DIR --dies 4 --threads 2 --out docs/bench/mine.json
     python scripts/bench.py --prefill-only  # TTFT at 41 and 512 tokens, the prefill matmul
     python scripts/bench.py --serving-only  # 1-8 concurrent requests through vLLM
+    python scripts/bench.py --formats-only  # float32 / float16 / int4 trees against their roofs
     python scripts/bench.py --load-only TREE [TREE ...]  # peak RSS of loading compiled trees
 
 Same model, prompt, dtype (fp32) and thread count for every engine. Measures time to first token
@@ -35,6 +36,14 @@ from tyllm.bench.concurrency import (
     vllm_throughput,
 )
 from tyllm.bench.engines import bench_hf, bench_ort, bench_tree, bench_vllm
+from tyllm.bench.formats import (
+    compile_formats,
+    format_ratios,
+    format_rows,
+    format_serving,
+    format_table,
+)
+from tyllm.bench.llama_cpp import anchor_rows
 from tyllm.bench.load_memory import load_memory
 from tyllm.bench.matmul import prefill_matmuls
 from tyllm.bench.prefill import decode_at_history, ttft_hf, ttft_ort, ttft_tree, ttft_vllm
@@ -70,11 +79,16 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--new-tokens", type=int, default=64)
     p.add_argument("--quick", action="store_true", help="16 new tokens")
     p.add_argument("--skip", default="",
-                   help="engines to skip: vllm,hf,ort,processes,int4 (the AWQ serving tree)")
+                   help="engines to skip: vllm,hf,ort,processes,int4 (the AWQ serving tree), "
+                        "formats (the format table), serving (the format table's serving rows), "
+                        "llama.cpp (its anchor rows)")
     p.add_argument("--prefill-only", action="store_true",
                    help="only the prefill tree's TTFT against stock vLLM and the prefill matmul")
     p.add_argument("--serving-only", action="store_true",
                    help="only the serving rows (1, 2, 4, 8 concurrent requests through vLLM)")
+    p.add_argument("--formats-only", action="store_true",
+                   help="only the format table: float32, float16 and AWQ int4 trees at 1 die "
+                        "against their own roofs, TTFT, and serving against stock vLLM")
     p.add_argument("--load-only", nargs="+", type=Path, metavar="TREE",
                    help="only the peak RSS of loading and running these compiled <N>die trees "
                         "(LLM or VLM), as threads and as processes")
@@ -295,6 +309,42 @@ def serving_only(args, model: Path, work: Path, prompt: list[int]) -> None:
         "ratios": summary})
 
 
+def formats(args, model: Path, work: Path, prompt: list[int], new_tokens: int) -> dict:
+    """The format table: decode and TTFT of each format's tree against its own roof (read
+    bandwidth over the bytes a step reads); serving at 1-8 requests beside stock vLLM's bf16
+    and fp32 unless `serving` is skipped."""
+    skip = set(filter(None, args.skip.split(",")))
+    costs = compile_formats(model, work, args.threads, "serving" not in skip)
+    bandwidth = read_bandwidth_gbs(args.threads)
+    rows = format_rows(work, prompt, new_tokens, TTFT_TOKENS, bandwidth)
+    if args.model is None and "llama.cpp" not in skip:  # the packaged GGUF is SmolLM2's
+        rows |= anchor_rows(work, prompt, new_tokens, args.threads, bandwidth)
+    print(format_table(rows, bandwidth))
+    result = {"read_bandwidth_gbs": bandwidth, "rows": rows, "compile": costs}
+    if "serving" not in skip:
+        tokens = 16 if args.quick else SERVING_TOKENS
+        rates = format_serving(work, prompt, tokens, args.threads)
+        if "vllm" not in skip:
+            for dtype, name in (("float32", "vllm-cpu"), ("bfloat16", "vllm-cpu-bf16")):
+                rates[name] = vllm_throughput(model, prompt, tokens, args.threads,
+                                              SERVING_KV, dtype)
+        for name, by_n in rates.items():
+            print(f"serving {name}: " + ", ".join(f"{n} requests {r:.1f} tok/s"
+                                                  for n, r in by_n.items()), flush=True)
+        result["serving"] = {"tok_s_by_concurrency": rates, "new_tokens": tokens}
+    result["ratios"] = format_ratios(result)
+    for key, value in result["ratios"].items():
+        print(f"{key}: {value:.2f}")
+    return result
+
+
+def formats_only(args, model: Path, work: Path, prompt: list[int], new_tokens: int) -> None:
+    write_report(Path(args.out), {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "model": model.name, "threads": args.threads, "prompt_tokens": len(prompt),
+        "new_tokens": new_tokens, "formats": formats(args, model, work, prompt, new_tokens)})
+
+
 def main() -> None:
     args = parse_args()
     if args.load_only:
@@ -307,11 +357,15 @@ def main() -> None:
         return serving_only(args, model, work, prompt)
     if args.prefill_only:
         return prefill_only(args, model, work, prompt)
+    if args.formats_only:
+        return formats_only(args, model, work, prompt, new_tokens)
     costs = compile_trees(args, model, work)
     memories = load_memories(args, work)
     speeds = run_engines(args, model, work, prompt, new_tokens)
     prefill = history_and_prefill(args, model, work, prompt)
     served = serving(args, model, work, prompt)
+    by_format = (formats(args, model, work, prompt, new_tokens)
+                 if "formats" not in set(args.skip.split(",")) else None)
     weight_bytes = decode_weight_bytes(Tree(work / "1die"))
     bandwidth = copy_bandwidth_gbs(args.threads)
     roof_tok_s = bandwidth * 1e9 / weight_bytes
@@ -329,7 +383,7 @@ def main() -> None:
                  "roof_tok_s": roof_tok_s,
                  "read_only_bandwidth_gbs": read_bandwidth_gbs(args.threads)},
         "long_kv_cache_size": args.long_kv, "compile": costs, "load_memory": memories,
-        "history_and_prefill": prefill, "serving": served,
+        "history_and_prefill": prefill, "serving": served, "formats": by_format,
         "ratios": summary})
 
 

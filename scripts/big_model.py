@@ -14,6 +14,7 @@ shape needs about 20 GB of disk for the checkpoint and as much again for the tre
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -149,14 +150,36 @@ def compile_tree(out: Path, dies: int, seq_lens: list[int], max_kv: int, dtype: 
 
 
 def decode(out: Path, dies: int, tokens: int) -> dict:
+    """Loads the tree, generates `tokens` greedily; with more than 2 tokens, also the decode
+    rate (a `tokens` generation minus a 1-token one) against the bandwidth roof: read
+    bandwidth over the weight bytes every die reads a step (the dies share this machine's
+    memory)."""
     from tyllm import runtime
 
+    prompt = [5, 17, 42, 99, 7, 300, 12, 8]
     start = time.perf_counter()
     with runtime.load(out / "tree" / f"{dies}die", workers="threads") as session:
         loaded = time.perf_counter()
-        new = session.generate([5, 17, 42, 99, 7, 300, 12, 8], tokens, stop_at_eos=False)
+        new = session.generate(prompt, tokens, stop_at_eos=False)
         done = time.perf_counter()
-    return {"load_seconds": loaded - start, "decode_seconds": done - loaded, "tokens": new}
+        record = {"load_seconds": loaded - start, "decode_seconds": done - loaded,
+                  "tokens": new}
+        if tokens > 2:
+            record |= decode_rate(session, prompt, tokens)
+    return record
+
+
+def decode_rate(session, prompt: list[int], tokens: int) -> dict:
+    from tyllm.bench.roof import decode_weight_bytes, read_bandwidth_gbs
+    from tyllm.bench.timing import median_seconds
+
+    one = median_seconds(lambda: session.generate(prompt, 1, stop_at_eos=False), 3)
+    many = median_seconds(lambda: session.generate(prompt, tokens, stop_at_eos=False), 3)
+    rate = (tokens - 1) / (many - one)
+    step_bytes = sum(decode_weight_bytes(session.tree, d) for d in range(session.tree.dies))
+    roof = read_bandwidth_gbs(os.cpu_count() or 1) * 1e9 / step_bytes
+    return {"decode_tok_s": rate, "bytes_per_step": step_bytes, "roof_tok_s": roof,
+            "fraction_of_roof": rate / roof}
 
 
 def peak_rss_bytes() -> int:

@@ -136,3 +136,28 @@ def test_prefill_matmul_measures_every_shape_and_keeps_framework_output_in_its_l
     assert measured["down-16"]["in"] == 128 and measured["down-16"]["out"] == 64
     assert "Warning" not in done.stderr
     assert (tmp_path / "logs" / "bench-matmul.log").is_file()
+
+
+def test_format_ratios_put_each_format_against_its_roof_and_stock_vllm():
+    from tyllm.bench.formats import format_ratios
+
+    rows = {name: {"fraction_of_roof": f} for name, f in
+            (("float32", 0.9), ("float16", 0.8), ("int4", 0.5))}
+    rates = {"float32": {1: 50.0, 8: 200.0}, "float16": {1: 60.0, 8: 260.0},
+             "int4": {1: 70.0, 8: 300.0}, "vllm-cpu-bf16": {1: 40.0, 8: 250.0},
+             "vllm-cpu": {1: 30.0, 8: 150.0}}
+    got = format_ratios({"rows": rows, "serving": {"tok_s_by_concurrency": rates}})
+    assert got["decode_int4_fraction_of_roof"] == 0.5
+    assert got["serving_float16_8_requests_over_vllm-cpu-bf16"] == pytest.approx(1.04)
+    assert got["serving_int4_8_requests_over_vllm-cpu"] == pytest.approx(2.0)
+    assert got["serving_int4_1_request_over_float32"] == pytest.approx(1.4)
+    assert "serving_float16_8_requests_over_vllm-cpu-bf16" not in format_ratios({"rows": rows})
+
+
+def test_llama_cpp_rows_are_skipped_with_a_note_without_the_package(monkeypatch, capsys,
+                                                                     tmp_path):
+    from tyllm.bench import llama_cpp
+
+    monkeypatch.setattr(llama_cpp, "available", lambda: False)
+    assert llama_cpp.llama_cpp_rows(tmp_path / "m.gguf", tmp_path, [1, 2], 4, 1) == {}
+    assert "llama-cpp-python" in capsys.readouterr().out

@@ -6,17 +6,20 @@ import tvm
 from tyllm.backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
 from tyllm.backends.emulated_cpu.lower import import_program
 from tyllm.backends.emulated_cpu.pipeline import build_pipeline
+from tyllm.backends.emulated_cpu.schedules import PANEL_LANES
 
 from tyllm.capture.export import export_module
 from tyllm.models.decoder import Int4Linear
+from tyllm.models.panels import to_panels
 from tyllm.quant.int4 import dequantize_int4
 
 
-def int4_linear(out_features=96, in_features=128, group_size=32, bias=False, seed=0):
+def int4_linear(out_features=96, in_features=128, group_size=32, bias=False, seed=0,
+                panels=None, dtype=torch.float32):
     torch.manual_seed(seed)
-    layer = Int4Linear(out_features, in_features, bias, torch.float32, group_size)
+    layer = Int4Linear(out_features, in_features, bias, dtype, group_size, panels)
     layer.qweight.data = torch.randint(0, 256, layer.qweight.shape, dtype=torch.uint8)
-    layer.scales.data = torch.rand(layer.scales.shape) * 0.1
+    layer.scales.data = (torch.rand(layer.scales.shape) * 0.1).to(dtype)
     layer.qzeros.data = torch.randint(0, 16, layer.qzeros.shape, dtype=torch.uint8)
     if bias:
         layer.bias.data = torch.randn(out_features)
@@ -24,8 +27,10 @@ def int4_linear(out_features=96, in_features=128, group_size=32, bias=False, see
 
 
 @pytest.mark.parametrize("rows", [1, 8])
-def test_unpacking_is_fused_into_one_scheduled_matmul_kernel(rows):
-    module, _ = import_program(export_module(int4_linear(), {"x": torch.randn(rows, 128)}))
+@pytest.mark.parametrize("panels", [None, PANEL_LANES])
+def test_unpacking_is_fused_into_one_scheduled_matmul_kernel(rows, panels):
+    layer = int4_linear(panels=panels)
+    module, _ = import_program(export_module(layer, {"x": torch.randn(rows, 128)}))
     target = TargetSpec(1).tvm_target()
     lowered = build_pipeline(target)(module)
     kernels = [f for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
@@ -35,14 +40,44 @@ def test_unpacking_is_fused_into_one_scheduled_matmul_kernel(rows):
     assert '"uint8"' in kernel.script()  # it reads the packed weights itself
 
 
-@pytest.mark.parametrize(("rows", "bias"), [(1, False), (8, True), (12, False)])
-def test_compiled_int4_linear_matches_torch(tmp_path, rows, bias):
-    layer = int4_linear(bias=bias, seed=rows)
+@pytest.mark.parametrize(("rows", "bias", "panels"),
+                         [(1, False, None), (8, True, None), (12, False, None),
+                          (1, False, PANEL_LANES), (8, True, PANEL_LANES),
+                          (12, False, PANEL_LANES)])
+def test_compiled_int4_linear_matches_torch(tmp_path, rows, bias, panels):
+    layer = int4_linear(bias=bias, seed=rows, panels=panels)
     x = torch.randn(rows, 128)
+    got = compiled(layer, x, tmp_path)
+    weight = dequantize_int4(*layer.packed(), 32, torch.float32)
+    expected = x.double() @ weight.double().t() + (layer.bias.double() if bias else 0)
+    assert torch.allclose(got.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("rows", [1, 8])
+def test_half_precision_int4_linear_in_panels_matches_float32_dequantization(tmp_path, rows):
+    """A float16 tree's int4 linear: float16 activations and scales, the weight and the sum in
+    float32, one rounding of the output to float16."""
+    layer = int4_linear(out_features=64, in_features=256, group_size=64, seed=rows,
+                        panels=PANEL_LANES, dtype=torch.float16)
+    x = torch.randn(rows, 256).half()
+    got = compiled(layer, x, tmp_path)
+    weight = dequantize_int4(*layer.packed(), 64, torch.float32)
+    expected = (x.double() @ weight.double().t()).half()
+    assert got.dtype == torch.float16
+    assert torch.allclose(got.double(), expected.double(), rtol=2e-3, atol=2e-3)
+
+
+def test_int4_panels_hold_the_rows_of_the_packed_tensors():
+    layer = int4_linear(panels=PANEL_LANES)
+    assert layer.qweight.shape == (96 // PANEL_LANES, 64, PANEL_LANES)
+    assert layer.scales.shape == layer.qzeros.shape == (96 // PANEL_LANES, 4, PANEL_LANES)
+    qweight, scales, qzeros = layer.packed()
+    assert torch.equal(to_panels(qweight, PANEL_LANES), layer.qweight)
+    assert qweight.shape == (96, 64) and scales.shape == qzeros.shape == (96, 4)
+
+
+def compiled(layer, x, tmp_path) -> torch.Tensor:
     library = tmp_path / "linear.so"
     order = lower_to_library(export_module(layer, {"x": x}), library, TargetSpec(2))
     params = dict(layer.named_parameters())
-    got = DieProgram(library, [params[n] for n in order])(x)[0]
-    weight = dequantize_int4(layer.qweight, layer.scales, layer.qzeros, 32, torch.float32)
-    expected = x.double() @ weight.double().t() + (layer.bias.double() if bias else 0)
-    assert torch.allclose(got.double(), expected, rtol=1e-5, atol=1e-5)
+    return DieProgram(library, [params[n] for n in order])(x)[0]

@@ -4,8 +4,9 @@ After legalization and FuseOps, a linear whose weight is stored in another layou
 kernels: one makes the float [N, K] weight, the next multiplies by it (with any fused
 epilogue). These passes put each such pair into one PrimFunc (FuseOpsByPattern + FuseTIR), so
 the [N, K] weight is never written to memory:
-- int4 trees: the unpacking of uint8 weights; `schedules.DequantizeMatmul` computes the float
-  weight per parallel task, in cache;
+- int4 trees: the unpacking of uint8 weights; `schedules.PanelMatmul` unpacks int4 panels
+  inside its micro-kernel, `schedules.DequantizeMatmul` (weights not in panels) computes the
+  float weight per parallel task, in cache;
 - weights in panels ([N / P, K, P], tyllm.models.panels): the view is a relabelling that
   `schedules.PanelMatmul` inlines into the matmul's reads.
 """

@@ -13,7 +13,8 @@ Rows past the valid ones are padding: they attend causally like the others, but 
 
 Weights in panels (`panels` = P, what the backend's matmul kernel reads, `Target.weight_panels`):
 a float linear weight [N, K] is stored as [N / P, K, P] (tyllm.models.panels), P outputs
-contiguous at each k; the graph reads it through a view the backend folds into the matmul.
+contiguous at each k, and an int4 linear's packed bytes, scales and zero points likewise; the
+graph reads them through a view the backend folds into the matmul.
 """
 
 from dataclasses import dataclass
@@ -25,7 +26,8 @@ from tyllm.capture.ops import all_reduce, attention
 from tyllm.errors import TyllmError
 from tyllm.models.dims import DecoderDims
 from tyllm.models.panels import dense, panel_rows, panel_width, panelled
-from tyllm.quant.int4 import Int4Scheme, dequantize_int4
+from tyllm.quant.int4 import SUFFIXES as INT4_PARTS
+from tyllm.quant.int4 import Int4Scheme, dequantize_int4_fused
 from tyllm.shard.plan import DiePlan
 
 
@@ -60,30 +62,44 @@ class Linear(nn.Module):
 
 
 class Int4Linear(nn.Module):
-    """A linear with int4 weights (tyllm.quant.int4 layout), dequantized inside the graph."""
+    """A linear with int4 weights (tyllm.quant.int4 layout), dequantized inside the graph.
+    With `panels` P, qweight, scales and qzeros are each stored as [N / P, X, P] (the float
+    weight's panel layout, tyllm.models.panels), so the backend's outer-product kernel reads
+    P outputs' packed bytes, scales and zero points as one vector at each k. The weight is
+    dequantized in float32 and the product accumulated there (the stored bytes are exact; no
+    rounding of the dense weight to the activations' half precision)."""
 
-    def __init__(self, out_features: int, in_features: int, bias: bool, dtype, group_size: int):
+    def __init__(self, out_features: int, in_features: int, bias: bool, dtype, group_size: int,
+                 panels: int | None = None):
         super().__init__()
         if in_features % group_size:
             raise TyllmError(f"A die's linear has {in_features} inputs, not a multiple of the "
                              f"int4 group size {group_size}: choose a die count that splits "
                              f"heads and MLP columns into whole groups.")
         self.group_size = group_size
-        self.qweight = frozen(out_features, in_features // 2, dtype=torch.uint8)
-        self.scales = frozen(out_features, in_features // group_size, dtype=dtype)
-        self.qzeros = frozen(out_features, in_features // group_size, dtype=torch.uint8)
+        self.panels = panel_width(out_features, panels)
+        groups = in_features // group_size
+        self.qweight = frozen(*panelled((out_features, in_features // 2), self.panels),
+                              dtype=torch.uint8)
+        self.scales = frozen(*panelled((out_features, groups), self.panels), dtype=dtype)
+        self.qzeros = frozen(*panelled((out_features, groups), self.panels), dtype=torch.uint8)
         self.bias = frozen(out_features, dtype=dtype) if bias else None
 
+    def packed(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """qweight, scales, qzeros as [N, X] (views of the panels)."""
+        return tuple(dense(t, self.panels) for t in (self.qweight, self.scales, self.qzeros))
+
     def forward(self, x):
-        w = dequantize_int4(self.qweight, self.scales, self.qzeros, self.group_size, x.dtype)
-        return nn.functional.linear(x, w, self.bias)
+        w = dequantize_int4_fused(*self.packed(), self.group_size)
+        bias = None if self.bias is None else self.bias.float()
+        return nn.functional.linear(x.float(), w, bias).to(x.dtype)
 
 
 def make_linear(out_features: int, in_features: int, bias: bool, dtype,
                 int4: Int4Scheme | None, panels: int | None = None) -> nn.Module:
     if int4 is None:
         return Linear(out_features, in_features, bias, dtype, panels)
-    return Int4Linear(out_features, in_features, bias, dtype, int4.group_size)
+    return Int4Linear(out_features, in_features, bias, dtype, int4.group_size, panels)
 
 
 def causal_mask(seq_len: int) -> nn.Parameter:
@@ -292,4 +308,6 @@ def panel_widths(step: DecoderStep) -> dict[str, int]:
     """Parameter name -> panel width, for every weight the step stores in panels."""
     widths = {f"{name}.weight": m.panels for name, m in step.named_modules()
               if isinstance(m, Linear) and m.panels}
+    widths |= {f"{name}.{part}": m.panels for name, m in step.named_modules()
+               if isinstance(m, Int4Linear) and m.panels for part in INT4_PARTS}
     return widths | ({"lm_head": step.head_panels} if step.head_panels else {})

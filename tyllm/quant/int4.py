@@ -60,6 +60,17 @@ def dequantize_int4(qweight, scales, qzeros, group_size: int, dtype) -> torch.Te
     return w.reshape(out, -1)
 
 
+def dequantize_int4_fused(qweight, scales, qzeros, group_size: int) -> torch.Tensor:
+    """The dense float32 [out, in] weight as the die graphs compute it: q * s - z * s (a fused
+    multiply-add per weight once the group's z * s is known). Equals
+    `dequantize_int4(..., torch.float32)` to float32 rounding."""
+    out = qweight.shape[0]
+    q = unpack_group_halves(qweight, group_size).reshape(out, -1, group_size).to(torch.float32)
+    s = scales.to(torch.float32)[..., None]
+    w = q * s - qzeros.to(torch.float32)[..., None] * s
+    return w.reshape(out, -1)
+
+
 def check_even_group(group_size: int) -> None:
     if group_size < 2 or group_size % 2:
         raise TyllmError(f"group_size={group_size}: tyllm's int4 layout packs half a group per "

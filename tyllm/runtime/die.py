@@ -14,6 +14,13 @@ def bind_program(tree: Tree, graph: dict, params: dict):
     return tree.backend.load(tree.file(graph["library"]), [params[n] for n in graph["param_order"]])
 
 
+def float_logits(logits: torch.Tensor) -> torch.Tensor:
+    """A float32 copy of a graph's logits (the graph's memory is reused): a half-precision
+    tree's logits are compared and sampled in float32, as vLLM's sampler and HF's generation
+    do (an argmax over 49152 float16 logits costs 3x one over float32)."""
+    return logits.to(torch.float32, copy=True)
+
+
 class DieRunner:
     def __init__(self, tree: Tree, die: int):
         graphs = tree.graphs_for(die)
@@ -60,7 +67,7 @@ class DieRunner:
             history_mask(start, window))
         k_cache[:, :, start:start + valid] = new_k[:, :, :valid]
         v_cache[:, :, start:start + valid] = new_v[:, :, :valid]
-        return logits.clone()
+        return float_logits(logits)
 
     def rows(self, batch: int, seq_len: int, tokens: torch.Tensor, starts: list[int],
              valids: list[int], slots: list[int]) -> torch.Tensor:
@@ -86,4 +93,4 @@ class DieRunner:
             rows = slice(b * seq_len, b * seq_len + valid)
             caches[b][0][:, :, start:start + valid] = new_k[:, :, rows]
             caches[b][1][:, :, start:start + valid] = new_v[:, :, rows]
-        return logits[:len(slots)].clone()
+        return float_logits(logits[:len(slots)])

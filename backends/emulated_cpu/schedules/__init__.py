@@ -5,7 +5,8 @@ The stock `dlight.cpu.GEMV` vectorises 128 output rows with strided weight loads
 compiles very slowly. These rules keep every vector access contiguous instead:
 
 - `PanelMatmul`: x @ W^T with W stored in panels ([N / 16, K, 16], tyllm.models.panels): the
-  outer-product micro-kernel of packed GEMMs, no horizontal sums (decode, batches, prefill).
+  outer-product micro-kernel of packed GEMMs, no horizontal sums (decode, batches, prefill),
+  for float32, half-precision and int4 panels (unpacked inside the kernel).
 - `PackedOperandMatmul`: q @ k^T (an operand with K last) with many rows: each task copies its
   block of k transposed into a small buffer, then runs the same outer-product kernel.
 - `InnerReductionMatmul`: out[.., m, n] = sum_k a[.., m, k] * b[.., n, k] (x @ W^T, q @ k^T)
@@ -17,6 +18,8 @@ compiles very slowly. These rules keep every vector access contiguous instead:
 Both keep a tile of accumulators in registers, run the tiles in parallel and accept one
 injective epilogue (bias add, silu * mul, residual add) fused after the matmul.
 
+- `DequantizeMatmul`: an int4 linear whose outputs do not fill whole panels: unpacked per task
+  into a small buffer, then `InnerReductionMatmul`.
 - `Injective`: a fused chain of elementwise / layout ops (int4 weight unpacking, rope, casts)
   becomes one loop nest: every block inlined into the last, rows in parallel when large, the
   innermost axis vectorised.

@@ -13,6 +13,10 @@ VECTOR_WIDTHS = (16, 8, 4)  # fp32 lanes: one 512-bit vector first (LLVM splits 
 M_TILE = 4  # activation (or query) rows per register tile
 PANEL_LANES = 16  # outputs per weight panel vector (tyllm.models.panels)
 PANEL_VECTORS = 3  # panels a task multiplies at once
+# with one row (decode), panels a task multiplies at once: each is an accumulator chain of its
+# own, and 3 chains leave the FMA latency exposed once a weight costs more than a load (float16,
+# int4): a float16 LM head at one row 24 -> 29-38 GB/s, an int4 linear 11.5 -> 16 GB/s
+PANEL_ONE_ROW_VECTORS = 8
 PANEL_ACC = 24  # accumulator vectors per task tile
 
 
@@ -29,10 +33,12 @@ def vector_width(extent: int) -> int | None:
     return next((w for w in VECTOR_WIDTHS if extent % w == 0), None)
 
 
-def matmul_with_epilogue(sch: s_tir.Schedule,
-                         skip: int = 0) -> tuple[SBlockInfo, SBlockInfo | None] | None:
+def matmul_with_epilogue(sch: s_tir.Schedule, skip: int = 0,
+                         operands: int = 2) -> tuple[SBlockInfo, SBlockInfo | None] | None:
     """The static-shape S..SR block `out += a * b` and its optional injective epilogue; the
-    first `skip` blocks (a weight prologue) are left as they are."""
+    first `skip` blocks (a weight prologue) are left as they are. `operands`: how many
+    buffers b may be computed from (an int4 weight inlined: bytes, scales, zero
+    points)."""
     infos = try_inline_contiguous_spatial(sch, (normalize_prim_func(sch) or [])[skip:])
     if not infos or len(infos) > 2 or not infos[0].dom_kind().endswith("SR"):
         return None
@@ -43,7 +49,9 @@ def matmul_with_epilogue(sch: s_tir.Schedule,
         return None
     block = sch.get(main.block_rv)
     body = block.body
-    if len(block.reads) != 2 or len(block.writes) != 1 or not isinstance(body, tirx.BufferStore):
+    if not 2 <= len(block.reads) <= operands + 1 or len(block.writes) != 1:
+        return None
+    if not isinstance(body, tirx.BufferStore):
         return None
     if not isinstance(body.value, tirx.Add) or not isinstance(body.value.b, tirx.Mul):
         return None

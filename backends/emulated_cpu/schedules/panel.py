@@ -10,6 +10,7 @@ from tvm.target import Target
 from tyllm.backends.emulated_cpu.schedules.common import (
     PANEL_ACC,
     PANEL_LANES,
+    PANEL_ONE_ROW_VECTORS,
     PANEL_VECTORS,
     divisor_tile,
     epilogue_at,
@@ -18,6 +19,8 @@ from tyllm.backends.emulated_cpu.schedules.common import (
     unroll,
     vectorize_innermost,
 )
+
+INT4_OPERANDS = 3  # an int4 weight is computed from its bytes, scales and zero points
 
 
 class PanelMatmul(ScheduleRule):
@@ -29,7 +32,12 @@ class PanelMatmul(ScheduleRule):
     3 x 8 was the fastest, 68 against 39-57 GFLOP/s); at each k it broadcasts a row's input and
     multiplies it into a vector of each panel, so its (rows x vectors) accumulators stay in
     registers, no horizontal sum is needed, and every weight byte is read once per task in
-    address order."""
+    address order. One row (decode) takes PANEL_ONE_ROW_VECTORS panels a task.
+
+    The same kernel serves every stored format: float32 and half-precision panels are loaded
+    (and widened) as they are; int4 panels (tyllm.models.decoder.Int4Linear: bytes, scales and
+    zero points each in panels) are unpacked inside it, a group at a time: the group's scales
+    and zero points stay in registers, and both nibbles of a byte come from one load."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
@@ -37,7 +45,7 @@ class PanelMatmul(ScheduleRule):
         sch = s_tir.Schedule(func)
         if not _inline_panel_view(sch):
             return None
-        found = matmul_with_epilogue(sch)
+        found = matmul_with_epilogue(sch, operands=INT4_OPERANDS)
         if not found:
             return None
         extents = [static_int(d) for d in found[0].dom()]
@@ -51,16 +59,19 @@ class PanelMatmul(ScheduleRule):
         if n % PANEL_LANES:
             return None
         *m_loops, n_loop, k_loop = sch.get_loops(main.block_rv)
-        vectors = divisor_tile(n // PANEL_LANES, PANEL_VECTORS)
+        rows = prod(extents[:-2])
+        cap = PANEL_VECTORS if rows > 1 else PANEL_ONE_ROW_VECTORS
+        vectors = divisor_tile(n // PANEL_LANES, cap)
         m_tile = divisor_tile(prod(extents[:-2]), max(1, PANEL_ACC // vectors))
         no, nv, lane = sch.split(n_loop, factors=[None, vectors, PANEL_LANES])
+        k_loop, *k_inner = split_k_by_groups(sch, main.block_rv, k_loop, extents[-1])
         if m_loops:
             fused = sch.fuse(*m_loops) if len(m_loops) > 1 else m_loops[0]
             mo, mi = sch.split(fused, factors=[None, m_tile])
-            sch.reorder(no, mo, k_loop, mi, nv, lane)
+            sch.reorder(no, mo, k_loop, *k_inner, mi, nv, lane)
             task, tile = sch.fuse(no, mo), [mi, nv]
         else:
-            sch.reorder(no, k_loop, nv, lane)
+            sch.reorder(no, k_loop, *k_inner, nv, lane)
             task, tile = no, [nv]
         sch.parallel(task)
         sch.vectorize(lane)
@@ -89,4 +100,21 @@ def _inline_panel_view(sch: s_tir.Schedule) -> bool:
 
 def _reads_panels(sch: s_tir.Schedule, block) -> bool:
     return any(len(r.source.shape) == 3 and static_int(r.source.shape[-1]) == PANEL_LANES
-               and str(r.source.dtype) != "uint8" for r in sch.get(block).reads)
+               for r in sch.get(block).reads)
+
+
+def split_k_by_groups(sch: s_tir.Schedule, block, k_loop, k: int) -> list:
+    """[k] for a float weight; for int4 panels ([N / P, K / G, P] scales and zero points,
+    [N / P, K / 2, P] bytes holding inputs j and j + G / 2 of a group), the loops (group,
+    element, half): the group's scales and zero points are loop invariants of the inner two,
+    and both nibbles of a byte are taken from one widened load (half unrolled)."""
+    widths = [static_int(r.source.shape[1]) for r in sch.get(block).reads
+              if len(r.source.shape) == 3 and static_int(r.source.shape[-1]) == PANEL_LANES]
+    groups = [g for g in widths if g and g < k // 2 and k % (2 * g) == 0]
+    if not groups:
+        return [k_loop]
+    count = min(groups)
+    group, half, element = sch.split(k_loop, factors=[count, 2, k // count // 2])
+    sch.reorder(element, half)
+    sch.unroll(half)
+    return [group, element, half]
