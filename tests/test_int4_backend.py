@@ -1,5 +1,7 @@
 """The emulated CPU backend on int4 linears: unpacking fused into the matmul, scheduled, exact."""
 
+import re
+
 import pytest
 import torch
 import tvm
@@ -81,3 +83,21 @@ def compiled(layer, x, tmp_path) -> torch.Tensor:
     order = lower_to_library(export_module(layer, {"x": x}), library, TargetSpec(2))
     params = dict(layer.named_parameters())
     return DieProgram(library, [params[n] for n in order])(x)[0]
+
+
+def test_int4_panels_are_unpacked_inside_the_outer_product_kernel():
+    """No float weight buffer (the older per-task dequantization writes one), and the
+    compiled kernel multiplies with vector FMAs (the assembly, where the host has FMA)."""
+    layer = int4_linear(panels=PANEL_LANES, dtype=torch.float16)
+    module, _ = import_program(export_module(layer, {"x": torch.randn(1, 128).half()}))
+    target = TargetSpec(2).tvm_target()
+    lowered = build_pipeline(target)(module)
+    (kernel,) = [f for gv, f in lowered.functions.items()
+                 if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint]
+    allocations = re.findall(r"sblock_alloc_buffer\((.*)\)$", kernel.script(), re.MULTILINE)
+    assert allocations and all("T.int64(128)" not in shape for shape in allocations)
+    if " fma " not in f" {open('/proc/cpuinfo').read()} ":
+        pytest.skip("the host CPU has no FMA instructions")
+    compiled = tvm.compile(module, target=target, relax_pipeline=build_pipeline(target))
+    assembly = compiled.mod.imports[0].inspect_source("asm")
+    assert re.search(r"vfmadd\w*ps\s+%[yz]mm", assembly)
