@@ -161,3 +161,19 @@ def test_llama_cpp_rows_are_skipped_with_a_note_without_the_package(monkeypatch,
     monkeypatch.setattr(llama_cpp, "available", lambda: False)
     assert llama_cpp.llama_cpp_rows(tmp_path / "m.gguf", tmp_path, [1, 2], 4, 1) == {}
     assert "llama-cpp-python" in capsys.readouterr().out
+
+
+def test_each_format_gets_the_roof_of_its_own_bytes():
+    from tyllm.bench.formats import with_roofs
+
+    rows = with_roofs({"float32": {"decode_tok_s": 45.0, "bytes_per_step": 600_000_000,
+                                   "ttft_s": {41: 0.1}},
+                       "float16": {"decode_tok_s": 90.0, "bytes_per_step": 300_000_000,
+                                   "ttft_s": {41: 0.1}},
+                       "int4": {"decode_tok_s": 100.0, "bytes_per_step": 100_000_000,
+                                "ttft_s": {41: 0.1}}}, bandwidth_gbs=30.0)
+    assert rows["float16"]["roof_tok_s"] == pytest.approx(100.0)
+    assert rows["float16"]["fraction_of_roof"] == pytest.approx(0.9)
+    assert rows["int4"]["fraction_of_roof"] == pytest.approx(100.0 / 300.0)
+    assert rows["float16"]["bytes_per_s_over_float32"] == pytest.approx(1.0)
+    assert rows["int4"]["bytes_per_s_over_float32"] == pytest.approx(10.0 / 27.0)
