@@ -9,7 +9,7 @@ from vlm_models import SIZES, VLM_MAKERS
 # the longest groups are handed out first so the workers finish together.
 SHARED_GROUPS = {"test_smollm2": "smollm2", "test_vllm_parity": "smollm2",
                  "test_vllm_sampling": "smollm2", "test_vllm_server": "smollm2",
-                 "test_vlm": "vlm", "test_vlm_vllm": "vlm"}
+                 "test_vlm": "vlm", "test_vlm_vllm": "vlm", "test_compare": "vlm"}
 LONGEST_FIRST = ["smollm2", "vlm", "test_parity_random", "test_quant_convert", "test_quant",
                  "test_program_cache", "test_bench", "test_docker", "test_artifacts"]
 

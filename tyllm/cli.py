@@ -59,6 +59,30 @@ def add_verify(sub) -> None:
     p.add_argument("artifacts", help="the <N>die folder written by `tyllm compile`")
 
 
+def add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="where a compiled tree departs from HF: per layer and "
+                                       "die, then teacher-forced logits")
+    p.add_argument("artifacts", help="the <N>die folder written by `tyllm compile`")
+    p.add_argument("--model", required=True,
+                   help="the HF checkpoint (float, or the int4 one the tree was compiled from)")
+    p.add_argument("--prompt", default=None, help="prompt text (default: a short question)")
+    p.add_argument("--tokens", default=None,
+                   help="a file of prompt token ids (JSON list or whitespace separated)")
+    p.add_argument("--image", default=None,
+                   help="the image of a VLM tree's prompt (its vision tower is compared too)")
+    p.add_argument("--new-tokens", type=positive_int, default=8,
+                   help="tokens HF generates; the tree is fed them (teacher forced)")
+    p.add_argument("--workers", default="threads", choices=WORKER_NAMES)
+    p.add_argument("--dies", type=int, default=None, help="expected die count (checked)")
+    p.add_argument("--raw", action="store_true", help="do not apply the chat template")
+    p.add_argument("--json", default=None, help="write every number to this JSON file")
+    p.add_argument("--plot", default=None, help="write cosine / SQNR by layer to this PNG")
+    p.add_argument("--min-cosine", type=float, default=None, help="override the cosine threshold")
+    p.add_argument("--min-sqnr", type=float, default=None, help="override the SQNR threshold (dB)")
+    p.add_argument("--min-top1", type=float, default=None,
+                   help="override the top-1 agreement threshold")
+
+
 def add_doctor(sub) -> None:
     p = sub.add_parser("doctor", help="check this installation (and optionally a tree)")
     p.add_argument("artifacts", nargs="?", default=None,
@@ -164,6 +188,12 @@ def run_verify(args) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+def run_compare(args) -> int:
+    from tyllm.compare.command import run
+
+    return run(args)
+
+
 def run_doctor(args) -> int:
     from tyllm.tools.doctor import run_doctor as doctor
 
@@ -227,14 +257,14 @@ def run_serve(args) -> int:
 
 COMMANDS = {"compile": run_compile, "run": run_run, "verify": run_verify,
             "doctor": run_doctor, "prepare-smollm2": run_prepare, "serve": run_serve,
-            "eval": run_eval, "cache": run_cache}
+            "eval": run_eval, "cache": run_cache, "compare": run_compare}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tyllm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (add_compile, add_run, add_verify, add_doctor, add_cache, add_prepare, add_eval,
-                add_serve):
+    for add in (add_compile, add_run, add_verify, add_compare, add_doctor, add_cache, add_prepare,
+                add_eval, add_serve):
         add(sub)
     return parser
 

@@ -15,6 +15,9 @@ Weights in panels (`panels` = P, what the backend's matmul kernel reads, `Target
 a float linear weight [N, K] is stored as [N / P, K, P] (tyllm.models.panels), P outputs
 contiguous at each k, and an int4 linear's packed bytes, scales and zero points likewise; the
 graph reads them through a view the backend folds into the matmul.
+
+Taps (tyllm.compare): `forward(..., taps={})` records intermediate values into the dict (per
+layer `layers.{i}` -> {point: tensor}, see `record`); the production graphs never pass it.
 """
 
 from dataclasses import dataclass
@@ -102,6 +105,13 @@ def make_linear(out_features: int, in_features: int, bias: bool, dtype,
     return Int4Linear(out_features, in_features, bias, dtype, int4.group_size, panels)
 
 
+def record(taps: dict | None, point: str, value: torch.Tensor) -> torch.Tensor:
+    """Keeps `value` as tap point `point` when a tapped step is traced (tyllm.compare)."""
+    if taps is not None:
+        taps[point] = value
+    return value
+
+
 def causal_mask(seq_len: int) -> nn.Parameter:
     return nn.Parameter(torch.ones(seq_len, seq_len).tril().bool(), requires_grad=False)
 
@@ -154,7 +164,7 @@ class Attention(nn.Module):
         # [KVl, T, D] -> one KV head per query group: [G, T, D]
         return t if self.group is not None else torch.index_select(t, 0, self.kv_index)
 
-    def forward(self, x, cos, sin, history, hist_mask, causal_mask):
+    def forward(self, x, cos, sin, history, hist_mask, causal_mask, taps=None):
         """x [R, H]: one sequence's M rows (R = M; `history` is its LayerCache), or B
         sequences' rows one after the other (R = B*M; `history` is a list of B (k, v) windows
         and hist_mask is [B, W])."""
@@ -166,8 +176,9 @@ class Attention(nn.Module):
         else:
             k_hists, v_hists = zip(*history, strict=True)
             out = self.attend_rows(q, k, v, k_hists, v_hists, hist_mask, causal_mask)
-        y = all_reduce(self.o_proj(out))
-        return (y if self.o_bias is None else y + self.o_bias), k, v
+        y = all_reduce(record(taps, "attention.partial", self.o_proj(out)))
+        y = y if self.o_bias is None else y + self.o_bias
+        return record(taps, "attention.output", y), k, v
 
     def attend_rows(self, q, k, v, k_hists, v_hists, hist_mask, causal_mask):
         """B sequences, each attending to its own history and its own new rows: q [h, B*M, D],
@@ -207,9 +218,10 @@ class MLP(nn.Module):
         self.down_proj = make_linear(hs, f, False, dtype, int4, panels)
         self.down_bias = frozen(hs, dtype=dtype) if dims.mlp_bias else None
 
-    def forward(self, x):
-        y = all_reduce(self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x)))
-        return y if self.down_bias is None else y + self.down_bias
+    def forward(self, x, taps=None):
+        y = self.down_proj(nn.functional.silu(self.gate_proj(x)) * self.up_proj(x))
+        y = all_reduce(record(taps, "mlp.partial", y))
+        return record(taps, "mlp.output", y if self.down_bias is None else y + self.down_bias)
 
 
 class Layer(nn.Module):
@@ -221,11 +233,11 @@ class Layer(nn.Module):
         self.post_attention_layernorm = RMSNorm(dims.hidden_size, dims.rms_norm_eps, dtype)
         self.mlp = MLP(dims, plan, dtype, int4, panels)
 
-    def forward(self, h, cos, sin, history, hist_mask, causal_mask):
+    def forward(self, h, cos, sin, history, hist_mask, causal_mask, taps=None):
         a, k, v = self.self_attn(self.input_layernorm(h), cos, sin, history, hist_mask,
-                                 causal_mask)
+                                 causal_mask, taps)
         h = h + a
-        return h + self.mlp(self.post_attention_layernorm(h)), k, v
+        return h + self.mlp(self.post_attention_layernorm(h), taps), k, v
 
 
 class DecoderStep(nn.Module):
@@ -262,7 +274,7 @@ class DecoderStep(nn.Module):
         return nn.functional.embedding(tokens, self.embed_tokens)
 
     def forward(self, tokens, start_pos, last_index, k_cache, v_cache, history_mask,
-                *row_caches):
+                *row_caches, taps=None):
         """One sequence (start_pos [1]), or B sequences in one call (batched graphs): tokens
         [B*M] row-major, start_pos [B], last_index [B] (flat rows), history_mask [B, W], the
         caches of sequence 0 then `row_caches` = (k_cache, v_cache) of sequences 1..B-1."""
@@ -274,13 +286,14 @@ class DecoderStep(nn.Module):
         pos = torch.clamp(pos, 0, self.max_kv - 1)  # padding rows may overflow
         cos, sin = self.rope_cos[pos], self.rope_sin[pos]  # [R, D]
         return self.run(self.embed(tokens), cos, sin, last_index,
-                        caches_of(k_cache, v_cache, row_caches), history_mask)
+                        caches_of(k_cache, v_cache, row_caches), history_mask, taps=taps)
 
-    def run(self, h, cos, sin, last_index, caches, history_mask, deepstack=None):
+    def run(self, h, cos, sin, last_index, caches, history_mask, deepstack=None, taps=None):
         """The layers on embeddings h [R, H] with rope cos/sin [R, D]; `caches` is one (K, V)
         pair per sequence, each attending to its first W = history_mask.shape[-1] cached
         positions; `deepstack` [K, M, H] (Qwen3-VL) is added to the output of layers 0..K-1."""
         window = history_mask.shape[-1]
+        record(taps, "embedding", h)
         new_k, new_v = [], []
         for i, layer in enumerate(self.layers):
             if len(caches) == 1:
@@ -288,12 +301,14 @@ class DecoderStep(nn.Module):
             else:  # slices, not k[i]: a select lowers to a copy of the layer's whole cache
                 history = [(k[i:i + 1, :, :window].squeeze(0), v[i:i + 1, :, :window].squeeze(0))
                            for k, v in caches]
-            h, k, v = layer(h, cos, sin, history, history_mask, self.causal_mask)
+            layer_taps = None if taps is None else taps.setdefault(f"layers.{i}", {})
+            h, k, v = layer(h, cos, sin, history, history_mask, self.causal_mask, layer_taps)
+            record(layer_taps, "layer.output", h)  # before deepstack, as HF's layer returns it
             if deepstack is not None and i < deepstack.shape[0]:
                 h = h + deepstack[i]
             new_k.append(k)
             new_v.append(v)
-        h_last = torch.index_select(self.norm(h), 0, last_index)  # [B, H]
+        h_last = torch.index_select(record(taps, "norm", self.norm(h)), 0, last_index)  # [B, H]
         logits = nn.functional.linear(h_last, dense(self.lm_head, self.head_panels))  # [B, Vl]
         return logits, torch.stack(new_k), torch.stack(new_v)
 

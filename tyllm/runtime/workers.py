@@ -3,7 +3,8 @@ all-reduce between them.
 
 Both kinds speak the same little protocol: (call, args) -> ("ok", logits) | ("error", text),
 and "stop", where call is one of RUNNER_CALLS: "step" (one sequence) or "rows" (a batched
-call). A call runs on every die at once; the caller concatenates the vocab slices.
+call). A call runs on every die at once; the caller concatenates the vocab slices. A runner
+class may name other calls (`calls`: tyllm/compare/taps.py's TapRunner).
 
 A die that fails (an error in its runner, or its process gone: killed, crashed) fails the
 session: the others are released from the collective (threads) or stopped (processes), the
@@ -46,7 +47,7 @@ def serve(make_runner, receive, reply) -> None:
     reply(("ok", None))
     while (message := receive()) != "stop":
         try:
-            if message[0] not in RUNNER_CALLS:
+            if message[0] not in getattr(runner, "calls", RUNNER_CALLS):
                 raise ValueError(f"unknown die call {message[0]!r}")
             reply(("ok", getattr(runner, message[0])(*message[1])))
         except Exception:

@@ -30,16 +30,16 @@ class LanguageStep(DecoderStep):
     start_pos / last_index [B], history_mask [B, W], `row_caches` of sequences 1..B-1)."""
 
     def forward(self, inputs_embeds, rope_cos, rope_sin, start_pos, last_index, k_cache, v_cache,
-                history_mask, *row_caches):
+                history_mask, *row_caches, taps=None):
         return self.run(inputs_embeds, rope_cos, rope_sin, last_index,
-                        caches_of(k_cache, v_cache, row_caches), history_mask)
+                        caches_of(k_cache, v_cache, row_caches), history_mask, taps=taps)
 
 
 class DeepstackLanguageStep(DecoderStep):
     def forward(self, inputs_embeds, rope_cos, rope_sin, deepstack, start_pos, last_index,
-                k_cache, v_cache, history_mask, *row_caches):
+                k_cache, v_cache, history_mask, *row_caches, taps=None):
         return self.run(inputs_embeds, rope_cos, rope_sin, last_index,
-                        caches_of(k_cache, v_cache, row_caches), history_mask, deepstack)
+                        caches_of(k_cache, v_cache, row_caches), history_mask, deepstack, taps)
 
 
 def deepstack_count(config) -> int:
@@ -66,16 +66,23 @@ def language_inputs(step: DecoderStep, seq_len: int, batch: int = 1) -> dict[str
                         for b in range(1, batch) for kv in "kv"}}
 
 
+def language_step(spec: VlmSpec, config, plan: DiePlan, *, max_kv: int, dtype,
+                  int4: Int4Scheme | None = None, panels: int | None = None) -> DecoderStep:
+    """A die's language step, its weights not read (`build_language_step` reads them)."""
+    deep = deepstack_count(config)
+    cls = DeepstackLanguageStep if deep else LanguageStep
+    step = cls(spec.text_dims(config), plan, seq_len=1, max_kv=max_kv, embedding_as_input=True,
+               dtype=dtype, rope_tables=False, int4=int4, panels=panels)
+    step.deepstack_layers = deep
+    return step
+
+
 def build_language_step(spec: VlmSpec, config, plan: DiePlan, reader: TensorReader,
                         prefix: str, *, max_kv: int, dtype,
                         int4: Int4Scheme | None = None, panels: int | None = None) -> DecoderStep:
     """`prefix`: where the decoder lives in the checkpoint (checkpoint_prefix); `panels`: the
     panel width of the backend's linear weights (or None)."""
-    dims = spec.text_dims(config)
-    deep = deepstack_count(config)
-    cls = DeepstackLanguageStep if deep else LanguageStep
-    step = cls(dims, plan, seq_len=1, max_kv=max_kv, embedding_as_input=True, dtype=dtype,
-               rope_tables=False, int4=int4, panels=panels)
-    step.deepstack_layers = deep
-    load_die_weights(step, weight_table(dims, True, prefix), plan, reader)
+    step = language_step(spec, config, plan, max_kv=max_kv, dtype=dtype, int4=int4,
+                         panels=panels)
+    load_die_weights(step, weight_table(spec.text_dims(config), True, prefix), plan, reader)
     return step.eval()

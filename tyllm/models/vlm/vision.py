@@ -17,7 +17,7 @@ from torch import nn
 from transformers import vision_utils
 
 from tyllm.capture.ops import all_reduce
-from tyllm.models.decoder import rotate_half
+from tyllm.models.decoder import record, rotate_half
 from tyllm.shard.plan import even_split
 
 GRID_CONSTANTS = ("rope_cos", "rope_sin", "pos_embeds", "window_index", "reverse_index",
@@ -76,7 +76,7 @@ class VisionAttention(nn.Module):
         self.proj_weight = constant(hf_attn.proj.weight[:, sel.start * hd:sel.stop * hd])
         self.proj_bias = constant(hf_attn.proj.bias)
 
-    def forward(self, x, cos, sin, mask):
+    def forward(self, x, cos, sin, mask, taps=None):
         n = x.shape[0]
         qkv = nn.functional.linear(x, self.qkv_weight, self.qkv_bias)
         qkv = qkv.view(n, 3, self.heads, self.head_dim).permute(1, 2, 0, 3)  # [3, h, N, hd]
@@ -89,7 +89,9 @@ class VisionAttention(nn.Module):
             scores = torch.where(mask, scores, torch.finfo(scores.dtype).min)
         p = torch.softmax(scores, -1, dtype=torch.float32).to(x.dtype)
         out = torch.bmm(p, v).transpose(0, 1).reshape(n, -1)
-        return all_reduce(nn.functional.linear(out, self.proj_weight)) + self.proj_bias
+        y = all_reduce(record(taps, "attention.partial", nn.functional.linear(out,
+                                                                             self.proj_weight)))
+        return record(taps, "attention.output", y + self.proj_bias)
 
 
 MLP_NAMES = (  # (input projections, output projection, activation) of the HF vision MLPs
@@ -114,12 +116,13 @@ class VisionMLP(nn.Module):
         self.out_bias = constant(out.bias)
         self.act = getattr(hf_mlp, act)
 
-    def forward(self, x):
+    def forward(self, x, taps=None):
         first = nn.functional.linear(x, self.in_weights[0], self.in_biases[0])
         hidden = self.act(first)
         if self.gated:
             hidden = hidden * nn.functional.linear(x, self.in_weights[1], self.in_biases[1])
-        return all_reduce(nn.functional.linear(hidden, self.out_weight)) + self.out_bias
+        y = all_reduce(record(taps, "mlp.partial", nn.functional.linear(hidden, self.out_weight)))
+        return record(taps, "mlp.output", y + self.out_bias)
 
 
 class VisionBlock(nn.Module):
@@ -130,9 +133,9 @@ class VisionBlock(nn.Module):
         self.mlp = VisionMLP(hf_block.mlp, plan)
         self.windowed = windowed
 
-    def forward(self, h, cos, sin, window_mask):
-        h = h + self.attn(self.norm1(h), cos, sin, window_mask if self.windowed else None)
-        return h + self.mlp(self.norm2(h))
+    def forward(self, h, cos, sin, window_mask, taps=None):
+        h = h + self.attn(self.norm1(h), cos, sin, window_mask if self.windowed else None, taps)
+        return record(taps, "block.output", h + self.mlp(self.norm2(h), taps))
 
 
 def window_layout(hf, grid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -194,19 +197,24 @@ class VisionDieStep(nn.Module):
     def output_names(self) -> tuple[str, ...]:
         return ("embeds", "deepstack") if self.deepstack_layers else ("embeds",)
 
-    def forward(self, pixel_values):
+    def forward(self, pixel_values, taps=None):
+        """`taps` (tyllm.compare): records the blocks' input, each block's points
+        (`blocks.{i}` -> {point: tensor}), the deepstack mergers' and the merger's outputs."""
         h = nn.functional.linear(pixel_values.to(self.patch_weight.dtype), self.patch_weight,
                                  self.patch_bias)
         if self.pos_embeds is not None:
             h = h + self.pos_embeds
         if self.window_index is not None:
             h = h.reshape(-1, self.unit, h.shape[-1])[self.window_index].reshape(h.shape)
+        record(taps, "input", h)
         features = []
         for i, block in enumerate(self.blocks):
-            h = block(h, self.rope_cos, self.rope_sin, self.window_mask)
+            block_taps = None if taps is None else taps.setdefault(f"blocks.{i}", {})
+            h = block(h, self.rope_cos, self.rope_sin, self.window_mask, block_taps)
             if i in self.deepstack_layers:
-                features.append(self.deepstack[self.deepstack_layers.index(i)](h))
-        out = self.merger(h)
+                j = self.deepstack_layers.index(i)
+                features.append(record(taps, f"deepstack.{j}", self.deepstack[j](h)))
+        out = record(taps, "merger", self.merger(h))
         if self.reverse_index is not None:
             out = out[self.reverse_index]
         return (out, torch.stack(features)) if features else (out,)

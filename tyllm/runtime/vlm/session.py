@@ -64,13 +64,19 @@ class VlmSession(Session):
         """One chunk (Session.extend plans them): its rows, padded to the graph's seq_len."""
         if self.workers is None:
             raise TyllmError("This session is closed: load the tree again.")
+        embeds, positions, deepstack = self.chunk_rows(tokens, start, seq_len, slot)
+        slices = self.workers.step(seq_len, embeds, positions, deepstack, start, len(tokens),
+                                   slot)
+        return torch.cat(slices, dim=-1)[0]
+
+    def chunk_rows(self, tokens: list[int], start: int, seq_len: int, slot: int):
+        """A chunk's language-graph rows (embeddings, 3-axis positions, deepstack rows or None),
+        padded to `seq_len`: what `_step` sends to the dies (tyllm.compare taps them too)."""
         embeds, positions, deepstack = self._rows(tokens, start, slot)
         embeds, positions = nn_pad(embeds, seq_len, 0), nn_pad(positions, seq_len, 1)
         if deepstack is not None:
             deepstack = nn_pad(deepstack, seq_len, 1)
-        slices = self.workers.step(seq_len, embeds, positions, deepstack, start, len(tokens),
-                                   slot)
-        return torch.cat(slices, dim=-1)[0]
+        return embeds, positions, deepstack
 
     def _decode_call(self, batch: int, tokens: list[int], starts: list[int],
                      slots: list[int]) -> torch.Tensor:
