@@ -41,7 +41,11 @@ def add_compile(sub) -> None:
 def add_run(sub) -> None:
     p = sub.add_parser("run", help="generate greedily from a compiled tree on emulated dies")
     p.add_argument("artifacts", help="the <N>die folder written by `tyllm compile`")
-    p.add_argument("--prompt", required=True)
+    p.add_argument("--prompt", default=None, help="the prompt (required without --chat)")
+    p.add_argument("--chat", action="store_true",
+                   help="a conversation: one user turn per line of standard input; each turn "
+                        "reuses the KV of the conversation so far")
+    p.add_argument("--system", default=None, help="with --chat: a system prompt")
     p.add_argument("--max-new-tokens", type=int, default=64)
     p.add_argument("--workers", default="threads", choices=WORKER_NAMES)
     p.add_argument("--dies", type=int, default=None, help="expected die count (checked)")
@@ -153,13 +157,35 @@ def run_run(args) -> None:
     from tyllm import runtime
     from tyllm.text import decode, encode_prompt
 
+    if args.prompt is None and not args.chat:
+        raise TyllmError("Give --prompt TEXT, or --chat to talk turn by turn on standard input.")
     with runtime.load(args.artifacts, workers=args.workers, dies=args.dies) as session:
         root = session.tree.root
+        if args.chat:
+            run_chat(session, args)
+            return
         if args.image or args.video:
             print(decode(root, generate_multimodal(session, args)))
             return
         ids = encode_prompt(root, args.prompt, chat=not args.raw)
         print(decode(root, session.generate(ids, args.max_new_tokens)))
+
+
+def run_chat(session, args) -> None:
+    from tyllm.runtime.chat import chat
+
+    interactive, first = sys.stdin.isatty(), [args.prompt] if args.prompt else []
+
+    def read_line() -> str | None:
+        if first:  # --prompt with --chat: the first turn
+            return first.pop()
+        if interactive:
+            print("> ", end="", flush=True)
+        line = sys.stdin.readline()
+        return line if line else None
+
+    chat(session, read_line, lambda answer: print(answer, flush=True), args.max_new_tokens,
+         args.system)
 
 
 def generate_multimodal(session, args) -> list[int]:

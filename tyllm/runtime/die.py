@@ -49,6 +49,18 @@ class DieRunner:
             self.slots[slot] = (torch.zeros_like(self.k_cache), torch.zeros_like(self.v_cache))
         return self.slots[slot]
 
+    def copy_kv(self, source: int, target: int, length: int) -> None:
+        """The first `length` positions of slot `source`'s K/V copied into slot `target` (a
+        kept prefix into a request's slot, or a finished turn into a kept prefix)."""
+        (k_from, v_from), (k_to, v_to) = self.cache(source), self.cache(target)
+        k_to[:, :, :length] = k_from[:, :, :length]
+        v_to[:, :, :length] = v_from[:, :, :length]
+
+    def drop_slot(self, slot: int) -> None:
+        """Frees a slot's cache (slot 0, the session's own, stays)."""
+        if slot != 0:
+            self.slots.pop(slot, None)
+
     def step(self, seq_len: int, tokens: torch.Tensor, start: int, valid: int,
              slot: int = 0) -> torch.Tensor:
         """Runs `valid` real rows (of `seq_len`) at position `start` against the KV cache of

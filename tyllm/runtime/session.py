@@ -1,6 +1,8 @@
 """Greedy generation on emulated dies: prefill in chunks of the compiled lengths, then decode."""
 
+import itertools
 import operator
+from dataclasses import dataclass
 
 import torch
 
@@ -84,6 +86,19 @@ def token_id(value) -> int:
     return n
 
 
+@dataclass(frozen=True)
+class Prefix:
+    """A prompt prefix kept in a slot of its own on every die (`Session.keep_prefix`): later
+    prompts that start with `ids` begin from its KV instead of recomputing it."""
+
+    ids: tuple[int, ...]
+    slot: int
+    logits: torch.Tensor | None  # the last prefix token's logits, when it was computed here
+
+
+PREFIX_SLOTS = -1000  # kept prefixes live in slots -1000, -1001, ...: never a request's
+
+
 class Session:
     """A loaded tree. `generate` is greedy and returns the new tokens only."""
 
@@ -93,6 +108,7 @@ class Session:
         self.embedding = (load_params(tree.file(layout.EMBEDDING))["embed_tokens"]
                           if tree.config["embedding_as_input"] else None)
         self.decode_len = min(tree.seq_lens)
+        self.prefix_slots = itertools.count()
 
     def __enter__(self):
         return self
@@ -194,13 +210,50 @@ class Session:
         """Runs a whole prompt from position 0 (slot 0); returns the last token's logits."""
         return self.extend(list(input_ids), 0, slot=0)
 
+    def keep_prefix(self, input_ids, from_slot: int | None = None) -> Prefix:
+        """Keeps the KV of `input_ids` (a system prompt, a conversation so far) in a slot of its
+        own on every die: computed now, or copied from `from_slot` when that slot already
+        holds it (e.g. slot 0 after `generate`: the prompt and every generated token but the
+        last). Each kept prefix holds one KV slot of memory until `drop_prefix`."""
+        ids = flat_ids(input_ids)
+        self._check_ids(ids)
+        self._check_fits(len(ids), 1)
+        slot = PREFIX_SLOTS - next(self.prefix_slots)
+        if from_slot is None:
+            return Prefix(tuple(ids), slot, self.extend(ids, 0, slot))
+        self._workers().call("copy_kv", from_slot, slot, len(ids))
+        return Prefix(tuple(ids), slot, None)
+
+    def drop_prefix(self, prefix: Prefix) -> None:
+        self._workers().call("drop_slot", prefix.slot)
+
+    def from_prefix(self, prefix: Prefix, input_ids: list[int], slot: int = 0) -> torch.Tensor:
+        """Runs `input_ids`, which start with `prefix`, in `slot`: the prefix's KV is copied in
+        and only the rest is computed (at least the last token, unless the prefix kept its
+        logits); returns the last token's logits."""
+        n = len(prefix.ids)
+        if tuple(input_ids[:n]) != prefix.ids:
+            raise TyllmError(f"The prompt does not start with the kept prefix ({n} tokens): "
+                             f"pass a prompt that begins with the prefix's tokens, or keep a "
+                             f"new prefix.")
+        self.release(slot)  # a VLM slot's earlier multimodal prompt must not be read
+        if n == len(input_ids) and prefix.logits is not None:
+            self._workers().call("copy_kv", prefix.slot, slot, n)
+            return prefix.logits
+        n = min(n, len(input_ids) - 1)
+        self._workers().call("copy_kv", prefix.slot, slot, n)
+        return self.extend(list(input_ids[n:]), n, slot)
+
     def generate(self, input_ids: list[int], max_new_tokens: int,
-                 stop_at_eos: bool = True) -> list[int]:
+                 stop_at_eos: bool = True, prefix: Prefix | None = None) -> list[int]:
+        """`prefix`: a kept prefix the prompt starts with (keep_prefix): its KV is reused."""
         input_ids = flat_ids(input_ids)
         max_new_tokens = count_of(max_new_tokens, "max_new_tokens")
         self._check_ids(input_ids)
         self._check_fits(len(input_ids), max_new_tokens)
-        return self.greedy(self.prefill(input_ids), len(input_ids), max_new_tokens, stop_at_eos)
+        logits = (self.prefill(input_ids) if prefix is None
+                  else self.from_prefix(prefix, input_ids))
+        return self.greedy(logits, len(input_ids), max_new_tokens, stop_at_eos)
 
     def generate_batch(self, prompts: list, max_new_tokens: int,
                        stop_at_eos: bool = True) -> list[list[int]]:

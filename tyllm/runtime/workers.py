@@ -2,9 +2,10 @@
 all-reduce between them.
 
 Both kinds speak the same little protocol: (call, args) -> ("ok", logits) | ("error", text),
-and "stop", where call is one of RUNNER_CALLS: "step" (one sequence) or "rows" (a batched
-call). A call runs on every die at once; the caller concatenates the vocab slices. A runner
-class may name other calls (`calls`: tyllm/compare/taps.py's TapRunner).
+and "stop", where call is one of RUNNER_CALLS: "step" (one sequence), "rows" (a batched
+call), "copy_kv" / "drop_slot" (kept prefixes: tyllm/runtime/session.py). A call runs on
+every die at once; the caller concatenates the vocab slices. A runner class may name other
+calls (`calls`: tyllm/compare/taps.py's TapRunner).
 
 A die that fails (an error in its runner, or its process gone: killed, crashed) fails the
 session: the others are released from the collective (threads) or stopped (processes), the
@@ -27,7 +28,7 @@ from tyllm.runtime.tree import Tree
 from tyllm.runtime.wire import from_wire, to_wire
 from tyllm.runtime.worker_kinds import WORKER_NAMES
 
-RUNNER_CALLS = ("step", "rows")
+RUNNER_CALLS = ("step", "rows", "copy_kv", "drop_slot")
 
 
 class DieFailure(RuntimeError):
