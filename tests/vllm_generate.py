@@ -50,7 +50,8 @@ def generate(llm, requests: list[dict]) -> list[dict]:
     params = [SamplingParams(**r["sampling"]) for r in requests]
     results = llm.generate(prompts, params, use_tqdm=False)
     return [{"token_ids": list(r.outputs[0].token_ids), "text": r.outputs[0].text,
-             "logprobs": logprob_rows(r.outputs[0])} for r in results]
+             "logprobs": logprob_rows(r.outputs[0]), "cached_tokens": r.num_cached_tokens}
+            for r in results]
 
 
 def main(job_path: str) -> None:

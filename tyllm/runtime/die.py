@@ -34,6 +34,7 @@ class DieRunner:
         self.k_cache = torch.zeros(k["shape"], dtype=DTYPES[k["dtype"]])
         self.v_cache = torch.zeros_like(self.k_cache)
         self.slots = {0: (self.k_cache, self.v_cache)}  # slot 0 is the session's own cache
+        self.blocks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # vLLM block id -> KV
 
     @staticmethod
     def _program(tree: Tree, graph: dict, weights: dict):
@@ -55,6 +56,25 @@ class DieRunner:
         (k_from, v_from), (k_to, v_to) = self.cache(source), self.cache(target)
         k_to[:, :, :length] = k_from[:, :, :length]
         v_to[:, :, :length] = v_from[:, :, :length]
+
+    def store_blocks(self, slot: int, positions: list[int], block_ids: list[int],
+                     block_size: int) -> None:
+        """vLLM prefix caching: the `block_size` positions from each of `positions` in `slot`
+        kept under the vLLM block id they fill (a later request whose prompt hits that block
+        loads it). At most one entry per block id vLLM has: the store is bounded by the KV
+        blocks the engine was given."""
+        k, v = self.cache(slot)
+        for start, block in zip(positions, block_ids, strict=True):
+            end = start + block_size
+            self.blocks[block] = (k[:, :, start:end].clone(), v[:, :, start:end].clone())
+
+    def load_blocks(self, slot: int, block_ids: list[int], block_size: int) -> None:
+        """The kept blocks `block_ids` copied into `slot` as its first positions."""
+        k, v = self.cache(slot)
+        for i, block in enumerate(block_ids):
+            k_block, v_block = self.blocks[block]
+            k[:, :, i * block_size:(i + 1) * block_size] = k_block
+            v[:, :, i * block_size:(i + 1) * block_size] = v_block
 
     def drop_slot(self, slot: int) -> None:
         """Frees a slot's cache (slot 0, the session's own, stays)."""

@@ -224,6 +224,15 @@ class Session:
         self._workers().call("copy_kv", from_slot, slot, len(ids))
         return Prefix(tuple(ids), slot, None)
 
+    def store_blocks(self, slot: int, positions: list[int], block_ids: list[int],
+                     block_size: int) -> None:
+        """vLLM prefix caching (tyllm/vllm_ext/prefix_blocks.py): every die keeps these blocks
+        of `slot` under their vLLM block ids."""
+        self._workers().call("store_blocks", slot, positions, block_ids, block_size)
+
+    def load_blocks(self, slot: int, block_ids: list[int], block_size: int) -> None:
+        self._workers().call("load_blocks", slot, block_ids, block_size)
+
     def drop_prefix(self, prefix: Prefix) -> None:
         self._workers().call("drop_slot", prefix.slot)
 

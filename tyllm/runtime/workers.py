@@ -3,7 +3,8 @@ all-reduce between them.
 
 Both kinds speak the same little protocol: (call, args) -> ("ok", logits) | ("error", text),
 and "stop", where call is one of RUNNER_CALLS: "step" (one sequence), "rows" (a batched
-call), "copy_kv" / "drop_slot" (kept prefixes: tyllm/runtime/session.py). A call runs on
+call), "copy_kv" / "drop_slot" (kept prefixes: tyllm/runtime/session.py), "store_blocks" /
+"load_blocks" (vLLM prefix caching: tyllm/vllm_ext/prefix_blocks.py). A call runs on
 every die at once; the caller concatenates the vocab slices. A runner class may name other
 calls (`calls`: tyllm/compare/taps.py's TapRunner).
 
@@ -28,7 +29,7 @@ from tyllm.runtime.tree import Tree
 from tyllm.runtime.wire import from_wire, to_wire
 from tyllm.runtime.worker_kinds import WORKER_NAMES
 
-RUNNER_CALLS = ("step", "rows", "copy_kv", "drop_slot")
+RUNNER_CALLS = ("step", "rows", "copy_kv", "drop_slot", "store_blocks", "load_blocks")
 
 
 class DieFailure(RuntimeError):

@@ -45,7 +45,9 @@ class EdgeXWorker:
         model_config = self.vllm_config.model_config
         sampler = BatchSampler(model_config.get_vocab_size(), model_config.logprobs_mode)
         max_num_seqs = self.vllm_config.scheduler_config.max_num_seqs
-        self.runner = SlotRunner(self.session, max_num_seqs, sampler)
+        cache = self.vllm_config.cache_config
+        self.runner = SlotRunner(self.session, max_num_seqs, sampler,
+                                 cache.block_size if cache.enable_prefix_caching else None)
         say_batching(path, self.session.tree.batch_sizes, max_num_seqs)
 
     def get_kv_cache_spec(self) -> dict:
@@ -125,10 +127,9 @@ def worker_class(vllm_config) -> type:
 
 
 class EdgeXExecutor(Executor):
-    """One in-process worker; vLLM's prefix caching is off (a slot holds a whole sequence)."""
+    """One in-process worker (prefix caching as the platform left it: text trees only)."""
 
     def _init_executor(self) -> None:
-        self.cache_config.enable_prefix_caching = False
         self.worker = worker_class(self.vllm_config)(self.vllm_config)
         self.worker.init_device()
         self.worker.load_model()

@@ -2,7 +2,7 @@
 
 Registered under the `vllm.platform_plugins` entry point group, so `LLM(...)` and `tyllm serve`
 need no executor or worker flags. The platform is vLLM's CPU platform plus four decisions: the
-worker and executor are tyllm's, prefix caching is off (a KV slot holds one whole sequence), the
+worker and executor are tyllm's, prefix caching runs on text trees only (prefix_blocks.py), the
 tyllm options and the tree they name are checked against the engine before its process starts,
 and requests asking for what the compiled dies cannot do (or a prompt that fills the context)
 are refused before they reach the engine.
@@ -11,9 +11,12 @@ Stock vLLM CPU stays one variable away: `VLLM_TARGET_DEVICE=cpu` (or `VLLM_PLUGI
 platform plugins.
 """
 
+from vllm.logger import init_logger
 from vllm.platforms.cpu import CpuPlatform
 
-from tyllm.vllm_ext.names import PLATFORM_QUALNAME
+from tyllm.vllm_ext.names import PLATFORM_QUALNAME, logger_name
+
+logger = init_logger(logger_name(__name__))
 
 
 def register() -> str:
@@ -36,7 +39,13 @@ class EdgeXPlatform(CpuPlatform):
         if parallel.worker_cls in ("auto", WORKER_QUALNAME):  # an explicit other worker wins
             parallel.worker_cls = WORKER_QUALNAME
             parallel.distributed_executor_backend = EdgeXExecutor
-            vllm_config.cache_config.enable_prefix_caching = False
+            model_config = vllm_config.model_config
+            cache = vllm_config.cache_config
+            if model_config is None or getattr(model_config, "is_multimodal_model", False):
+                if model_config is not None and cache.enable_prefix_caching:
+                    logger.info("tyllm: prefix caching runs on text trees only; this VLM "
+                                "engine runs without it.")
+                cache.enable_prefix_caching = False
             if vllm_config.model_config is not None:
                 check_engine_config(vllm_config)  # before the engine core starts
                 cls.context_len = vllm_config.model_config.max_model_len

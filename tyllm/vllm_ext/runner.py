@@ -1,8 +1,9 @@
 """SchedulerOutput -> ModelRunnerOutput on a tyllm session: one static KV slot per request.
 
 vLLM schedules, tyllm runs. Each request owns one slot (its own KV cache on every die) from its
-first scheduled chunk until it finishes, is aborted or is preempted. A step runs the decode
-requests (one new token each) together, in calls of the tree's batched graphs
+first scheduled chunk until it finishes, is aborted or is preempted (with prefix caching, a
+request that hits vLLM's cache starts from the cached blocks: prefix_blocks.py). A step runs
+the decode requests (one new token each) together, in calls of the tree's batched graphs
 (`Session.decode_rows`), and every other request's prompt chunk on its own; then it samples
 once, with vLLM's sampler, for the requests whose prompt is now fully in their cache.
 """
@@ -14,6 +15,7 @@ from vllm.v1.outputs import LogprobsTensors, ModelRunnerOutput
 
 from tyllm.errors import TyllmError
 from tyllm.vllm_ext.mm_inputs import vision_items
+from tyllm.vllm_ext.prefix_blocks import PrefixBlocks
 from tyllm.vllm_ext.sampling import BatchSampler, SamplingState, check_supported
 
 
@@ -30,8 +32,12 @@ class SlotRequest:
 
 
 class SlotRunner:
-    def __init__(self, session, num_slots: int, sampler: BatchSampler):
+    """`block_size`: vLLM's, when prefix caching is on (prefix_blocks.py), else None."""
+
+    def __init__(self, session, num_slots: int, sampler: BatchSampler,
+                 block_size: int | None = None):
         self.session = session
+        self.blocks = PrefixBlocks(session, block_size) if block_size else None
         self.num_slots = num_slots
         self.free = list(range(num_slots))
         self.requests: dict[str, SlotRequest] = {}
@@ -50,6 +56,8 @@ class SlotRunner:
         self.free.pop(0)
 
     def _release(self, req_id: str) -> SlotRequest | None:
+        if self.blocks is not None:
+            self.blocks.drop(req_id)
         if (request := self.requests.pop(req_id, None)) is not None:
             self.free.append(request.slot)
             self.session.release(request.slot)
@@ -67,11 +75,26 @@ class SlotRunner:
             state = SamplingState.of(new.sampling_params, new.prompt_token_ids)
             images = vision_items(self.session, new.mm_features)
             self._admit(new.req_id, state, new.num_computed_tokens, images)
+            if self.blocks is not None:
+                self.blocks.admit(new.req_id, new.block_ids[0], new.num_computed_tokens)
         cached = out.scheduled_cached_reqs
         for i, req_id in enumerate(cached.req_ids):
-            if req_id in cached.resumed_req_ids:  # preempted earlier: start it again
+            resumed = req_id in cached.resumed_req_ids
+            if resumed:  # preempted earlier: start it again
                 self._resume(req_id, cached.all_token_ids[req_id])
             self.requests[req_id].num_computed = cached.num_computed_tokens[i]
+            if self.blocks is not None:
+                self._update_blocks(req_id, resumed, cached.new_block_ids[i],
+                                    cached.num_computed_tokens[i])
+
+    def _update_blocks(self, req_id: str, resumed: bool, new_block_ids, num_computed: int):
+        """A resumed request's block ids replace its old ones (and may hit the cache again);
+        a running one's are appended."""
+        ids = list(new_block_ids[0]) if new_block_ids else []
+        if resumed:
+            self.blocks.admit(req_id, ids, num_computed)
+        elif ids:
+            self.blocks.add_blocks(req_id, ids)
 
     def _resume(self, req_id: str, all_token_ids: list[int]) -> None:
         request = self.preempted.pop(req_id, None) or self._release(req_id)
@@ -91,11 +114,16 @@ class SlotRunner:
         if not req_ids:
             return {}
         requests = [self.requests[r] for r in req_ids]
+        if self.blocks is not None:  # a hit that left one prompt token runs as a decode
+            for req_id, q in zip(req_ids, requests, strict=True):
+                self.blocks.load(req_id, q.slot)
         logits = self.session.decode_rows([q.token_ids[q.num_computed] for q in requests],
                                           [q.num_computed for q in requests],
                                           [q.slot for q in requests])
-        for q in requests:
+        for req_id, q in zip(req_ids, requests, strict=True):
             q.num_computed += 1
+            if self.blocks is not None:
+                self.blocks.store(req_id, q.slot, q.num_computed)
         return dict(zip(req_ids, logits, strict=True))
 
     def _run(self, req_id: str, num_tokens: int) -> torch.Tensor | None:
@@ -103,8 +131,12 @@ class SlotRunner:
         request = self.requests[req_id]
         start, known = request.num_computed, request.token_ids
         tokens = known[start:start + num_tokens]
+        if self.blocks is not None:  # a prefix hit's cached blocks, then this chunk's
+            self.blocks.load(req_id, request.slot)
         logits = self.session.extend(tokens, start, request.slot)
         request.num_computed = start + len(tokens)
+        if self.blocks is not None:
+            self.blocks.store(req_id, request.slot, request.num_computed)
         return logits if request.num_computed == len(known) else None
 
     def execute(self, out) -> ModelRunnerOutput:
