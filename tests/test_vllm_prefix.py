@@ -36,20 +36,25 @@ def batches() -> list[list[dict]]:
             [request([90, 91, 92, *SHARED], **ask)]]
 
 
-@pytest.mark.parametrize("workers", ["threads", "processes"])
-def test_prefix_hits_give_the_same_tokens(tree, workers, tmp_path):
+def run(tree, workers: str, caching: bool, folder: Path) -> list[list[dict]]:
     source, path = tree
     options = {"tyllm": {"artifacts_path": str(path), "workers": workers}}
+    return run_batches(folder, engine(source, 2, 128, chunked=False, additional_config=options,
+                                      enable_prefix_caching=caching, block_size=BLOCK),
+                       batches())
 
-    def run(caching: bool) -> list[list[dict]]:
-        return run_batches(tmp_path / f"caching-{caching}",
-                           engine(source, 2, 128, chunked=False, additional_config=options,
-                                  enable_prefix_caching=caching, block_size=BLOCK),
-                           batches())
 
-    on, off = run(True), run(False)
+@pytest.fixture(scope="module")
+def without_caching(tree, tmp_path_factory) -> list[list[dict]]:
+    """The same requests with prefix caching off (one engine for both worker kinds)."""
+    return run(tree, "threads", False, tmp_path_factory.mktemp("no-caching"))
+
+
+@pytest.mark.parametrize("workers", ["threads", "processes"])
+def test_prefix_hits_give_the_same_tokens(tree, without_caching, workers, tmp_path):
+    on = run(tree, workers, True, tmp_path)
     tokens = [[o["token_ids"] for o in batch] for batch in on]
-    assert tokens == [[o["token_ids"] for o in batch] for batch in off]
+    assert tokens == [[o["token_ids"] for o in batch] for batch in without_caching]
     assert [o["cached_tokens"] for o in on[1]] == [32, 32, 32]
     assert on[2][0]["cached_tokens"] == 0
-    assert all(not o["cached_tokens"] for batch in off for o in batch)
+    assert all(not o["cached_tokens"] for batch in without_caching for o in batch)
