@@ -12,7 +12,7 @@ import torch
 from tyllm.artifacts import layout
 from tyllm.artifacts.params import load_params
 from tyllm.errors import TyllmError
-from tyllm.runtime.session import plan_chunks
+from tyllm.runtime.session import check_token_ids, plan_chunks
 from tyllm.runtime.tree import Tree
 
 DEFAULT_PROMPT = "Explain in two sentences why the sky is blue."
@@ -30,12 +30,12 @@ class Prompt:
 
 
 def check_ids(tree: Tree, ids: list[int], new_tokens: int) -> None:
-    vocab, room = tree.config["vocab_size"], tree.max_kv
+    """The session's own id check; the fit is one position stricter than `generate`'s: every
+    one of HF's generated tokens is fed to the tree (teacher forcing)."""
+    room = tree.max_kv
     if not ids:
         raise TyllmError("The prompt is empty: give at least one token.")
-    if bad := [t for t in ids if not 0 <= t < vocab]:
-        raise TyllmError(f"Token ids {bad[:5]} are outside the vocabulary of {vocab}: use the "
-                         f"tokenizer the tree was compiled with.")
+    check_token_ids(tree, ids)
     if new_tokens < 1:
         raise TyllmError(f"new_tokens={new_tokens}: ask for at least one token.")
     if len(ids) + new_tokens > room:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tyllm.compare.points import split
-from tyllm.compare.shares import partial
+from tyllm.compare.shares import die_share
 from tyllm.compare.vision import hook_vision
 from tyllm.errors import TyllmError
 from tyllm.shard.plan import DiePlan
@@ -103,10 +103,10 @@ def die_values(model, values: dict, plan: DiePlan, head_dim: int) -> dict:
             continue
         if point == "attention.input":
             weight = layers[layer].self_attn.o_proj.weight
-            out[f"layers.{layer}.attention.partial"] = partial(value, weight, heads)
+            out[f"layers.{layer}.attention.partial"] = die_share(value, weight, heads)
         elif point == "mlp.input":
-            out[f"layers.{layer}.mlp.partial"] = partial(value, layers[layer].mlp.down_proj.weight,
-                                                         plan.ffn)
+            weight = layers[layer].mlp.down_proj.weight
+            out[f"layers.{layer}.mlp.partial"] = die_share(value, weight, plan.ffn)
         elif name == "logits":
             out[name] = value[plan.vocab.start:plan.vocab.stop]
         else:

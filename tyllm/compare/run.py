@@ -1,15 +1,12 @@
 """`compare(tree, model, ...)`: both checks of tyllm.compare on one prompt, as a CompareReport."""
 
 import contextlib
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from tyllm.artifacts import vlm_layout
 from tyllm.artifacts.manifest import verify_files
 from tyllm.artifacts.windows import window_for
-from tyllm.cache import cache_root
 from tyllm.compare.logits import LogitsCheck, check_logits
 from tyllm.compare.metrics import Measure, measure
 from tyllm.compare.points import VISION, describe, point_names, split
@@ -24,7 +21,7 @@ from tyllm.compare.vision import (
     vision_names,
     vision_plans,
 )
-from tyllm.compile.report import output_into
+from tyllm.compile.report import new_log, output_into
 from tyllm.errors import TyllmError
 from tyllm.runtime.tree import Tree
 from tyllm.runtime.worker_kinds import WORKER_NAMES
@@ -156,12 +153,6 @@ def head_dim(config) -> int:
     return getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
 
 
-def compare_log() -> Path:
-    folder = cache_root() / "logs"
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"compare-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-
-
 def check_model_folder(folder: Path) -> None:
     if not (folder / "config.json").is_file():
         raise TyllmError(f"{folder} is not a HF checkpoint folder (no config.json): pass --model "
@@ -186,7 +177,7 @@ def compare(tree, model, prompt: str | None = None, tokens=None, image=None,
                          f"by scripts/compile_vlm.py).")
     if not vlm:
         text_prompt(t, prompt, tokens, chat, new_tokens)  # bad input fails before any work
-    log = compare_log()
+    log = new_log("compare")
     with output_into(log) as terminal, contextlib.closing(Progress(terminal, quiet, 4)) as bar:
         bar.stage("load the HF reference")
         reference, quantized = load_reference(folder)

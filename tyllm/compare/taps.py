@@ -6,6 +6,7 @@ never written."""
 
 import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,7 +26,7 @@ from tyllm.models.registry import arch_for_config
 from tyllm.models.vlm.language import language_inputs, language_step
 from tyllm.models.vlm.spec import vlm_for_config
 from tyllm.quant.int4 import scheme_from_config
-from tyllm.runtime.die import bind_program, float_logits
+from tyllm.runtime.die import bind_program, float_logits, graph_params
 from tyllm.runtime.tree import Tree
 from tyllm.shard.plan import DiePlan
 
@@ -130,27 +131,53 @@ class StepShape:
 
     @property
     def group_size(self) -> int:
-        config = self.config.text_config if self.vlm else self.config
-        return config.num_attention_heads // config.num_key_value_heads
+        """Query heads per KV head, as the compile's program keys count them."""
+        if self.vlm:
+            return vlm_for_config(self.config).text_dims(self.config).group_size
+        return arch_for_config(self.config).dims_from_config(self.config).group_size
 
 
 @dataclass(frozen=True)
 class TapProgram:
     library: str
     param_order: list[str]
-    names: list[str]
+    names: list[str]  # the taps, after the program's own outputs
+    outputs: int = 3  # the program's own outputs (a step's logits, new_k, new_v)
 
 
-class TapPrograms:
-    """Every die's tapped programs for the (seq_len, window) pairs a prompt's chunks use:
-    taken from the program cache, or compiled (into a folder of this object's, then kept in
-    the cache). Close it when done (its folder holds programs the cache could not keep)."""
+class TapLibraries:
+    """Tapped programs by fingerprint: from the program cache, or lowered by the tree's own
+    backend and target into a folder of this object's, then kept in the cache. Close it when
+    done (its folder holds programs the cache could not keep)."""
 
-    def __init__(self, tree: Tree, shapes: list[tuple[int, int]], stage):
+    def __init__(self, tree: Tree):
         self.folder = tempfile.TemporaryDirectory(prefix="tyllm-taps-")
         self.target = tree.backend.target(tree.config["target"].get("num_cores") or 1)
         self.suffix = library_suffix(tree.config["backend"])
-        self.names = point_names(tree.config["num_layers"])
+
+    def program(self, key: str, lower, names: list[str], outputs: int = 3) -> TapProgram:
+        """`lower(target, library) -> param_order` runs only when the cache lacks `key`."""
+        found = program_cache.files(key, need_twin=False)
+        if found is None:
+            library = Path(self.folder.name) / f"{key}{self.suffix}"
+            order = lower(self.target, library)
+            program_cache.store(key, library, None, {"param_order": order, "points": names})
+            found = program_cache.files(key, need_twin=False) or (
+                library, None, {"param_order": order, "points": names})
+        library, _, io = found
+        return TapProgram(str(library), io["param_order"], io["points"], outputs)
+
+    def close(self) -> None:
+        self.folder.cleanup()
+
+
+class TapPrograms(TapLibraries):
+    """Every language die's tapped programs for the (seq_len, window) pairs a prompt's chunks
+    use: `by_die[die][(seq_len, window)]`."""
+
+    def __init__(self, tree: Tree, shapes: list[tuple[int, int]], stage):
+        super().__init__(tree)
+        names = point_names(tree.config["num_layers"])
         steps = [StepShape.of(tree, d) for d in range(tree.dies)]
         keys = {(d, s): steps[d].fingerprint(*s, self.target) for d in range(tree.dies)
                 for s in shapes}
@@ -160,28 +187,18 @@ class TapPrograms:
             die, shape = next(k for k, v in keys.items() if v == key)
             stage(f"tapped program {i + 1}/{len(todo)} (die {die}, {shape[0]} rows, KV window "
                   f"{shape[1]})", more=1)
-            program = self.cached(key) or self.compile(key, steps[die], *shape)
+            program = self.program(key, partial(lower_step, steps[die], shape, names), names)
             for (d, s), k in keys.items():
                 if k == key:
                     self.by_die[d][s] = program
 
-    def cached(self, key: str) -> TapProgram | None:
-        found = program_cache.files(key, need_twin=False)
-        if found is None:
-            return None
-        library, _, io = found
-        return TapProgram(str(library), io["param_order"], io["points"])
 
-    def compile(self, key: str, shape: StepShape, seq_len: int, window: int) -> TapProgram:
-        tapped, inputs = shape.tapped(seq_len, self.names)
-        program = export_module(tapped, inputs, window_shapes(inputs, shape.max_kv))
-        library = Path(self.folder.name) / f"{key}{self.suffix}"
-        order = self.target.lower_windows(program, {window: library})
-        program_cache.store(key, library, None, {"param_order": order, "points": self.names})
-        return self.cached(key) or TapProgram(str(library), order, self.names)
-
-    def close(self) -> None:
-        self.folder.cleanup()
+def lower_step(shape: StepShape, seq_len_window: tuple[int, int], names: list[str], target,
+               library: Path) -> list[str]:
+    seq_len, window = seq_len_window
+    tapped, inputs = shape.tapped(seq_len, names)
+    program = export_module(tapped, inputs, window_shapes(inputs, shape.max_kv))
+    return target.lower_windows(program, {window: library})
 
 
 class TapRunner:
@@ -196,19 +213,17 @@ class TapRunner:
         self.weights = load_params(tree.file(next(iter(self.graphs.values()))["weights"]))
         k = tree.kv_cache_for(die)["k_cache"]
         self.kv_shape, self.kv_dtype = k["shape"], DTYPES[k["dtype"]]
-
-    def params(self, seq_len: int) -> dict:
-        graph = next(g for (m, _), g in self.graphs.items() if m == seq_len)
-        params = dict(self.weights)
-        for key in ("constants", "graph_params"):
-            if graph.get(key):
-                params |= load_params(self.tree.file(graph[key]))
-        return params
+        self.bound: dict[str, object] = {}  # library -> loaded program
 
     def bind(self, program: TapProgram, seq_len: int):
-        params = self.params(seq_len)
-        return self.tree.backend.load(Path(program.library),
-                                      [params[n.removeprefix(PREFIX)] for n in program.param_order])
+        """The tapped program bound to the parameters of the die's seq_len graph (once)."""
+        if program.library not in self.bound:
+            graph = next(g for (m, _), g in self.graphs.items() if m == seq_len)
+            params = graph_params(self.tree, graph, self.weights)
+            self.bound[program.library] = self.tree.backend.load(
+                Path(program.library), [params[n.removeprefix(PREFIX)]
+                                        for n in program.param_order])
+        return self.bound[program.library]
 
     def graph_inputs(self, chunk, seq_len: int) -> list[torch.Tensor]:
         """A chunk's leading graph inputs: its token ids (or embeddings)."""

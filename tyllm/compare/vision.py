@@ -3,8 +3,7 @@
 the tree's own vision parameter files for one image; and HF's vision tower at the same points
 (hooks on the blocks' attention projection, MLP output projection and output)."""
 
-import tempfile
-from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -12,11 +11,11 @@ from torch import nn
 
 from tyllm.artifacts import vlm_layout as layout
 from tyllm.artifacts.params import load_params
-from tyllm.backends import library_suffix
 from tyllm.capture.export import export_module
 from tyllm.checkpoint import TensorReader
 from tyllm.compare.points import VISION, flatten, split, vision_point_names
-from tyllm.compare.shares import partial
+from tyllm.compare.shares import die_share
+from tyllm.compare.taps import PREFIX, TapLibraries, TapProgram
 from tyllm.compile import program_cache
 from tyllm.compile.vision import load_vision_tower, pixel_input
 from tyllm.dtypes import DTYPES
@@ -24,8 +23,6 @@ from tyllm.models.vlm.spec import vlm_for_config
 from tyllm.models.vlm.vision import MLP_NAMES, VisionDieStep, VisionPlan, plan_vision, vision_sizes
 from tyllm.runtime.tree import Tree
 from tyllm.runtime.vlm.runners import VisionRunner
-
-PREFIX = "step."
 
 
 class TappedVision(nn.Module):
@@ -52,58 +49,41 @@ def vision_names(config) -> list[str]:
     return vision_point_names(v.depth, list(getattr(v, "deepstack_visual_indexes", None) or []))
 
 
-@dataclass(frozen=True)
-class VisionTapProgram:
-    library: str
-    param_order: list[str]
-    names: list[str]
-    outputs: int  # the program's own outputs before the taps
-
-
-class VisionTapPrograms:
-    """Every vision die's tapped program for one compiled image size, from the program cache
-    or compiled here (the tower built from `checkpoint`, its weights then bound from the
-    tree's files). Close it when done."""
+class VisionTapPrograms(TapLibraries):
+    """Every vision die's tapped program for one compiled image size (`by_die[die]`), the
+    tower built from `checkpoint` when one must be lowered, its weights then bound from the
+    tree's files."""
 
     def __init__(self, tree: Tree, config, checkpoint: Path, size: tuple, grid: tuple, stage):
-        self.folder = tempfile.TemporaryDirectory(prefix="tyllm-vision-taps-")
+        super().__init__(tree)
         vision = tree.config["vision"]
-        target = tree.backend.target(tree.config["target"].get("num_cores") or 1)
         dtype, names = DTYPES[vision["dtype"]], vision_names(config)
         outputs = 2 if vision["deepstack_layers"] else 1
-        self.by_die: dict[int, VisionTapProgram] = {}
-        tower = None
+        towers: list = []  # the HF tower, read once if any program must be lowered
+
+        def lower(plan, target, library: Path) -> list[str]:
+            if not towers:
+                towers.append(load_vision_tower(vlm_for_config(config), config,
+                                                TensorReader(checkpoint), dtype))
+            step = TappedVision(VisionDieStep(towers[0], plan, grid, dtype).eval(), names)
+            return target.lower(export_module(step, pixel_input(config, grid)), library)
+
+        self.by_die: dict[int, TapProgram] = {}
         for plan in vision_plans(config, vision["dies"]):
             stage(f"tapped vision program (vision die {plan.die})", more=1)
             key = program_cache.fingerprint(config.to_dict(), {
                 "graph": "vision-taps", "heads": len(plan.heads), "ffn": len(plan.ffn),
                 "size": list(size), "grid": list(grid), "dtype": vision["dtype"],
-                "target": target.as_json()})
-            found = program_cache.files(key, need_twin=False)
-            if found is None:
-                if tower is None:
-                    tower = load_vision_tower(vlm_for_config(config), config,
-                                              TensorReader(checkpoint), dtype)
-                step = TappedVision(VisionDieStep(tower, plan, grid, dtype).eval(), names)
-                program = export_module(step, pixel_input(config, grid))
-                library = Path(self.folder.name) / f"{key}{library_suffix(tree.config['backend'])}"
-                order = target.lower(program, library)
-                program_cache.store(key, library, None, {"param_order": order, "points": names})
-                found = program_cache.files(key, need_twin=False) or (library, None, {
-                    "param_order": order, "points": names})
-            library, _, io = found
-            self.by_die[plan.die] = VisionTapProgram(str(library), io["param_order"],
-                                                     io["points"], outputs)
-
-    def close(self) -> None:
-        self.folder.cleanup()
+                "target": self.target.as_json()})
+            self.by_die[plan.die] = self.program(key, partial(lower, plan), names, outputs)
 
 
-class VisionTapRunner(VisionRunner):
+class VisionTapRunner:
     """A vision die worker running its tapped program on the die's own weights and grid
     constants."""
 
     calls = ("tap",)
+    all_reduce_bytes = staticmethod(VisionRunner.all_reduce_bytes)  # the same collective
 
     def __init__(self, tree: Tree, rank: int):
         self.tree, self.rank = tree, rank
@@ -156,11 +136,11 @@ def vision_die_values(model, values: dict, plan: VisionPlan) -> dict:
             continue
         block = f"{VISION}blocks.{index}."
         if point == "attention.input":
-            out[block + "attention.partial"] = partial(value, visual.blocks[index].attn.proj.weight,
-                                                       heads)
+            weight = visual.blocks[index].attn.proj.weight
+            out[block + "attention.partial"] = die_share(value, weight, heads)
         elif point == "mlp.input":
-            out[block + "mlp.partial"] = partial(value, mlp_out(visual.blocks[index]).weight,
-                                                 plan.ffn)
+            weight = mlp_out(visual.blocks[index]).weight
+            out[block + "mlp.partial"] = die_share(value, weight, plan.ffn)
         else:
             out[name] = value
     return out

@@ -66,10 +66,17 @@ def warnings_to(terminal):
         logger.removeHandler(handler)
 
 
+def new_log(kind: str) -> Path:
+    """A fresh log file of this process under the tyllm cache: `<cache>/logs/<kind>-<time>-
+    <pid>.log` (a failed compile's kept log, a `tyllm compare` run's framework output)."""
+    path = cache_root() / "logs" / f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def keep_log(log_path: Path) -> Path:
     """A failed compile's log, copied out of its staging folder before that is removed."""
-    kept = cache_root() / "logs" / f"compile-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
-    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept = new_log("compile")
     shutil.copyfile(log_path, kept)
     return kept
 

@@ -14,6 +14,16 @@ def bind_program(tree: Tree, graph: dict, params: dict):
     return tree.backend.load(tree.file(graph["library"]), [params[n] for n in graph["param_order"]])
 
 
+def graph_params(tree: Tree, graph: dict, weights: dict) -> dict:
+    """Every parameter a step graph binds: the die's weights, its constants and the graph's
+    own parameters (tyllm.compare binds its tapped programs to the same)."""
+    params = dict(weights)
+    for key in ("constants", "graph_params"):
+        if graph.get(key):
+            params |= load_params(tree.file(graph[key]))
+    return params
+
+
 def float_logits(logits: torch.Tensor) -> torch.Tensor:
     """A float32 copy of a graph's logits (the graph's memory is reused): a half-precision
     tree's logits are compared and sampled in float32, as vLLM's sampler and HF's generation
@@ -38,11 +48,7 @@ class DieRunner:
 
     @staticmethod
     def _program(tree: Tree, graph: dict, weights: dict):
-        params = dict(weights)
-        for key in ("constants", "graph_params"):
-            if graph.get(key):
-                params |= load_params(tree.file(graph[key]))
-        return bind_program(tree, graph, params)
+        return bind_program(tree, graph, graph_params(tree, graph, weights))
 
     def cache(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The (K, V) cache of one sequence slot, allocated on first use."""

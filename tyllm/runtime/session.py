@@ -86,6 +86,14 @@ def token_id(value) -> int:
     return n
 
 
+def check_token_ids(tree: Tree, input_ids: list[int]) -> None:
+    vocab = tree.config["vocab_size"]
+    bad = [t for t in input_ids if not 0 <= t < vocab]
+    if bad:
+        raise TyllmError(f"Token ids {bad[:5]} are outside the model's vocabulary of {vocab}: "
+                         f"use the tokenizer that was compiled into the tree.")
+
+
 @dataclass(frozen=True)
 class Prefix:
     """A prompt prefix kept in a slot of its own on every die (`Session.keep_prefix`): later
@@ -122,11 +130,7 @@ class Session:
             self.workers = None
 
     def _check_ids(self, input_ids: list[int]) -> None:
-        vocab = self.tree.config["vocab_size"]
-        bad = [t for t in input_ids if not 0 <= t < vocab]
-        if bad:
-            raise TyllmError(f"Token ids {bad[:5]} are outside the model's vocabulary of {vocab}: "
-                             f"use the tokenizer that was compiled into the tree.")
+        check_token_ids(self.tree, input_ids)
 
     def _check_fits(self, prompt: int, max_new_tokens: int) -> None:
         room = self.tree.max_kv
