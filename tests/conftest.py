@@ -2,16 +2,23 @@ import os
 from pathlib import Path
 
 import pytest
-from models import make_checkpoint  # tests/ is on sys.path (pytest's rootdir-relative import)
+
+# tests/ is on sys.path (pytest's rootdir-relative import)
+from models import SPECULATIVE_TOKENS, make_checkpoint
 from vlm_models import SIZES, VLM_MAKERS
+
+# the shared Qwen3-VL trees also decode 2 sequences per call and verify 3 speculative tokens
+VLM_EXTRA = {"qwen3_vl": {"speculative_tokens": 3, "batch_size_list": [1, 2]}}
 
 # Test files that share session fixtures run on one xdist worker (scripts/test.sh runs two);
 # the longest groups are handed out first so the workers finish together.
 SHARED_GROUPS = {"test_smollm2": "smollm2", "test_vllm_parity": "smollm2",
                  "test_vllm_sampling": "smollm2", "test_vllm_server": "smollm2",
-                 "test_vlm": "vlm", "test_vlm_vllm": "vlm", "test_compare": "vlm"}
-LONGEST_FIRST = ["smollm2", "vlm", "test_parity_random", "test_quant_convert", "test_quant",
-                 "test_program_cache", "test_bench", "test_docker", "test_artifacts"]
+                 "test_vlm": "vlm", "test_vlm_vllm": "vlm", "test_compare": "vlm",
+                 "test_speculate": "qwen3-2die", "test_vllm_spec": "qwen3-2die",
+                 "test_vllm_prefix": "qwen3-2die"}
+LONGEST_FIRST = ["smollm2", "vlm", "test_parity_random", "qwen3-2die", "test_quant_convert",
+                 "test_quant", "test_program_cache", "test_bench", "test_docker", "test_artifacts"]
 
 
 SKIP_DOCKER = pytest.mark.skip(reason="builds both Docker images and works in them (15-25 min): "
@@ -24,6 +31,7 @@ def docker_selected(config) -> bool:
     return "docker" in expr.replace("not docker", "")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook reads the groups off the marks
 def pytest_collection_modifyitems(config, items):
     """One xdist group per test file (module fixtures compile once), files sharing session
     fixtures in one group, the longest groups first; `docker` tests only when -m selects them."""
@@ -81,7 +89,7 @@ def smollm2_path():
 @pytest.fixture(scope="session")
 def smollm2_tree(smollm2_path, tmp_path_factory):
     """tree(dies) -> SmolLM2 compiled once per session: max_kv 256, seq lens [1, 8], KV windows
-    32, 64 and 256 (chat prompts and answers cross them mid-prefill and mid-decode); the 1-die
+    32 and 256 (chat prompts and answers cross 32 mid-prefill or mid-decode); the 1-die
     tree also has batch sizes [1, 4] (the vLLM tests decode several requests per call), the
     others are batch-1 trees (served one row per call)."""
     from tyllm.build_util import build_and_compile_llm
@@ -93,11 +101,38 @@ def smollm2_tree(smollm2_path, tmp_path_factory):
             out = tmp_path_factory.mktemp("smollm2-tree") / f"{dies}die"
             trees[dies] = Path(build_and_compile_llm(
                 smollm2_path, out, max_kv_cache_size=256, seq_len_list=[1, 8], dev_count=dies,
-                export_onnx=False, progress=False, kv_windows=(32, 64),
+                export_onnx=False, progress=False, kv_windows=(32,),
                 batch_size_list=[1, 4] if dies == 1 else [1]))
         return trees[dies]
 
     return tree
+
+
+@pytest.fixture(scope="session")
+def spec_tree(checkpoint_factory, tmp_path_factory) -> tuple[Path, Path]:
+    """(checkpoint, tree): a 2-die random Qwen3 with verify graphs for SPECULATIVE_TOKENS
+    tokens at batch sizes 1 and 2 (max_kv 128, seq lens [1, 8], KV window 32), shared by the
+    speculative decoding and vLLM prefix caching tests."""
+    from tyllm.build_util import build_and_compile_llm
+
+    source = checkpoint_factory("qwen3", seed=7)
+    out = tmp_path_factory.mktemp("spec-tree") / "2die"
+    return source, Path(build_and_compile_llm(
+        source, out, max_kv_cache_size=128, seq_len_list=[1, 8], dev_count=2, export_onnx=False,
+        progress=False, kv_windows=(32,), batch_size_list=[1, 2],
+        speculative_tokens=SPECULATIVE_TOKENS))
+
+
+@pytest.fixture(scope="session")
+def spec_draft(checkpoint_factory, tmp_path_factory) -> Path:
+    """Another random Qwen3 of the same vocabulary on 1 die, compiled as an engine start
+    compiles a draft for spec_tree's engines (so theirs take its programs from the cache)."""
+    from tyllm.build_util import build_and_compile_llm
+
+    out = tmp_path_factory.mktemp("spec-draft") / "1die"
+    return Path(build_and_compile_llm(checkpoint_factory("qwen3", seed=8), out,
+                                      max_kv_cache_size=128, seq_len_list=[1, 8], dev_count=1,
+                                      progress=False))
 
 
 @pytest.fixture(scope="session")
@@ -117,7 +152,7 @@ def vlm_checkpoint(tmp_path_factory):
 def vlm_tree(vlm_checkpoint, tmp_path_factory):
     """tree(arch, dies, vm_remap, lm_remap, sizes, modalities, backend) compiled once per
     argument set (max_model_len 160, prefill length 16, KV windows 32, 64 and 160: image prompts
-    cross them)."""
+    cross them; Qwen3-VL trees add batch size 2 and verify graphs: VLM_EXTRA)."""
     trees = {}
 
     from tyllm.build_util import build_and_compile_vlm
@@ -131,7 +166,7 @@ def vlm_tree(vlm_checkpoint, tmp_path_factory):
                 vlm_checkpoint(arch), out, num_die=dies, image_sizes=sizes or (SIZES[arch],),
                 modalities=modalities, prefill_lens=(16,), max_model_len=160,
                 vm_die_remap=vm_remap, lm_die_remap=lm_remap, export_onnx=False, progress=False,
-                kv_windows=(32, 64), backend=backend))
+                kv_windows=(32, 64), backend=backend, **VLM_EXTRA.get(arch, {})))
         return trees[key]
 
     return tree

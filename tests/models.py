@@ -19,6 +19,7 @@ def hf_classes(arch: str):
 
 ARCH_OVERRIDES = {"phi3": {"pad_token_id": None}}  # Phi-3's default pad id is past a tiny vocab
 
+SPECULATIVE_TOKENS = 4  # the verify width of conftest.py::spec_tree
 BASE = dict(vocab_size=250, hidden_size=48, intermediate_size=90, num_hidden_layers=2,
             num_attention_heads=6, num_key_value_heads=2, head_dim=8, max_position_embeddings=512,
             initializer_range=0.05, tie_word_embeddings=False, eos_token_id=None, bos_token_id=None)

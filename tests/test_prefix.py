@@ -60,6 +60,11 @@ def test_only_the_rest_of_the_prompt_is_computed(tree, monkeypatch):
             session.generate([9, *PROMPT[1:]], 2, prefix=prefix)
 
 
+def test_a_prefix_longer_than_the_cache_is_refused(tree):
+    with runtime.load(tree) as session, pytest.raises(TyllmError, match="KV cache holds 64"):
+        session.keep_prefix(list(range(3, 3 + 65)))
+
+
 def test_a_finished_turn_is_kept_without_recomputing(tree):
     with runtime.load(tree) as session:
         out = session.generate(PROMPT[:20], 6, stop_at_eos=False)

@@ -14,12 +14,17 @@ def prompt_ids(smollm2_path):
     return encode_prompt(smollm2_path, "What is the capital of France?")
 
 
+@pytest.fixture(scope="module")
+def hf_answer(smollm2_path, prompt_ids):
+    return hf_greedy(smollm2_path, prompt_ids, 64)
+
+
 @pytest.mark.parametrize(("dies", "workers"), [(1, "threads"), (3, "processes")])
-def test_greedy_answer_equals_hf(dies, workers, smollm2_path, smollm2_tree, prompt_ids):
+def test_greedy_answer_equals_hf(dies, workers, smollm2_tree, prompt_ids, hf_answer):
     tree = smollm2_tree(dies)
     with runtime.load(tree, workers=workers) as session:
         got = session.generate(prompt_ids, max_new_tokens=64)
-    assert got == hf_greedy(smollm2_path, prompt_ids, 64)
+    assert got == hf_answer
     assert decode(tree, got).startswith("The capital of France is Paris.")
 
 

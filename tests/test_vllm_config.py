@@ -14,7 +14,7 @@ def vllm_config(model, options=None, tp=2, max_len=128, max_num_seqs=8):
         additional_config={"tyllm": options} if options is not None else None,
         model_config=SimpleNamespace(model=str(model), max_model_len=max_len),
         parallel_config=SimpleNamespace(tensor_parallel_size=tp),
-        scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs))
+        scheduler_config=SimpleNamespace(max_num_seqs=max_num_seqs), speculative_config=None)
 
 
 def test_default_tree_is_keyed_by_checkpoint_and_engine_shape(checkpoint_factory, tmp_path,
@@ -182,6 +182,19 @@ def test_an_engine_on_a_contradicting_tree_is_refused_in_tyllms_words(tree, name
     first = str(error.value).splitlines()[0]
     assert first.startswith(f"The tree at {tree} was compiled for") and phrase in first
     assert "pass the tree's values" in first and (tree / "manifest.json").is_file()
+
+
+def test_speculation_on_a_tree_without_verify_graphs_is_refused(tree):
+    from vllm.engine.arg_utils import EngineArgs
+
+    from tyllm.vllm_ext.tree_check import EngineConfigError
+    from tyllm.vllm_ext.tree_model import engine_kwargs
+
+    ngram = {"method": "ngram", "num_speculative_tokens": 4, "prompt_lookup_max": 4}
+    with pytest.raises(EngineConfigError, match=r"compiled for speculative_config\."
+                                                r"num_speculative_tokens=0, not the"):
+        EngineArgs(**engine_kwargs(tree), dtype="float32",
+                   speculative_config=ngram).create_engine_config()
 
 
 def test_an_engine_on_a_tree_without_max_model_len_takes_the_trees(tree):

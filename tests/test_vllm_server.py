@@ -70,13 +70,14 @@ def served(smollm2_tree, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def offline(served):
-    """Greedy text for a chat question and for raw prompts, from the runtime directly."""
+    """Greedy text for a chat question and for raw prompts, from the runtime directly (the raw
+    ones decoded together: generate_batch gives each prompt's generate tokens)."""
     _, _, tree = served
     with runtime.load(tree) as session:
-        def answer(ids):
-            return decode(tree, session.generate(ids, MAX_TOKENS))
-        chat = answer(encode_prompt(tree, QUESTION))
-        raw = {p: answer(encode_prompt(tree, p, chat=False)) for p in raw_prompts()}
+        chat = decode(tree, session.generate(encode_prompt(tree, QUESTION), MAX_TOKENS))
+        ids = [encode_prompt(tree, p, chat=False) for p in raw_prompts()]
+        raw = {p: decode(tree, out) for p, out in zip(raw_prompts(), session.generate_batch(
+            ids, MAX_TOKENS), strict=True)}
     return chat, raw
 
 

@@ -23,10 +23,10 @@ def inputs(arch: str, seed: int = 0):
     return [picture(size, seed)], [[picture(size, seed + 10 + i) for i in range(3)]]
 
 
-@pytest.mark.parametrize("arch,dies", [("qwen2_5_vl", 2), ("qwen3_vl", 1), ("qwen3_vl", 2),
-                                       ("qwen2_vl", 2)])
+@pytest.mark.parametrize("arch,dies", [("qwen2_5_vl", 2), ("qwen3_vl", 2), ("qwen2_vl", 2)])
 def test_image_and_video_match_hf(vlm_tree, vlm_checkpoint, arch, dies):
-    """1 fps: Qwen2.5-VL's temporal positions step by tokens_per_second * 2 s = 4."""
+    """1 fps: Qwen2.5-VL's temporal positions step by tokens_per_second * 2 s = 4. (1-die VLM
+    trees: test_several_image_sizes.)"""
     images, videos = inputs(arch)
     expected = hf_generate(vlm_checkpoint(arch), PROMPT, images, videos, max_new_tokens=10,
                            fps=1.0)
@@ -204,3 +204,60 @@ def test_text_only_prompt_matches_hf(vlm_tree, vlm_checkpoint):
         assert session.generate_multimodal(text, max_new_tokens=8) == out[0, len(ids):].tolist()
         with pytest.raises(TyllmError, match="generate_multimodal"):
             session.generate([*ids, 202], 2)  # an image pad without its image
+
+
+def test_speculative_decoding_on_the_language_dies(vlm_tree):
+    """Qwen3-VL trees carry language verify graphs (speculative_tokens=3): n-gram proposals and
+    the tree as its own draft give the plain greedy tokens after an image and a video, and the
+    own draft has every proposal accepted."""
+    from tyllm.speculate import DraftModel, Ngram, SpeculationStats
+    from tyllm.speculate.greedy import speculative_greedy
+
+    arch = "qwen3_vl"
+    images, videos = inputs(arch)
+    with runtime.load(vlm_tree(arch, 2)) as session:
+        plain = session.generate_multimodal(PROMPT, images=images, videos=videos,
+                                            max_new_tokens=12)
+        lookup = session.generate_multimodal(PROMPT, images=images, videos=videos,
+                                             max_new_tokens=12, speculative=Ngram(lookup_min=1))
+        assert lookup == plain
+        with runtime.load(vlm_tree(arch, 2)) as same:
+            own = session.generate_multimodal(PROMPT, images=images, videos=videos,
+                                              max_new_tokens=12, speculative=DraftModel(same))
+            assert own == plain
+            ids = [5, 17, 3, 99, 42, 7, 11, 150]  # text only: every guess of its own is kept
+            stats = SpeculationStats()
+            speculative_greedy(session, ids, session.prefill(ids), 9, DraftModel(same),
+                               stop_at_eos=False, stats=stats)
+            assert stats.proposed > 0 and stats.accepted == stats.proposed
+
+
+def test_vlm_language_decodes_image_prompts_together(vlm_tree):
+    """A VLM tree with language batch sizes [1, 2]: two image prompts prepared in their own
+    slots decode in one call per step (Qwen3-VL: deepstack rows, 3-axis positions) and give
+    each prompt's own greedy tokens."""
+    import torch
+
+    arch = "qwen3_vl"
+    tree = vlm_tree(arch, 2)
+    prompts = ["w3 <|vision_start|><|image_pad|><|vision_end|> w5 w6",
+               "w9 w8 w7 <|vision_start|><|image_pad|><|vision_end|> w4"]
+    images = [[picture(SIZES[arch], 3)], [picture(SIZES[arch], 7)]]
+    with runtime.load(tree) as session:
+        assert session.tree.batch_sizes == [1, 2]
+        alone = [session.generate_multimodal(p, images=i, max_new_tokens=10)
+                 for p, i in zip(prompts, images, strict=True)]
+        ids, logits = [], []
+        for slot, (prompt, pictures) in enumerate(zip(prompts, images, strict=True)):
+            items = [session.preprocessor.image(p) for p in pictures]
+            text, order = session.preprocessor.expand(prompt, items, [])
+            ids.append(session.tokenizer.encode(text, add_special_tokens=False))
+            session.prepare(slot, ids[-1], order)
+            logits.append(session.extend(ids[-1], 0, slot))
+        together = [[], []]
+        for step in range(10):
+            tokens = [int(torch.argmax(x)) for x in logits]
+            for out, token in zip(together, tokens, strict=True):
+                out.append(token)
+            logits = session.decode_rows(tokens, [len(i) + step for i in ids], [0, 1])
+    assert together == alone

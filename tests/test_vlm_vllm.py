@@ -4,13 +4,14 @@ greedy generate_multimodal (itself checked against HF in test_vlm.py)."""
 
 import base64
 import io
+import json
 import os
 import subprocess
 import sys
 
 import pytest
 from test_vllm_server import free_port, wait_ready
-from vllm_jobs import engine, run_job
+from vllm_jobs import engine, run_batches, run_job
 from vlm_models import SIZES, picture
 
 from tyllm import runtime
@@ -19,6 +20,8 @@ from tyllm.vllm_ext.tree_model import engine_kwargs
 pytestmark = pytest.mark.slow
 
 ARCH = "qwen2_5_vl"
+NGRAM = {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1,
+         "prompt_lookup_max": 3}
 ONE = "w5 w6 <|vision_start|><|image_pad|><|vision_end|> w7 w8"
 PAD = "<|vision_start|><|image_pad|><|vision_end|>"
 TWO = f"{PAD} w1 {PAD} w2"
@@ -36,7 +39,9 @@ def expected(tree, prompt, images, tokens):
 
 def test_llm_generate_with_images_and_videos(vlm_tree, tmp_path):
     """Qwen3-VL (timestamped frame pairs, deepstack) under chunked prefill: one image, two
-    images (one resized to the compiled size), a video and an image, a video alone."""
+    images (one resized to the compiled size), a video and an image, a video alone; with n-gram
+    speculation on the tree's language verify graphs (the second request, which repeats
+    tokens, run alone again is speculated)."""
     from PIL import Image
 
     arch = "qwen3_vl"
@@ -55,14 +60,19 @@ def test_llm_generate_with_images_and_videos(vlm_tree, tmp_path):
         r["sampling"] = {"temperature": 0, "max_tokens": 8, "ignore_eos": True}
     served = engine_kwargs(tree)  # model folder, dies, max_model_len and the tree itself
     kwargs = engine(served["model"], 2, served["max_model_len"], chunked=True,
-                    additional_config=served["additional_config"])
-    out = run_job(tmp_path / "job", kwargs | {"max_num_batched_tokens": 32}, requests)
+                    additional_config=served["additional_config"], disable_log_stats=False,
+                    speculative_config=NGRAM)
+    together, alone = run_batches(tmp_path / "job", kwargs | {"max_num_batched_tokens": 32},
+                                  [requests, requests[1:2]])
+    assert alone[0]["token_ids"] == together[1]["token_ids"]  # alone, it was speculated
+    metrics = json.loads((tmp_path / "job" / "out.json.metrics").read_text())
+    assert metrics["vllm:spec_decode_num_drafts"] > 0
 
     def load(paths):
         return [Image.open(p).convert("RGB") for p in paths]
 
     with runtime.load(tree) as session:
-        for r, got in zip(requests, out, strict=True):
+        for r, got in zip(requests, together, strict=True):
             want = session.generate_multimodal(
                 r["prompt"], images=load(r.get("images", [])),
                 videos=[load(v) for v in r.get("videos", [])], max_new_tokens=8)

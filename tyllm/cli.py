@@ -5,8 +5,8 @@ import sys
 
 from tyllm.backends import DEFAULT as DEFAULT_BACKEND
 from tyllm.backends import REGISTRY
-from tyllm.errors import TyllmError
-from tyllm.runtime.worker_kinds import WORKER_NAMES
+from tyllm.errors import DieFailure, TyllmError
+from tyllm.runtime.worker_kinds import RUN_WORKER_NAMES, WORKER_NAMES
 from tyllm.tools.arg_types import int_list, positive_int
 
 
@@ -22,6 +22,8 @@ def add_compile(sub) -> None:
                         "256, 1024, 4096... below --max-kv; the full --max-kv is always built)")
     p.add_argument("--batch-sizes", type=int_list, default=[1],
                    help="sequences per decode call, e.g. 1,4 (batch 1 is always built)")
+    p.add_argument("--speculative-tokens", type=int, default=0, metavar="K",
+                   help="verify graphs of K + 1 rows for speculative decoding (0: none)")
     p.add_argument("--embedding-as-input", action="store_true",
                    help="graphs take embeddings; the runtime does the lookup")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"])
@@ -47,7 +49,9 @@ def add_run(sub) -> None:
                         "reuses the KV of the conversation so far")
     p.add_argument("--system", default=None, help="with --chat: a system prompt")
     p.add_argument("--max-new-tokens", type=int, default=64)
-    p.add_argument("--workers", default="threads", choices=WORKER_NAMES)
+    p.add_argument("--workers", default="threads", choices=RUN_WORKER_NAMES,
+                   help="dies as threads, as processes of this host, or as the ranks of a "
+                        "torchrun job across hosts (distributed; docs/ARCHITECTURE.md)")
     p.add_argument("--dies", type=int, default=None, help="expected die count (checked)")
     p.add_argument("--raw", action="store_true", help="do not apply the chat template")
     p.add_argument("--image", action="append", default=[],
@@ -56,6 +60,12 @@ def add_run(sub) -> None:
                    help="a video for a VLM tree: a folder of frames or comma-separated frame "
                         "files (repeatable)")
     p.add_argument("--video-fps", type=float, default=2.0, help="frame rate of --video frames")
+    p.add_argument("--speculate", default=None, metavar="ngram|DRAFT_TREE",
+                   help="speculative decoding (the tree needs verify graphs: tyllm compile "
+                        "--speculative-tokens K): n-gram prompt lookup, or a draft model's "
+                        "compiled tree; the tokens are the same")
+    p.add_argument("--speculative-tokens", type=int, default=None, metavar="K",
+                   help="tokens proposed per step (default: the tree's verify width)")
 
 
 def add_verify(sub) -> None:
@@ -137,7 +147,8 @@ def add_serve(sub) -> None:
 COMPILE_FLAGS = {"dev_count": "--dies", "max_kv_cache_size": "--max-kv",
                  "seq_len_list": "--seq-lens", "kv_windows": "--kv-windows",
                  "batch_size_list": "--batch-sizes", "jobs": "--jobs", "dtype": "--dtype",
-                 "backend": "--backend", "num_threads": "--threads"}  # request field -> flag
+                 "backend": "--backend", "num_threads": "--threads",
+                 "speculative_tokens": "--speculative-tokens"}  # request field -> flag
 
 
 def run_compile(args) -> None:
@@ -150,7 +161,7 @@ def run_compile(args) -> None:
         num_threads=args.threads, export_onnx=not args.no_onnx, progress=not args.quiet,
         verbose=args.verbose, use_cache=not args.no_cache, kv_windows=args.kv_windows,
         batch_size_list=args.batch_sizes, backend=args.backend, jobs=args.jobs,
-        options=COMPILE_FLAGS)))
+        speculative_tokens=args.speculative_tokens, options=COMPILE_FLAGS)))
 
 
 def run_run(args) -> None:
@@ -159,7 +170,8 @@ def run_run(args) -> None:
 
     if args.prompt is None and not args.chat:
         raise TyllmError("Give --prompt TEXT, or --chat to talk turn by turn on standard input.")
-    with runtime.load(args.artifacts, workers=args.workers, dies=args.dies) as session:
+    with runtime.load(args.artifacts, workers=args.workers, dies=args.dies) as session, \
+            draft_session(args) as draft:
         root = session.tree.root
         if args.chat:
             run_chat(session, args)
@@ -168,7 +180,32 @@ def run_run(args) -> None:
             print(decode(root, generate_multimodal(session, args)))
             return
         ids = encode_prompt(root, args.prompt, chat=not args.raw)
-        print(decode(root, session.generate(ids, args.max_new_tokens)))
+        print(decode(root, session.generate(ids, args.max_new_tokens,
+                                            speculative=speculation(args, draft))))
+
+
+def draft_session(args):
+    """The draft model's session for --speculate DRAFT_TREE, else nothing to open."""
+    from contextlib import nullcontext
+
+    from tyllm import runtime
+
+    if args.speculate in (None, "ngram"):
+        return nullcontext()
+    if args.chat or args.image or args.video:
+        raise TyllmError("--speculate runs with --prompt on a text tree; drop it for --chat, "
+                         "--image and --video.")
+    return runtime.load(args.speculate, workers=args.workers)
+
+
+def speculation(args, draft):
+    from tyllm.speculate import DraftModel, Ngram
+
+    if args.speculate is None:
+        return None
+    if args.speculate == "ngram":
+        return Ngram(tokens=args.speculative_tokens)
+    return DraftModel(draft, tokens=args.speculative_tokens)
 
 
 def run_chat(session, args) -> None:
@@ -302,7 +339,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args) or 0
-    except TyllmError as e:
+    except (TyllmError, DieFailure) as e:
         print(f"tyllm: error: {e}", file=sys.stderr)
         return 2
 

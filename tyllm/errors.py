@@ -1,4 +1,5 @@
-"""Errors raised for bad user input: each message names the problem and the fix."""
+"""Errors raised for bad user input, each message naming the problem and the fix; and the
+failure of a die, after which a session cannot go on."""
 
 
 class TyllmError(ValueError):
@@ -7,3 +8,7 @@ class TyllmError(ValueError):
 
 class ArtifactError(TyllmError):
     """An artifact tree is missing, incomplete, corrupted or does not fit the request."""
+
+
+class DieFailure(RuntimeError):
+    """A die worker failed; the session cannot continue."""

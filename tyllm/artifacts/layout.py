@@ -13,6 +13,9 @@
                                         its weights and constants are batch_1's files
   batch_1/llm_die{d}_{M}_b{B}.onnx      ONNX twin of a batch-B graph (beside the weights it
                                         points into)
+  batch_{B}/seqlen_{K+1}/llm_verify[_kv{W}]_die{d}.so   speculative_tokens K: the step of K + 1
+                                        rows per sequence that returns every row's logits (a
+                                        verify step), at every batch size; no ONNX twin
   config.json buffer_config.json tokenizer.json manifest.json compile_report.json
   compile.log (framework output and per-graph timings of the compile)
   embedding.params (embedding_as_input) empty.bin
@@ -37,7 +40,9 @@ PREPROCESSOR = "preprocessor_config.json"  # VLM trees
 SIDE_FILES = (TOKENIZER, *TOKENIZER_EXTRAS, PREPROCESSOR)  # read by name from the tree root
 
 
-def graph_kind(seq_len: int) -> str:
+def graph_kind(seq_len: int, verify: bool = False) -> str:
+    if verify:
+        return "verify"
     return "decode" if seq_len == 1 else "prefill"
 
 
@@ -54,11 +59,13 @@ def onnx_file(die: int, seq_len: int, batch: int = 1) -> str:
 
 
 def library_file(die: int, seq_len: int, window: int | None = None,
-                 max_kv: int | None = None, batch: int = 1, suffix: str = ".so") -> str:
+                 max_kv: int | None = None, batch: int = 1, suffix: str = ".so",
+                 verify: bool = False) -> str:
     """The seed's name for the full window (`window` None or max_kv), `_kv{W}` for others;
     `suffix`: the backend's (backends.library_suffix)."""
     tag = "" if window is None or window == max_kv else f"_kv{window}"
-    return f"batch_{batch}/seqlen_{seq_len}/llm_{graph_kind(seq_len)}{tag}_die{die}{suffix}"
+    kind = graph_kind(seq_len, verify)
+    return f"batch_{batch}/seqlen_{seq_len}/llm_{kind}{tag}_die{die}{suffix}"
 
 
 def graph_params_file(die: int, seq_len: int) -> str:

@@ -31,18 +31,19 @@ build_and_compile_llm(job["model"], job["out"], max_kv_cache_size=job["max_kv"],
                       seq_len_list=job["seq_lens"], dev_count=job["dies"],
                       num_threads=job["threads"], batch_size_list=job["batch_sizes"],
                       kv_windows=job["kv_windows"], dtype=job["dtype"], progress=False,
-                      use_cache=False)
+                      use_cache=False, speculative_tokens=job["speculative_tokens"])
 print("RESULT" + json.dumps({"seconds": time.perf_counter() - start,
                              "baseline_rss": baseline, "peak_rss": status("VmHWM")}))
 """
 
 
 def compile_cost(model: Path, out: Path, dies: int, max_kv: int, seq_lens: list[int],
-                 threads: int, batch_sizes=(1,), kv_windows=None, dtype="float32") -> dict:
+                 threads: int, batch_sizes=(1,), kv_windows=None, dtype="float32",
+                 speculative_tokens: int = 0) -> dict:
     """`kv_windows`: None for the default ladder (tyllm/artifacts/windows.py)."""
     job = {"model": str(model), "out": str(out), "dies": dies, "max_kv": max_kv,
            "seq_lens": seq_lens, "threads": threads, "batch_sizes": list(batch_sizes),
-           "kv_windows": kv_windows, "dtype": dtype}
+           "kv_windows": kv_windows, "dtype": dtype, "speculative_tokens": speculative_tokens}
     done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(job)], capture_output=True,
                           text=True, timeout=3600)
     lines = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]

@@ -92,11 +92,15 @@ def export_module(module: torch.nn.Module, inputs: dict[str, torch.Tensor],
     return program.run_decompositions()
 
 
-def export_step(step: DecoderStep, seq_len: int, make_inputs=step_inputs, batch: int = 1):
+def export_step(step: DecoderStep, seq_len: int, make_inputs=step_inputs, batch: int = 1,
+                verify: bool = False):
     """Returns (decomposed ExportedProgram, example inputs) of the step at `seq_len` new tokens
-    per sequence (`batch` sequences), its KV window symbolic (bound per window when lowered)."""
+    per sequence (`batch` sequences), its KV window symbolic (bound per window when lowered).
+    `verify`: last_index names every row, so the step returns every row's logits."""
     view = step_at(step, seq_len)
     inputs = make_inputs(view, seq_len) if batch == 1 else make_inputs(view, seq_len, batch)
+    if verify:
+        inputs["last_index"] = torch.zeros(batch * seq_len, dtype=torch.int64)
     return export_module(view, inputs, window_shapes(inputs, step.max_kv)), inputs
 
 

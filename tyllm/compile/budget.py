@@ -78,7 +78,7 @@ def estimate(ckpt, plans, request: Request, schedule) -> Budget:
     programs = len({p.program_key(dims.group_size) for p in plans}) * len(request.graph_shapes)
     embedding = (dims.vocab_size * dims.hidden_size * itemsize if request.embedding_as_input
                  else 0)
-    disk = (sum(weights) + len(plans) * len(request.seq_len_list) * rope
+    disk = (sum(weights) + len(plans) * len(request.step_lengths) * rope
             + programs * windows * LIBRARY_BYTES + embedding)
     # Each compiling process holds one die's weights at a time, about twice while they are
     # read into the step module and saved.

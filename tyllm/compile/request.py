@@ -5,7 +5,7 @@ import os
 import re
 from dataclasses import KW_ONLY, dataclass, field, fields
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 import torch
 
@@ -16,6 +16,15 @@ from tyllm.dtypes import DTYPES
 from tyllm.errors import TyllmError
 
 MAX_BATCH = 64
+
+
+class GraphShape(NamedTuple):
+    """One step graph's shape: `batch` sequences of `seq_len` rows each. A verify graph
+    (speculative decoding) returns the logits of every row, the others the last valid row's."""
+
+    batch: int
+    seq_len: int
+    verify: bool = False
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,7 @@ class Request:
     use_cache: bool = True  # reuse and keep compiled programs (tyllm/compile/program_cache.py)
     kv_windows: tuple[int, ...] | None = None  # KV windows per graph; None: windows.py's ladder
     batch_size_list: tuple[int, ...] = (1,)  # sequences per decode call (batch 1 always built)
+    speculative_tokens: int = 0  # k > 0: verify graphs of k + 1 rows at every batch size
     backend: str = DEFAULT_BACKEND  # backends.REGISTRY
     progress: bool = field(default=True, compare=False)
     verbose: bool = field(default=False, compare=False)  # framework output live, not only logged
@@ -86,12 +96,21 @@ class Request:
         return sorted({1, *self.batch_size_list})
 
     @property
-    def graph_shapes(self) -> list[tuple[int, int]]:
+    def graph_shapes(self) -> list[GraphShape]:
         """Batch 1 at every seq_len (prefill and decode); each larger batch at the decode
-        length, the smallest seq_len."""
+        length, the smallest seq_len; with speculative tokens k, a verify graph of k + 1 rows
+        at every batch size."""
         decode = min(self.seq_len_list)
-        return ([(1, m) for m in sorted(self.seq_len_list)]
-                + [(b, decode) for b in self.batches if b > 1])
+        verify = self.speculative_tokens + 1
+        return ([GraphShape(1, m) for m in sorted(self.seq_len_list)]
+                + [GraphShape(b, decode) for b in self.batches if b > 1]
+                + [GraphShape(b, verify, True) for b in self.batches
+                   if self.speculative_tokens])
+
+    @property
+    def step_lengths(self) -> list[int]:
+        """Every row count a step graph has (each has its own constants: causal mask, rope)."""
+        return sorted({s.seq_len for s in self.graph_shapes})
 
 
 @dataclass(frozen=True)
@@ -139,9 +158,10 @@ def check_dies(request: Request) -> None:
 
 def validate_common(request: Request) -> None:
     """What every compile request (LLM and VLM) checks the same way: KV windows, batch sizes,
-    jobs, backend, dtype, the model folder and the `<N>die` destination."""
+    speculative tokens, jobs, backend, dtype, the model folder and the `<N>die` destination."""
     kv_windows(request.max_kv, request.kv_windows, request.window_options)
     check_batch_sizes(request.batch_size_list, request.option("batch_size_list"))
+    check_speculative_tokens(request)
     jobs = request.jobs
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 0:
         raise TyllmError(f"{request.option('jobs')}={jobs!r} is invalid: give the number of "
@@ -175,6 +195,16 @@ def check_batch_sizes(sizes, option: str = "batch_size_list") -> None:
            isinstance(b, bool) or not 1 <= b <= MAX_BATCH]
     if not listed or not sizes or bad:
         raise TyllmError(f"{option} {sizes} must {fix}")
+
+
+def check_speculative_tokens(request: Request) -> None:
+    k, option = request.speculative_tokens, request.option("speculative_tokens")
+    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+        raise TyllmError(f"{option}={k!r} is invalid: give the number of proposed tokens a "
+                         f"verify step checks (e.g. 4), or 0 for no verify graphs.")
+    if k + 1 > request.max_kv:
+        raise TyllmError(f"{option}={k} needs verify graphs of {k + 1} rows, more than the KV "
+                         f"cache of {request.max_kv}: use at most {request.max_kv - 1}.")
 
 
 def backend_named(name: str):

@@ -33,13 +33,13 @@ def release_weights(weights: dict[str, torch.nn.Parameter]) -> None:
         p.data = torch.empty(shapes[name][0], dtype=shapes[name][1])
 
 
-def capture_windows(step, shape: tuple[int, int], files: ProgramFiles, at: Lowering,
-                    make_inputs) -> dict:
-    """Captures the (batch, M) step once (its KV window symbolic), writes its ONNX twin and
-    lowers one library per window of `files`; returns window -> io."""
-    batch, m = shape
+def capture_windows(step, shape, files: ProgramFiles, at: Lowering, make_inputs) -> dict:
+    """Captures the step of `shape` (compile/request.py::GraphShape) once (its KV window
+    symbolic), writes its ONNX twin and lowers one library per window of `files`; returns
+    window -> io."""
+    batch, m, verify = shape
     with at.timed("export"):
-        program, inputs = export_step(step, m, make_inputs, batch)
+        program, inputs = export_step(step, m, make_inputs, batch, verify)
     order = twin_and_lower(program, inputs, files, at)
     outputs = [t.as_json() for t in describe_outputs(program)]
     return {w: {"inputs": [t.as_json() for t in window_inputs(describe(inputs), w)],

@@ -14,7 +14,7 @@ from tyllm.checkpoint import TensorReader, tokenizer_file
 from tyllm.compile import program_cache
 from tyllm.compile.core import Lowering, ProgramFiles
 from tyllm.compile.programs import CompileContext, Graph, Programs, compile_programs
-from tyllm.compile.request import Request
+from tyllm.compile.request import GraphShape, Request
 from tyllm.compile.step_capture import capture_windows, release_weights, save_die_weights
 from tyllm.models.loading import die_weights
 from tyllm.quant.int4 import read_int4_scheme
@@ -86,7 +86,7 @@ class StepJob:
 
     steps: Steps
     plan: DiePlan
-    shape: tuple[int, int]
+    shape: GraphShape
     files: ProgramFiles
 
     def __call__(self, root: Path, target: Target, report) -> dict:
@@ -117,25 +117,27 @@ def namer(ckpt: StepCheckpoint, request: Request, target: Target) -> Callable[..
         "int4": ckpt.int4.as_json() if ckpt.int4 else None, "target": target.as_json()}
     group = ckpt.dims.group_size
     return lambda plan, shape, w: program_cache.fingerprint(config, shared | {
-        "program_key": plan.program_key(group), "batch": shape[0], "seq_len": shape[1],
-        "window": w})
+        "program_key": plan.program_key(group), "batch": shape.batch, "seq_len": shape.seq_len,
+        "window": w} | ({"verify": True} if shape.verify else {}))
 
 
-def step_graph(steps: Steps, plan: DiePlan, shape: tuple[int, int], name: Callable) -> Graph:
-    """Die `plan.die`'s step graph of `shape` (batch, M). Every batch size reads batch_1's
-    weights and constants."""
-    request, (batch, m), d = steps.request, shape, plan.die
+def step_graph(steps: Steps, plan: DiePlan, shape: GraphShape, name: Callable) -> Graph:
+    """Die `plan.die`'s step graph of `shape`. Every batch size reads batch_1's weights and
+    constants; a verify graph has no ONNX twin."""
+    request, (batch, m, verify), d = steps.request, shape, plan.die
     windows, suffix = request.windows, library_suffix(request.backend)
-    files = ProgramFiles({w: layout.library_file(d, m, w, windows[-1], batch, suffix)
+    files = ProgramFiles({w: layout.library_file(d, m, w, windows[-1], batch, suffix, verify)
                           for w in windows},
-                         layout.onnx_file(d, m, batch) if request.export_onnx else None,
+                         layout.onnx_file(d, m, batch)
+                         if request.export_onnx and not verify else None,
                          layout.weights_file(d))
     rope = steps.checkpoint.recipe.rope_tables
-    entry = {"die": d, "batch": batch, "seq_len": m, "kind": layout.graph_kind(m),
+    kind = layout.graph_kind(m, verify)
+    entry = {"die": d, "batch": batch, "seq_len": m, "kind": kind,
              "weights": layout.weights_file(d),
              "constants": layout.constants_file(d, m) if rope else None,
              "graph_params": layout.graph_params_file(d, m)}
-    return Graph(d, m, layout.graph_kind(m), {w: name(plan, shape, w) for w in windows}, files,
+    return Graph(d, m, kind, {w: name(plan, shape, w) for w in windows}, files,
                  partial(StepJob, steps, plan, shape), entry, batch)
 
 
@@ -145,7 +147,7 @@ def write_dies(steps: Steps, plans: list[DiePlan], root: Path) -> None:
     for plan in plans:
         step = steps(plan)
         save_die_weights(root, plan, step)
-        for m in steps.request.seq_len_list:
+        for m in steps.request.step_lengths:
             steps.checkpoint.recipe.save_params(root, plan, m, step)
 
 
@@ -157,5 +159,6 @@ def compile_steps(ctx: CompileContext, programs: Programs) -> list[dict]:
     shapes = ctx.request.graph_shapes
     ctx.report.graphs[first:] = sorted(
         ctx.report.graphs[first:],
-        key=lambda e: (e["die"], shapes.index((e.get("batch", 1), e["seq_len"]))))
+        key=lambda e: (e["die"], shapes.index(GraphShape(e.get("batch", 1), e["seq_len"],
+                                                         e.get("kind") == "verify"))))
     return entries

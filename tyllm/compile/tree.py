@@ -27,6 +27,7 @@ def step_config(ckpt: StepCheckpoint, ctx: CompileContext, plans) -> dict:
         "model_type": getattr(ckpt.config, "model_type", ckpt.architecture),
         "dies": len(plans), "seq_len_list": sorted(request.seq_len_list),
         "batch_sizes": request.batches, "max_kv_cache_size": request.max_kv,
+        "speculative_tokens": request.speculative_tokens,
         "kv_windows": list(request.windows), "dtype": request.dtype,
         "embedding_as_input": request.embedding_as_input,
         "vocab_size": dims.vocab_size, "hidden_size": dims.hidden_size,

@@ -133,14 +133,14 @@ def mrope_programs(ckpt: VlmCheckpoint, plans: list[DiePlan], request: VlmCompil
                     ProgramFiles({STATIC: layout.mrope_library(plan.die, m, suffix)}),
                     partial(MropeJob, ckpt.path, m, request.torch_dtype),
                     {"die": plan.die, "seq_len": m, "params": layout.mrope_params(plan.die, m)})
-              for plan in plans for m in request.seq_len_list]
+              for plan in plans for m in request.step_lengths]
     return Programs("mrope", graphs, 0, partial(write_mrope, ckpt.config, plans, request))
 
 
 def write_mrope(config, plans: list[DiePlan], request: VlmCompileRequest, root: Path) -> None:
     """Each mrope graph's constants (the rotary embedding's inverse frequencies)."""
     for plan in plans:
-        for m in request.seq_len_list:
+        for m in request.step_lengths:
             params = dict(mrope_step(config, m, request.torch_dtype).named_parameters())
             save_params(llm_layout.ensure_parent(root, layout.mrope_params(plan.die, m)), params)
 

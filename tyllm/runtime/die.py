@@ -38,6 +38,8 @@ class DieRunner:
         self.programs = {key: self._program(tree, g, weights) for key, g in graphs.items()}
         self.batched = {key: self._program(tree, g, weights)
                         for key, g in tree.batched_graphs_for(die).items()}
+        self.verifying = {key: self._program(tree, g, weights)
+                          for key, g in tree.verify_graphs_for(die).items()}
         self.windows = sorted({w for _, w in graphs})
         kv = tree.kv_cache_for(die)
         k = kv["k_cache"]
@@ -114,21 +116,36 @@ class DieRunner:
         sequence after sequence. Returns [len(slots), V_d] logits."""
         return self.run_rows(batch, seq_len, [tokens], starts, valids, slots)
 
+    def verify(self, batch: int, seq_len: int, tokens: torch.Tensor, starts: list[int],
+               valids: list[int], slots: list[int]) -> torch.Tensor:
+        """One call of the batch-`batch` verify graph (speculative decoding): like `rows`, but
+        returns the logits of every row, [len(slots) * seq_len, V_d], sequence after sequence
+        (a sequence's rows past its valid ones are padding)."""
+        logits = self.run_rows(batch, seq_len, [tokens], starts, valids, slots, every_row=True)
+        return logits[:len(slots) * seq_len]
+
     def run_rows(self, batch: int, seq_len: int, inputs: list[torch.Tensor],
-                 starts: list[int], valids: list[int], slots: list[int]) -> torch.Tensor:
-        """`rows` with the graph's leading inputs given. Rows past the real sequences are
-        padding that reads the first sequence's cache and writes nothing."""
+                 starts: list[int], valids: list[int], slots: list[int],
+                 every_row: bool = False) -> torch.Tensor:
+        """`rows` with the graph's leading inputs given (`every_row`: a verify graph's call).
+        Rows past the real sequences are padding that reads the first sequence's cache and
+        writes nothing."""
         pad = batch - len(slots)
         window = window_for(max(starts), self.windows)
         caches = [self.cache(s) for s in slots] + [self.cache(slots[0])] * pad
         starts_all, valids_all = starts + [0] * pad, valids + [1] * pad
-        last = [b * seq_len + v - 1 for b, v in enumerate(valids_all)]
+        if every_row:
+            program, last = self.verifying[batch, window], list(range(batch * seq_len))
+        else:
+            program = self.batched[batch, window]
+            last = [b * seq_len + v - 1 for b, v in enumerate(valids_all)]
         mask = torch.stack([history_mask(s, window) for s in starts_all])
-        logits, new_k, new_v = self.batched[batch, window](
+        mask = mask[0] if batch == 1 else mask  # batch-1 graphs take one sequence's mask
+        logits, new_k, new_v = program(
             *inputs, torch.tensor(starts_all), torch.tensor(last), *caches[0], mask,
             *(t for pair in caches[1:] for t in pair))
         for b, (start, valid) in enumerate(zip(starts, valids, strict=True)):
             rows = slice(b * seq_len, b * seq_len + valid)
             caches[b][0][:, :, start:start + valid] = new_k[:, :, rows]
             caches[b][1][:, :, start:start + valid] = new_v[:, :, rows]
-        return float_logits(logits[:len(slots)])
+        return float_logits(logits if every_row else logits[:len(slots)])

@@ -196,6 +196,38 @@ class Session:
                                       [1] * len(slots), slots)
         return torch.cat(slices, dim=-1)
 
+    def verify_rows(self, rows: list[list[int]], starts: list[int],
+                    slots: list[int]) -> list[torch.Tensor]:
+        """Speculative decoding's verify step: for each sequence, its tokens rows[i] (the last
+        accepted token, then up to K proposed ones) at positions starts[i].. of slot slots[i],
+        in as few calls of the tree's verify graphs as its batch sizes allow; returns each
+        sequence's logits [len(rows[i]), V], row j predicting the token after rows[i][j]."""
+        self.tree.check_verify_graphs()
+        width = self.tree.speculative_tokens + 1
+        for row, start in zip(rows, starts, strict=True):
+            if not 1 <= len(row) <= width:
+                raise TyllmError(f"A verify step takes 1 to {width} tokens per sequence (the "
+                                 f"last token and at most {width - 1} proposals, the tree's "
+                                 f"speculative_tokens), not {len(row)}.")
+            self._check_ids(row)
+            self._check_positions(start, len(row))
+        out = []
+        for first, count, batch in batch_calls(len(slots), self.tree.batch_sizes):
+            part = range(first, first + count)
+            logits = self._verify_call(batch, width, [rows[i] for i in part],
+                                       [starts[i] for i in part], [slots[i] for i in part])
+            out += [logits[j * width:j * width + len(rows[i])] for j, i in enumerate(part)]
+        return out
+
+    def _verify_call(self, batch: int, width: int, rows: list[list[int]], starts: list[int],
+                     slots: list[int]) -> torch.Tensor:
+        """One call of the batch-`batch` verify graph: each sequence's rows padded to `width`;
+        every row's logits [batch * width, V]."""
+        ids = [t for row in rows for t in row + [0] * (width - len(row))]
+        slices = self._workers().call("verify", batch, width, self._inputs(ids, batch * width),
+                                      starts, [len(row) for row in rows], slots)
+        return torch.cat(slices, dim=-1)
+
     def extend(self, tokens: list[int], start: int, slot: int) -> torch.Tensor:
         """Runs `tokens` at positions `start`.. against the KV cache of sequence `slot` (each
         slot is one independent sequence); returns the logits of the last token."""
@@ -258,15 +290,31 @@ class Session:
         return self.extend(list(input_ids[n:]), n, slot)
 
     def generate(self, input_ids: list[int], max_new_tokens: int,
-                 stop_at_eos: bool = True, prefix: Prefix | None = None) -> list[int]:
-        """`prefix`: a kept prefix the prompt starts with (keep_prefix): its KV is reused."""
+                 stop_at_eos: bool = True, prefix: Prefix | None = None,
+                 speculative=None) -> list[int]:
+        """`prefix`: a kept prefix the prompt starts with (keep_prefix): its KV is reused.
+        `speculative`: tyllm.speculate.Ngram(...) or DraftModel(...) proposes tokens that the
+        tree's verify graphs check several at a time; the tokens are the same."""
         input_ids = flat_ids(input_ids)
         max_new_tokens = count_of(max_new_tokens, "max_new_tokens")
         self._check_ids(input_ids)
         self._check_fits(len(input_ids), max_new_tokens)
-        logits = (self.prefill(input_ids) if prefix is None
-                  else self.from_prefix(prefix, input_ids))
-        return self.greedy(logits, len(input_ids), max_new_tokens, stop_at_eos)
+        return self._greedy_after(
+            input_ids, lambda: (self.prefill(input_ids) if prefix is None
+                                else self.from_prefix(prefix, input_ids)),
+            max_new_tokens, stop_at_eos, speculative)
+
+    def _greedy_after(self, prompt: list[int], prompt_logits, max_new_tokens: int,
+                      stop_at_eos: bool, speculative) -> list[int]:
+        """The greedy tokens after `prompt`, computed in slot 0 by `prompt_logits()` (its last
+        logits), plainly or checking `speculative`'s proposals (refused before any work)."""
+        if speculative is None:
+            return self.greedy(prompt_logits(), len(prompt), max_new_tokens, stop_at_eos)
+        from tyllm.speculate.greedy import proposal_count, speculative_greedy
+
+        proposal_count(self, speculative)
+        return speculative_greedy(self, prompt, prompt_logits(), max_new_tokens, speculative,
+                                  stop_at_eos)
 
     def generate_batch(self, prompts: list, max_new_tokens: int,
                        stop_at_eos: bool = True) -> list[list[int]]:

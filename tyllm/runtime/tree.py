@@ -9,7 +9,7 @@ from tyllm.artifacts import layout
 from tyllm.artifacts.documents import read_json
 from tyllm.artifacts.manifest import inside, read_manifest, verify_files
 from tyllm.backends import REGISTRY, UnknownBackend, get_backend
-from tyllm.errors import ArtifactError
+from tyllm.errors import ArtifactError, TyllmError
 
 VISION_BUFFER_CONFIG = "visual/buffer_config.json"  # VLM trees (tyllm/artifacts/vlm_layout.py)
 FILE_KEYS = ("library", "weights", "constants", "graph_params", "onnx", "params")
@@ -150,12 +150,30 @@ class Tree:
     def graphs_for(self, die: int) -> dict[tuple[int, int], dict]:
         """Die `die`'s one-sequence (batch 1) step graphs by (seq_len, KV window)."""
         return {(g["seq_len"], g["window"]): g for g in self.buffers["graphs"]
-                if g["die"] == die and g.get("batch", 1) == 1}
+                if g["die"] == die and g.get("batch", 1) == 1 and g.get("kind") != "verify"}
 
     def batched_graphs_for(self, die: int) -> dict[tuple[int, int], dict]:
         """Die `die`'s batched (batch B > 1) decode graphs by (B, KV window)."""
         return {(g["batch"], g["window"]): g for g in self.buffers["graphs"]
-                if g["die"] == die and g.get("batch", 1) > 1}
+                if g["die"] == die and g.get("batch", 1) > 1 and g.get("kind") != "verify"}
+
+    def verify_graphs_for(self, die: int) -> dict[tuple[int, int], dict]:
+        """Die `die`'s verify graphs (every row's logits, speculative decoding) by (batch, KV
+        window); none unless the tree was compiled with speculative tokens."""
+        return {(g.get("batch", 1), g["window"]): g for g in self.buffers["graphs"]
+                if g["die"] == die and g.get("kind") == "verify"}
+
+    @property
+    def speculative_tokens(self) -> int:
+        """K: the proposed tokens one verify step checks (0: the tree has no verify graphs)."""
+        return int(self.config.get("speculative_tokens", 0))
+
+    def check_verify_graphs(self) -> None:
+        """Speculative decoding needs the tree's verify graphs (speculative_tokens > 0)."""
+        if self.speculative_tokens == 0:
+            raise TyllmError(f"The tree at {self.root} has no verify graphs: compile it with "
+                             f"speculative_tokens=K (tyllm compile --speculative-tokens K) to "
+                             f"decode speculatively.")
 
     @property
     def batch_sizes(self) -> list[int]:

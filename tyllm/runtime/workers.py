@@ -3,10 +3,11 @@ all-reduce between them.
 
 Both kinds speak the same little protocol: (call, args) -> ("ok", logits) | ("error", text),
 and "stop", where call is one of RUNNER_CALLS: "step" (one sequence), "rows" (a batched
-call), "copy_kv" / "drop_slot" (kept prefixes: tyllm/runtime/session.py), "store_blocks" /
-"load_blocks" (vLLM prefix caching: tyllm/vllm_ext/prefix_blocks.py). A call runs on
-every die at once; the caller concatenates the vocab slices. A runner class may name other
-calls (`calls`: tyllm/compare/taps.py's TapRunner).
+call), "verify" (every row's logits: speculative decoding, tyllm/speculate/), "copy_kv" /
+"drop_slot" (kept prefixes: tyllm/runtime/session.py), "store_blocks" / "load_blocks" (vLLM
+prefix caching: tyllm/vllm_ext/prefix_blocks.py). A call runs on every die at once; the
+caller concatenates the vocab slices. A runner class may name other calls (`calls`:
+tyllm/compare/taps.py's TapRunner).
 
 A die that fails (an error in its runner, or its process gone: killed, crashed) fails the
 session: the others are released from the collective (threads) or stopped (processes), the
@@ -22,18 +23,14 @@ from pathlib import Path
 
 import torch
 
-from tyllm.errors import TyllmError
+from tyllm.errors import DieFailure, TyllmError
 from tyllm.runtime import collective
 from tyllm.runtime.placement import pin_current_thread, pin_process
 from tyllm.runtime.tree import Tree
 from tyllm.runtime.wire import from_wire, to_wire
 from tyllm.runtime.worker_kinds import WORKER_NAMES
 
-RUNNER_CALLS = ("step", "rows", "copy_kv", "drop_slot", "store_blocks", "load_blocks")
-
-
-class DieFailure(RuntimeError):
-    """A die worker failed; the session cannot continue."""
+RUNNER_CALLS = ("step", "rows", "verify", "copy_kv", "drop_slot", "store_blocks", "load_blocks")
 
 
 AFTER_FAILURE = "the session cannot go on: load the tree again"
@@ -180,8 +177,9 @@ def _process_main(root: str, rank: int, physical: int, dies: int, group, conn, r
 
 def all_reduce_bytes(tree: Tree) -> int:
     """The largest all-reduce of a step: hidden states of the most rows a graph takes (the
-    longest graph, or the largest batch at the decode length), 4-byte elements."""
-    rows = max(max(tree.seq_lens), max(tree.batch_sizes) * min(tree.seq_lens))
+    longest graph, the largest batch at the decode length, or a batched verify graph),
+    4-byte elements."""
+    rows = max(g.get("batch", 1) * g["seq_len"] for g in tree.buffers["graphs"])
     return tree.config["hidden_size"] * rows * 4
 
 

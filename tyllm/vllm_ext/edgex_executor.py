@@ -17,7 +17,10 @@ from vllm.v1.worker.worker_base import CompilationTimes
 
 from tyllm.dtypes import DTYPES
 from tyllm.errors import TyllmError
+from tyllm.runtime.distributed import check_engine_rank
+from tyllm.runtime.worker_kinds import DISTRIBUTED
 from tyllm.vllm_ext.artifacts import BATCH_CAP, engine_tree, ensure_tree
+from tyllm.vllm_ext.drafts import Drafts
 from tyllm.vllm_ext.names import logger_name
 from tyllm.vllm_ext.runner import SlotRunner
 from tyllm.vllm_ext.sampling import BatchSampler
@@ -32,6 +35,7 @@ class EdgeXWorker:
     def __init__(self, vllm_config):
         self.vllm_config = vllm_config
         self.session = None
+        self.draft_session = None  # speculative_config's draft model, on its own tree
         self.runner = None
 
     def init_device(self) -> None:
@@ -41,14 +45,39 @@ class EdgeXWorker:
         from tyllm import runtime
 
         path = ensure_tree(self.tree_request)
+        if self.tree_request.workers == DISTRIBUTED:
+            check_engine_rank()  # any other rank would serve its die here and leave
         self.session = runtime.load(path, workers=self.tree_request.workers)
+        self.draft_session = self._load_draft()
         model_config = self.vllm_config.model_config
         sampler = BatchSampler(model_config.get_vocab_size(), model_config.logprobs_mode)
         max_num_seqs = self.vllm_config.scheduler_config.max_num_seqs
         cache = self.vllm_config.cache_config
         self.runner = SlotRunner(self.session, max_num_seqs, sampler,
-                                 cache.block_size if cache.enable_prefix_caching else None)
+                                 cache.block_size if cache.enable_prefix_caching else None,
+                                 Drafts.of(self.vllm_config, self.session.tree.max_kv,
+                                           self.draft_session))
         say_batching(path, self.session.tree.batch_sizes, max_num_seqs)
+
+    def _load_draft(self):
+        from tyllm import runtime
+        from tyllm.speculate import DraftModel
+
+        draft = self.tree_request.draft
+        if draft is None:
+            return None
+        try:
+            session = runtime.load(ensure_tree(draft), workers=draft.workers)
+        except TyllmError:
+            self.shutdown()
+            raise
+        try:
+            DraftModel(session).check(self.session)
+        except TyllmError:
+            session.close()
+            self.shutdown()
+            raise
+        return session
 
     def get_kv_cache_spec(self) -> dict:
         return kv_cache_spec(self.session.tree, self.vllm_config.cache_config.block_size)
@@ -77,13 +106,18 @@ class EdgeXWorker:
     def execute_model(self, scheduler_output):
         return self.runner.execute(scheduler_output)
 
+    def take_draft_token_ids(self):
+        """Speculative decoding: the drafts of the last step (drafts.py)."""
+        return self.runner.take_draft_token_ids()
+
     def check_health(self) -> None:
         if self.session is None or self.session.workers is None:
             raise TyllmError("The tyllm session behind this engine is closed: start a new LLM.")
 
     def shutdown(self) -> None:
-        if self.session is not None:
-            self.session.close()
+        for session in (self.draft_session, self.session):
+            if session is not None:
+                session.close()
 
 
 def kv_cache_spec(tree, block_size: int) -> dict[str, FullAttentionSpec]:

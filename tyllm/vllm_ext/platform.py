@@ -29,6 +29,7 @@ class EdgeXPlatform(CpuPlatform):
     # server asks that with the prompt length only, and builds its one engine config (seen by
     # check_and_update_config) before it takes a request.
     context_len: int | None = None
+    speculating: bool = False  # the engine has a speculative_config (no logprobs with it)
 
     @classmethod
     def check_and_update_config(cls, vllm_config) -> None:
@@ -49,6 +50,7 @@ class EdgeXPlatform(CpuPlatform):
             if vllm_config.model_config is not None:
                 check_engine_config(vllm_config)  # before the engine core starts
                 cls.context_len = vllm_config.model_config.max_model_len
+                cls.speculating = vllm_config.speculative_config is not None
         super().check_and_update_config(vllm_config)
 
     @classmethod
@@ -56,10 +58,16 @@ class EdgeXPlatform(CpuPlatform):
         from vllm import SamplingParams
         from vllm.exceptions import VLLMValidationError
 
-        from tyllm.vllm_ext.sampling import unsupported, unsupported_message
+        from tyllm.vllm_ext.sampling import (
+            SPECULATIVE_LOGPROBS,
+            unsupported,
+            unsupported_message,
+        )
 
         if isinstance(params, SamplingParams) and (bad := unsupported(params)):
             raise VLLMValidationError(unsupported_message(bad), parameter=bad[0])  # HTTP 400
+        if isinstance(params, SamplingParams) and cls.speculating and params.logprobs is not None:
+            raise VLLMValidationError(SPECULATIVE_LOGPROBS, parameter="logprobs")
         super().validate_request(processed_inputs, params)
 
     def get_max_output_tokens(self, prompt_len: int) -> int:

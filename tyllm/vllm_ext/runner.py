@@ -5,7 +5,9 @@ first scheduled chunk until it finishes, is aborted or is preempted (with prefix
 request that hits vLLM's cache starts from the cached blocks: prefix_blocks.py). A step runs
 the decode requests (one new token each) together, in calls of the tree's batched graphs
 (`Session.decode_rows`), and every other request's prompt chunk on its own; then it samples
-once, with vLLM's sampler, for the requests whose prompt is now fully in their cache.
+once, with vLLM's sampler, for the requests whose prompt is now fully in their cache. With
+speculative decoding (drafts.py), requests with draft tokens run them in verify calls
+(`Session.verify_rows`) and are sampled by vLLM's rejection sampler (spec_sampling.py).
 """
 
 from dataclasses import dataclass, field
@@ -14,9 +16,16 @@ import torch
 from vllm.v1.outputs import LogprobsTensors, ModelRunnerOutput
 
 from tyllm.errors import TyllmError
+from tyllm.vllm_ext.drafts import Drafts
 from tyllm.vllm_ext.mm_inputs import vision_items
 from tyllm.vllm_ext.prefix_blocks import PrefixBlocks
-from tyllm.vllm_ext.sampling import BatchSampler, SamplingState, check_supported
+from tyllm.vllm_ext.sampling import (
+    SPECULATIVE_LOGPROBS,
+    BatchSampler,
+    SamplingState,
+    check_supported,
+)
+from tyllm.vllm_ext.spec_sampling import SpecSampler
 
 
 @dataclass
@@ -32,12 +41,17 @@ class SlotRequest:
 
 
 class SlotRunner:
-    """`block_size`: vLLM's, when prefix caching is on (prefix_blocks.py), else None."""
+    """`block_size`: vLLM's, when prefix caching is on (prefix_blocks.py), else None;
+    `drafts`: the drafter (n-gram or draft model) when the engine speculates (drafts.py),
+    else None."""
 
     def __init__(self, session, num_slots: int, sampler: BatchSampler,
-                 block_size: int | None = None):
+                 block_size: int | None = None, drafts: Drafts | None = None):
         self.session = session
         self.blocks = PrefixBlocks(session, block_size) if block_size else None
+        self.drafts = drafts
+        self.spec_sampler = SpecSampler(sampler) if drafts else None
+        self.proposed = None  # the drafts vLLM takes after this step (take_draft_token_ids)
         self.num_slots = num_slots
         self.free = list(range(num_slots))
         self.requests: dict[str, SlotRequest] = {}
@@ -58,6 +72,8 @@ class SlotRunner:
     def _release(self, req_id: str) -> SlotRequest | None:
         if self.blocks is not None:
             self.blocks.drop(req_id)
+        if self.drafts is not None:
+            self.drafts.drop(req_id)
         if (request := self.requests.pop(req_id, None)) is not None:
             self.free.append(request.slot)
             self.session.release(request.slot)
@@ -72,6 +88,8 @@ class SlotRunner:
                 self.preempted[req_id] = request
         for new in out.scheduled_new_reqs:
             check_supported(new.sampling_params)
+            if self.drafts is not None and new.sampling_params.logprobs is not None:
+                raise TyllmError(SPECULATIVE_LOGPROBS)  # the platform refuses it first
             state = SamplingState.of(new.sampling_params, new.prompt_token_ids)
             images = vision_items(self.session, new.mm_features)
             self._admit(new.req_id, state, new.num_computed_tokens, images)
@@ -139,21 +157,47 @@ class SlotRunner:
             self.blocks.store(req_id, request.slot, request.num_computed)
         return logits if request.num_computed == len(known) else None
 
+    def _verify(self, req_ids: list[str], spec: dict) -> dict[str, torch.Tensor]:
+        """Each request's last token and its draft tokens in verify calls; [1 + drafts, V]
+        logits each (row j scores the token after input j)."""
+        if not req_ids:
+            return {}
+        requests = [self.requests[r] for r in req_ids]
+        rows = self.session.verify_rows(
+            [[q.token_ids[q.num_computed], *spec[r]] for r, q in zip(req_ids, requests,
+                                                                      strict=True)],
+            [q.num_computed for q in requests], [q.slot for q in requests])
+        return dict(zip(req_ids, rows, strict=True))
+
     def execute(self, out) -> ModelRunnerOutput:
-        if out.scheduled_spec_decode_tokens:
-            raise TyllmError("Speculative decoding is not supported by tyllm's vLLM worker: "
-                             "start the engine without speculative_config.")
         self._update_states(out)
+        spec = out.scheduled_spec_decode_tokens or {}
         req_ids, counts = list(out.num_scheduled_tokens), out.num_scheduled_tokens
-        decodes = [r for r in req_ids if self._decodes(r, counts[r])]
-        logits = self._decode(decodes) | {
-            r: x for r in req_ids if r not in decodes and (x := self._run(r, counts[r]))
-            is not None}
+        verifies = [r for r in req_ids if spec.get(r)]
+        decodes = [r for r in req_ids if r not in verifies and self._decodes(r, counts[r])]
+        logits = self._decode(decodes) | self._verify(verifies, spec) | {
+            r: x for r in req_ids if r not in decodes and r not in verifies
+            and (x := self._run(r, counts[r])) is not None}
         logits = {r: logits[r] for r in req_ids if r in logits}  # sampled in vLLM's order
-        sampled, logprobs = self._sample(req_ids, logits)
+        if verifies:
+            sampled, logprobs = self._sample_drafts(req_ids, logits, spec)
+        else:
+            sampled, logprobs = self._sample(req_ids, logits)
+        self._propose(req_ids, sampled)
         return ModelRunnerOutput(req_ids=req_ids,
                                  req_id_to_index={r: i for i, r in enumerate(req_ids)},
                                  sampled_token_ids=sampled, logprobs=logprobs)
+
+    def take_draft_token_ids(self):
+        proposed, self.proposed = self.proposed, None
+        return proposed
+
+    def _propose(self, req_ids: list[str], sampled: list[list[int]]) -> None:
+        """The drafts for the requests that sampled a token this step."""
+        if self.drafts is not None:
+            contexts = {r: (self.requests[r].slot, self.requests[r].token_ids)
+                        for r, tokens in zip(req_ids, sampled, strict=True) if tokens}
+            self.proposed = self.drafts.propose(contexts, len(self.requests))
 
     def _sample(self, req_ids: list[str], logits: dict[str, torch.Tensor]):
         """One token per request in `logits`; [] for requests still mid-prompt."""
@@ -166,6 +210,24 @@ class SlotRunner:
             self.requests[req_id].sampling.output_ids.append(token)
         sampled = [[new[r]] if r in new else [] for r in req_ids]
         return sampled, logprobs_lists(logprobs, sampled)
+
+    def _sample_drafts(self, req_ids: list[str], logits: dict[str, torch.Tensor], spec: dict):
+        """vLLM's rejection sampler over every sampling request's rows (a request without
+        drafts has one row); a verified request's KV now holds its last token and its kept
+        drafts."""
+        states = [self.requests[r].sampling for r in logits]
+        rows = [x if x.dim() == 2 else x.unsqueeze(0) for x in logits.values()]
+        tokens, _ = self.spec_sampler.sample(states, rows, [spec.get(r, []) for r in logits])
+        new = dict(zip(logits, tokens, strict=True))
+        for req_id, kept in new.items():
+            request = self.requests[req_id]
+            if spec.get(req_id):
+                request.num_computed += len(kept)  # the last token, then len(kept) - 1 drafts
+                self.drafts.kept(req_id, len(kept) - 1)
+                if self.blocks is not None:
+                    self.blocks.store(req_id, request.slot, request.num_computed)
+            request.sampling.output_ids.extend(kept)
+        return [new.get(r, []) for r in req_ids], None
 
 
 def logprobs_lists(logprobs: LogprobsTensors | None, sampled: list[list[int]]):

@@ -45,6 +45,10 @@ def unsupported_message(names: list[str]) -> str:
             f"repetition penalties, stop, max_tokens, logprobs, allowed_token_ids, bad_words.")
 
 
+SPECULATIVE_LOGPROBS = ("logprobs with speculative decoding are not supported by tyllm's dies "
+                        "yet: drop logprobs, or start the engine without speculative_config.")
+
+
 @dataclass
 class SamplingState:
     """One request's sampling parameters and its seeded generator (advanced once per sample)."""

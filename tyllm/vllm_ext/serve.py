@@ -2,7 +2,8 @@
 
 MODEL_OR_TREE is a HF checkpoint folder, LLM or VLM (compiled on engine start unless the tree
 exists; a VLM at `--image-sizes`) or a compiled `<N>die` tree (served as compiled: die count,
-max_model_len and seq lens come from it).
+max_model_len and seq lens come from it). `--speculative-config` may name a compiled tree as
+its draft model.
 Everything after it that is not a tyllm flag goes to vLLM's own `serve` parser, so `--port`,
 `--api-key`, `--max-num-seqs`, `--served-model-name`... mean what they mean for `vllm serve`.
 The platform plugin routes the engine to the EdgeX executor; this module only builds the args.
@@ -13,12 +14,13 @@ import json
 from pathlib import Path
 
 from tyllm.errors import TyllmError
-from tyllm.runtime.worker_kinds import WORKER_NAMES
+from tyllm.runtime.worker_kinds import DISTRIBUTED, RUN_WORKER_NAMES
 from tyllm.tools.arg_types import int_list
 from tyllm.vllm_ext.artifacts import CONFIG_KEY
 
 USAGE = "tyllm serve MODEL_OR_TREE [--artifacts-path P] [--seq-len-list 1,8] " \
-        "[--batch-sizes 1,4] [--image-sizes 448x448] [--workers threads|processes] " \
+        "[--batch-sizes 1,4] [--image-sizes 448x448] " \
+        "[--workers threads|processes|distributed] " \
         "[vLLM serve flags]"
 
 
@@ -30,8 +32,10 @@ def tyllm_parser() -> argparse.ArgumentParser:
                    help="decode batch sizes when compiling (default: cover --max-num-seqs)")
     p.add_argument("--image-sizes",
                    help="a VLM checkpoint's compiled image sizes, e.g. 540x960,720x1280")
-    p.add_argument("--workers", choices=WORKER_NAMES, default="threads",
-                   help="run dies as threads of the engine or as one process each")
+    p.add_argument("--workers", choices=RUN_WORKER_NAMES, default="threads",
+                   help="run dies as threads of the engine, as one process each, or as ranks "
+                        "of the torchrun job this command runs in (distributed: start it on "
+                        "every host; rank 0 serves, the other ranks run their die)")
     return p
 
 
@@ -67,6 +71,31 @@ def engine_argv(model: Path, options: dict, rest: list[str]) -> tuple[list[str],
     return argv + rest, options
 
 
+SPECULATIVE_FLAGS = ("--speculative-config", "--speculative_config", "-sc")
+
+
+def served_draft(rest: list[str]) -> list[str]:
+    """A compiled tree named as the draft model in `--speculative-config` becomes its served
+    folder (tree_model.draft_config), which vLLM can read; anything else passes unchanged."""
+    from tyllm.vllm_ext.tree_model import is_tree, model_folder
+
+    out = list(rest)
+    for i, arg in enumerate(out):
+        flag, eq, value = arg.partition("=")
+        if flag not in SPECULATIVE_FLAGS or not (eq or i + 1 < len(out)):
+            continue
+        at, text = (i, value) if eq else (i + 1, out[i + 1])
+        try:
+            config = json.loads(text)
+        except ValueError:
+            continue  # vLLM's own parser reports a malformed value
+        draft = config.get("model") if isinstance(config, dict) else None
+        if isinstance(draft, str) and is_tree(Path(draft)):
+            text = json.dumps(config | {"model": str(model_folder(Path(draft)))})
+            out[at] = f"{flag}={text}" if eq else text
+    return out
+
+
 def additional_tyllm_options(rest: list[str]) -> dict:
     """The tyllm options inside a `--additional-config JSON` among vLLM's flags."""
     p = argparse.ArgumentParser(add_help=False)
@@ -89,6 +118,7 @@ def refuse_unsized_vlm(model: Path, options: dict) -> None:
 
 
 def serve(argv: list[str]) -> int:
+    from tyllm.runtime.distributed import follow_rank_0
     from tyllm.vllm_ext.tree_check import EngineConfigError
     from tyllm.vllm_ext.tree_model import is_tree
 
@@ -103,13 +133,28 @@ def serve(argv: list[str]) -> int:
     known, rest = tyllm_parser().parse_known_args(argv[1:])
     if is_tree(model):
         refuse_flags_against_tree(model, known, rest)  # before vLLM is even imported
-    vllm_argv, options = engine_argv(model, options_from_flags(known), rest)
+    if known.workers == DISTRIBUTED:
+        follow_rank_0(distributed_tree(model, known))  # ranks other than 0 end in there
+    vllm_argv, options = engine_argv(model, options_from_flags(known), served_draft(rest))
     refuse_unsized_vlm(model, {**additional_tyllm_options(rest), **options})
     try:
         run_vllm_server(vllm_argv, options)
     except EngineConfigError as error:  # found by the platform while vLLM builds its config
         raise TyllmError(str(error)) from None
     return 0
+
+
+def distributed_tree(model: Path, known: argparse.Namespace) -> Path:
+    """The compiled tree distributed dies serve: every host holds a copy; none is compiled on
+    start (the other hosts' ranks could not load it)."""
+    from tyllm.vllm_ext.tree_model import is_tree
+
+    tree = Path(known.artifacts_path) if known.artifacts_path else model
+    if not is_tree(tree):
+        raise TyllmError(f"--workers distributed serves a compiled tree, and {tree} is none: "
+                         f"compile it first (tyllm compile {model} OUT/Ndie --dies N ...), copy "
+                         f"it to every host, and serve the tree.")
+    return tree
 
 
 def refuse_flags_against_tree(tree: Path, known: argparse.Namespace, rest: list[str]) -> None:

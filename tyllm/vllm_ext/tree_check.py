@@ -33,6 +33,8 @@ SETTINGS = {
     "batch_sizes": Setting("tyllm.batch_sizes", "--batch-sizes", "--batch-sizes"),
     "image_sizes": Setting("tyllm.image_sizes", "--image-sizes"),
     "kind": Setting("kind", "kind"),  # a VLM checkpoint's engine on a language model's tree
+    "speculative_tokens": Setting("speculative_config.num_speculative_tokens",
+                                  "--speculative-config", "--speculative-tokens"),
 }
 
 

@@ -19,8 +19,8 @@ from tyllm.cache import cache_root
 from tyllm.runtime.tree import Tree
 
 VLM_ARCH = "TyllmVlmForConditionalGeneration"  # registered by vlm_model.py (general plugin)
-TREE_KEY = "tyllm_tree"  # the served config.json of a VLM tree names its tree
-SERVED_FORMAT = b"2"  # bump when what model_folder writes changes: old cached folders go stale
+TREE_KEY = "tyllm_tree"  # a served config.json names its tree
+SERVED_FORMAT = b"3"  # bump when what model_folder writes changes: old cached folders go stale
 
 
 def is_tree(path: Path) -> bool:
@@ -29,6 +29,16 @@ def is_tree(path: Path) -> bool:
 
 def tree_config(tree: Path) -> dict:
     return read_json(tree / layout.CONFIG, "config")
+
+
+def served_tree(model_path: Path) -> str | None:
+    """The tree a served folder (model_folder) stands for; None for any other folder."""
+    try:
+        config = json.loads((Path(model_path) / layout.CONFIG).read_text())
+    except (OSError, ValueError):
+        return None
+    tree = config.get(TREE_KEY) if isinstance(config, dict) else None
+    return tree if isinstance(tree, str) and is_tree(Path(tree)) else None
 
 
 def model_folder(tree: Path) -> Path:
@@ -46,8 +56,9 @@ def write_model_folder(tree: Path, out: Path) -> None:
     config = tree_config(tree)
     # The dies dequantize int4 weights themselves: vLLM must not look for a quantization method.
     hf_config = {k: v for k, v in config["hf_config"].items() if k != "quantization_config"}
+    hf_config[TREE_KEY] = str(tree.resolve())
     if config["kind"] == "vlm":  # vLLM sees tyllm's multimodal architecture (vlm_model.py)
-        hf_config = hf_config | {"architectures": [VLM_ARCH], TREE_KEY: str(tree.resolve())}
+        hf_config["architectures"] = [VLM_ARCH]
     (out / layout.CONFIG).write_text(json.dumps(hf_config, indent=2))
     checked = Tree(tree)  # the side files copied are the tree's own, listed and unedited
     present = [name for name in layout.SIDE_FILES if name in checked.manifest["files"]]
@@ -65,3 +76,10 @@ def engine_kwargs(tree: Path, workers: str = "threads") -> dict:
     return {"model": str(model_folder(tree)), "tensor_parallel_size": config["dies"],
             "max_model_len": config["max_kv_cache_size"],
             "additional_config": {"tyllm": options}}
+
+
+def draft_config(draft_tree: Path, speculative_tokens: int) -> dict:
+    """`LLM(..., speculative_config=draft_config(DRAFT_TREE, K))`: a compiled tree as the draft
+    model of speculative decoding (vLLM reads its served folder; the dies run the tree)."""
+    return {"method": "draft_model", "model": str(model_folder(Path(draft_tree))),
+            "num_speculative_tokens": speculative_tokens}

@@ -28,11 +28,23 @@ class LanguageRunner(DieRunner):
              slots: list[int]) -> torch.Tensor:
         """DieRunner.rows for the language model: each sequence's rows get their cos/sin from
         the seq_len mrope graph (positions [3, batch*seq_len])."""
+        inputs = self._batch_inputs(batch, seq_len, embeds, positions, deepstack)
+        return self.run_rows(batch, seq_len, inputs, starts, valids, slots)
+
+    def verify(self, batch: int, seq_len: int, embeds: torch.Tensor, positions: torch.Tensor,
+               deepstack: torch.Tensor | None, starts: list[int], valids: list[int],
+               slots: list[int]) -> torch.Tensor:
+        """DieRunner.verify for the language model: `rows`' inputs, every row's logits."""
+        inputs = self._batch_inputs(batch, seq_len, embeds, positions, deepstack)
+        logits = self.run_rows(batch, seq_len, inputs, starts, valids, slots, every_row=True)
+        return logits[:len(slots) * seq_len]
+
+    def _batch_inputs(self, batch: int, seq_len: int, embeds: torch.Tensor,
+                      positions: torch.Tensor, deepstack: torch.Tensor | None) -> list:
         rope = [self.mrope[seq_len](positions[:, b * seq_len:(b + 1) * seq_len])
                 for b in range(batch)]
         cos, sin = (torch.cat([r[i] for r in rope]) for i in (0, 1))
-        inputs = [embeds, cos, sin] + ([deepstack] if self.deepstack else [])
-        return self.run_rows(batch, seq_len, inputs, starts, valids, slots)
+        return [embeds, cos, sin] + ([deepstack] if self.deepstack else [])
 
 
 class VisionRunner:

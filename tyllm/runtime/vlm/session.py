@@ -83,16 +83,31 @@ class VlmSession(Session):
         """Session._decode_call with each sequence's embeddings, positions and deepstack rows
         (from its prepared prompt), padded to the decode length and to `batch` sequences."""
         m = self.decode_len
-        parts = [self._rows([t], s, slot) for t, s, slot in zip(tokens, starts, slots,
-                                                                  strict=True)]
+        inputs = self._batch_rows(batch, m, [[t] for t in tokens], starts, slots)
+        slices = self._workers().rows(batch, m, *inputs, starts, [1] * len(slots), slots)
+        return torch.cat(slices, dim=-1)
+
+    def _verify_call(self, batch: int, width: int, rows: list[list[int]], starts: list[int],
+                     slots: list[int]) -> torch.Tensor:
+        """Session._verify_call with each sequence's embeddings, positions and deepstack rows
+        (past its prompt: text rows at the prompt's position delta)."""
+        inputs = self._batch_rows(batch, width, rows, starts, slots)
+        slices = self._workers().call("verify", batch, width, *inputs, starts,
+                                      [len(row) for row in rows], slots)
+        return torch.cat(slices, dim=-1)
+
+    def _batch_rows(self, batch: int, m: int, rows: list[list[int]], starts: list[int],
+                    slots: list[int]):
+        """The language graph's inputs for len(rows) sequences of up to `m` rows each, padded
+        to `m` rows and to `batch` sequences: embeddings, positions, deepstack rows or None."""
+        parts = [self._rows(row, s, slot) for row, s, slot in zip(rows, starts, slots,
+                                                                    strict=True)]
         parts += [self._rows([0], 0, -1)] * (batch - len(parts))  # padding sequences
         embeds = torch.cat([nn_pad(e, m, 0) for e, _, _ in parts])
         positions = torch.cat([nn_pad(p, m, 1) for _, p, _ in parts], dim=1)
         deepstack = (None if parts[0][2] is None else
                      torch.cat([nn_pad(d, m, 1) for _, _, d in parts], dim=1))
-        slices = self._workers().rows(batch, m, embeds, positions, deepstack, starts,
-                                      [1] * len(slots), slots)
-        return torch.cat(slices, dim=-1)
+        return embeds, positions, deepstack
 
     def _no_deepstack(self, rows: int, embeds: torch.Tensor) -> torch.Tensor | None:
         if not self.deepstack_layers:
@@ -197,9 +212,11 @@ class VlmSession(Session):
         self.prompts[slot] = PreparedPrompt(embeds, positions, deep, delta)
 
     def generate_multimodal(self, prompt: str, images=None, videos=None,
-                            max_new_tokens: int = 32, video_fps: float = 2.0) -> list[int]:
+                            max_new_tokens: int = 32, video_fps: float = 2.0,
+                            speculative=None) -> list[int]:
         """Greedy generation for a chat-templated prompt holding one vision placeholder per
-        image/video; returns the new token ids only."""
+        image/video; returns the new token ids only. `speculative` as for Session.generate
+        (the tree's language verify graphs check the proposals)."""
         max_new_tokens = count_of(max_new_tokens, "max_new_tokens")
         if max_new_tokens < 1:
             raise TyllmError(f"max_new_tokens={max_new_tokens}: ask for at least one token.")
@@ -211,5 +228,9 @@ class VlmSession(Session):
         text, order = pre.expand(prompt, image_items, video_items)
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         self._check_budget(len(ids), max_new_tokens, order)
-        self.prepare(0, ids, order)
-        return self.greedy(self.extend(ids, 0, slot=0), len(ids), max_new_tokens)
+
+        def prompt_logits():
+            self.prepare(0, ids, order)
+            return self.extend(ids, 0, slot=0)
+
+        return self._greedy_after(ids, prompt_logits, max_new_tokens, True, speculative)
