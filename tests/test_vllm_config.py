@@ -245,3 +245,13 @@ def test_a_prompt_that_fills_the_context_is_named_as_such(tree):
     with pytest.raises(VLLMValidationError, match="The prompt is 40 tokens long and fills the "
                                                   "whole context of 40 tokens"):
         get_max_tokens(40, 5, 40, {})
+
+
+def test_distributed_serve_gives_the_engine_a_shutdown_grace_unless_told():
+    """vLLM's --shutdown-timeout 0 kills the engine before rank 0 can stop the other ranks."""
+    from tyllm.vllm_ext.serve import DISTRIBUTED_SHUTDOWN_S, with_shutdown_grace
+
+    assert with_shutdown_grace(["--port", "9"]) == [
+        "--port", "9", "--shutdown-timeout", str(DISTRIBUTED_SHUTDOWN_S)]
+    for told in (["--shutdown-timeout", "3"], ["--shutdown_timeout=0"]):
+        assert with_shutdown_grace(told) == told

@@ -135,6 +135,8 @@ def serve(argv: list[str]) -> int:
         refuse_flags_against_tree(model, known, rest)  # before vLLM is even imported
     if known.workers == DISTRIBUTED:
         follow_rank_0(distributed_tree(model, known))  # ranks other than 0 end in there
+    if known.workers == DISTRIBUTED:
+        rest = with_shutdown_grace(rest)
     vllm_argv, options = engine_argv(model, options_from_flags(known), served_draft(rest))
     refuse_unsized_vlm(model, {**additional_tyllm_options(rest), **options})
     try:
@@ -155,6 +157,18 @@ def distributed_tree(model: Path, known: argparse.Namespace) -> Path:
                          f"compile it first (tyllm compile {model} OUT/Ndie --dies N ...), copy "
                          f"it to every host, and serve the tree.")
     return tree
+
+
+DISTRIBUTED_SHUTDOWN_S = 10  # the engine's grace after SIGTERM, to tell the other ranks to stop
+
+
+def with_shutdown_grace(rest: list[str]) -> list[str]:
+    """vLLM's default `--shutdown-timeout 0` kills the engine at once on SIGINT/SIGTERM, before
+    rank 0 can tell the other ranks to stop (they would report it lost): distributed dies get
+    DISTRIBUTED_SHUTDOWN_S seconds (in-flight requests drain meanwhile) unless the user says."""
+    if any(a.split("=")[0] in ("--shutdown-timeout", "--shutdown_timeout") for a in rest):
+        return rest
+    return [*rest, "--shutdown-timeout", str(DISTRIBUTED_SHUTDOWN_S)]
 
 
 def refuse_flags_against_tree(tree: Path, known: argparse.Namespace, rest: list[str]) -> None:
