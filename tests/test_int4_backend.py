@@ -6,6 +6,7 @@ import pytest
 import torch
 import tvm
 from tyllm.backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
+from tyllm.backends.emulated_cpu.int4_matmul import MAX_ROWS
 from tyllm.backends.emulated_cpu.lower import import_program
 from tyllm.backends.emulated_cpu.pipeline import build_pipeline
 from tyllm.backends.emulated_cpu.schedules import PANEL_LANES
@@ -28,18 +29,32 @@ def int4_linear(out_features=96, in_features=128, group_size=32, bias=False, see
     return layer
 
 
+def lowered_kernels(layer, x, cores=1) -> dict:
+    module, _ = import_program(export_module(layer, {"x": x}))
+    lowered = build_pipeline(TargetSpec(cores).tvm_target())(module)
+    return {gv.name_hint: f for gv, f in lowered.functions.items()
+            if isinstance(f, tvm.tirx.PrimFunc)}
+
+
 @pytest.mark.parametrize("rows", [1, 8])
-@pytest.mark.parametrize("panels", [None, PANEL_LANES])
-def test_unpacking_is_fused_into_one_scheduled_matmul_kernel(rows, panels):
-    layer = int4_linear(panels=panels)
-    module, _ = import_program(export_module(layer, {"x": torch.randn(rows, 128)}))
-    target = TargetSpec(1).tvm_target()
-    lowered = build_pipeline(target)(module)
-    kernels = [f for f in lowered.functions.values() if isinstance(f, tvm.tirx.PrimFunc)]
+def test_unpacking_is_fused_into_one_scheduled_matmul_kernel(rows):
+    kernels = lowered_kernels(int4_linear(panels=None), torch.randn(rows, 128))
     assert len(kernels) == 1  # no separate unpacking kernel writing a float weight
-    (kernel,) = kernels
+    (kernel,) = kernels.values()
     assert kernel.attrs["tirx.is_scheduled"]
     assert '"uint8"' in kernel.script()  # it reads the packed weights itself
+
+
+@pytest.mark.parametrize("rows", [1, 8, MAX_ROWS + 4])
+def test_int4_panels_are_one_kernel_reading_the_packed_bytes(rows):
+    """Up to MAX_ROWS rows the host's int4 kernel (int4_matmul.py), more (prefill) the
+    scheduled matmul with the unpacking inlined: either way one kernel, no float weight."""
+    kernels = lowered_kernels(int4_linear(panels=PANEL_LANES), torch.randn(rows, 128))
+    assert len(kernels) == 1
+    ((name, kernel),) = kernels.items()
+    assert name.startswith("int4_linear_") == (rows <= MAX_ROWS)
+    assert kernel.attrs["tirx.is_scheduled"]
+    assert '"uint8"' in kernel.script()
 
 
 @pytest.mark.parametrize(("rows", "bias", "panels"),
@@ -85,19 +100,33 @@ def compiled(layer, x, tmp_path) -> torch.Tensor:
     return DieProgram(library, [params[n] for n in order])(x)[0]
 
 
-def test_int4_panels_are_unpacked_inside_the_outer_product_kernel():
+@pytest.mark.parametrize("rows", [1, MAX_ROWS + 4])
+def test_int4_panels_are_unpacked_inside_the_kernel_with_vector_fmas(rows):
     """No float weight buffer (the older per-task dequantization writes one), and the
     compiled kernel multiplies with vector FMAs (the assembly, where the host has FMA)."""
     layer = int4_linear(panels=PANEL_LANES, dtype=torch.float16)
-    module, _ = import_program(export_module(layer, {"x": torch.randn(1, 128).half()}))
-    target = TargetSpec(2).tvm_target()
-    lowered = build_pipeline(target)(module)
-    (kernel,) = [f for gv, f in lowered.functions.items()
-                 if isinstance(f, tvm.tirx.PrimFunc) and "matmul" in gv.name_hint]
-    allocations = re.findall(r"sblock_alloc_buffer\((.*)\)$", kernel.script(), re.MULTILINE)
-    assert allocations and all("T.int64(128)" not in shape for shape in allocations)
+    x = torch.randn(rows, 128).half()
+    kernels = lowered_kernels(layer, x, cores=2)
+    (kernel,) = [f for name, f in kernels.items() if "matmul" in name or "int4" in name]
+    allocations = re.findall(r"alloc_buffer\((.*)\)$", kernel.script(), re.MULTILINE)
+    assert all("T.int64(128)" not in shape or "T.int64(96)" not in shape
+               for shape in allocations)
     if " fma " not in f" {open('/proc/cpuinfo').read()} ":
         pytest.skip("the host CPU has no FMA instructions")
+    module, _ = import_program(export_module(layer, {"x": x}))
+    target = TargetSpec(2).tvm_target()
     compiled = tvm.compile(module, target=target, relax_pipeline=build_pipeline(target))
     assembly = compiled.mod.imports[0].inspect_source("asm")
     assert re.search(r"vfmadd\w*ps\s+%[yz]mm", assembly)
+
+
+def test_int4_kernel_applies_each_group_scale_once():
+    """The host kernel's inner loop (a group's inputs) holds one FMA per weight vector and
+    nibble, and no multiply by a scale: scales are applied to the group's partial sums."""
+    layer = int4_linear(out_features=128, in_features=128, panels=PANEL_LANES)
+    kernels = lowered_kernels(layer, torch.randn(1, 128))
+    kernel = kernels["int4_linear_m1_n128_k128_g32_p16_float32_float32"]
+    assert kernel.attrs["tirx.is_scheduled"]
+    text = kernel.script()
+    inner = text[text.index("for e in range"):text.index("acc[r, v, c] = acc")]
+    assert "scales" not in inner and "qzeros" not in inner and "qweight" in inner

@@ -3,17 +3,19 @@
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import tvm
 from tvm import relax
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
 from tyllm.backends.emulated_cpu.attention import attention_kernel
+from tyllm.backends.emulated_cpu.int4_matmul import MAX_ROWS, int4_linear_kernel
 from tyllm.backends.emulated_cpu.pipeline import build_pipeline
 from tyllm.backends.emulated_cpu.schedules import PANEL_LANES
 
 from tyllm.capture.export import HISTORY_MASK
-from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC
+from tyllm.capture.ops import ALL_REDUCE_PACKED_FUNC, int4_linear_reference
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,38 @@ def _convert_attention(node, importer):
     return bb.emit(relax.call_tir(kernel, args, relax.TensorType((rows, heads * head_dim), dtype)))
 
 
+def _convert_int4_linear(node, importer):
+    """`tyllm::int4_linear` of at most MAX_ROWS rows -> a call of the host kernel
+    (int4_matmul.py), one per shape in the module."""
+    x, qweight, scales, qzeros = (importer.env[a] for a in node.args[:4])
+    bias = importer.env[node.args[4]] if node.args[4] is not None else None
+    group = int(node.args[5])
+    rows, inputs = (int(n) for n in x.ty.shape)
+    blocks, _, lanes = (int(n) for n in qweight.ty.shape)
+    outputs, dtype, scale_dtype = blocks * lanes, _dtype(x), _dtype(scales)
+    name = (f"int4_linear_m{rows}_n{outputs}_k{inputs}_g{group}_p{lanes}_{dtype}_{scale_dtype}"
+            f"{'_bias' if bias is not None else ''}")
+    bb = importer.block_builder
+    found = [gv for gv in bb.get().get_global_vars() if gv.name_hint == name]
+    kernel = found[0] if found else bb.add_func(
+        int4_linear_kernel(rows, outputs, inputs, group, lanes, dtype, scale_dtype,
+                           bias is not None).with_attr("global_symbol", name), name)
+    if bias is None:  # the kernel's bias operand, never read
+        bias = relax.const(np.zeros(outputs, dtype), dtype)
+    out_ty = relax.TensorType((rows, outputs), dtype)
+    return bb.emit(relax.call_tir(kernel, [x, qweight, scales, qzeros, bias], out_ty))
+
+
+def with_generic_int4(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """`program` with its int4 linears of more than MAX_ROWS rows (prefill) written out in
+    standard ops, which the scheduled matmul (schedules/panel.py) unpacks inside its kernel."""
+    op = torch.ops.tyllm.int4_linear.default
+    rows = [n.args[0].meta["val"].shape[0] for n in program.graph.nodes if n.target == op]
+    if not rows or max(rows) <= MAX_ROWS:
+        return program
+    return program.run_decompositions({op: int4_linear_reference})
+
+
 # The stock importer makes every mm/bmm/linear output float32, so a float16 graph would silently
 # compute in float32 with a weight copy per call: keep the operands' dtype instead.
 def _dtype(expr) -> str:
@@ -103,23 +137,30 @@ def _convert_right_shift(node, importer):  # the stock importer lacks `x >> n` (
     return importer.block_builder.emit(relax.op.right_shift(x, shift))
 
 
+def _convert_unsafe_view(node, importer):  # a reshape of a copy (decomposed references)
+    x = importer.env[node.args[0]]
+    return importer.block_builder.emit(relax.op.reshape(x, node.args[1]))
+
+
 CUSTOM_CONVERT_MAP = {
     "__rshift__.Scalar": _convert_right_shift,
     "all_reduce.default": _convert_all_reduce,
     "attention.default": _convert_attention,
+    "int4_linear.default": _convert_int4_linear,
     "mm.default": _convert_matmul,
     "bmm.default": _convert_matmul,
     "matmul.default": _convert_matmul,
     "addmm.default": _convert_addmm,
     "linear.default": _convert_linear,
+    "_unsafe_view.default": _convert_unsafe_view,
 }
 
 
 def import_program(program: torch.export.ExportedProgram) -> tuple[tvm.IRModule, list[str]]:
     """Relax module whose `main` takes the user inputs, then the parameters in the returned
     order (module parameter names, as in `named_parameters()`)."""
-    mod = from_exported_program(program, keep_params_as_input=True, run_ep_decomposition=False,
-                                custom_convert_map=CUSTOM_CONVERT_MAP)
+    mod = from_exported_program(with_generic_int4(program), keep_params_as_input=True,
+                                run_ep_decomposition=False, custom_convert_map=CUSTOM_CONVERT_MAP)
     mod, _ = detach_params(mod)  # the values are saved by the caller, by name
     by_arg = {spec.arg.name: spec.target for spec in program.graph_signature.input_specs}
     num_input = int(mod["main"].attrs["num_input"])

@@ -18,7 +18,7 @@ from onnxscript import opset18 as op
 
 from tyllm.artifacts.params import ALIASES
 from tyllm.capture.export import OUTPUT_NAMES
-from tyllm.capture.ops import attention_reference
+from tyllm.capture.ops import attention_reference, int4_linear_reference
 
 DOMAIN = "tyllm"
 ALL_REDUCE_TARGET = "torch.ops.tyllm.all_reduce"
@@ -94,19 +94,22 @@ def link_external_weights(model: ir.Model, weights: Path, state_dict: dict) -> i
     return linked
 
 
-def with_plain_attention(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
-    """`program` with each `tyllm::attention` written out in standard ops (its reference)."""
-    if not any(n.target == torch.ops.tyllm.attention.default for n in program.graph.nodes):
+def with_plain_kernels(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """`program` with each `tyllm::attention` and `tyllm::int4_linear` written out in standard
+    ops (their references)."""
+    references = {torch.ops.tyllm.attention.default: attention_reference,
+                  torch.ops.tyllm.int4_linear.default: int4_linear_reference}
+    if not any(n.target in references for n in program.graph.nodes):
         return program
-    return program.run_decompositions({torch.ops.tyllm.attention.default: attention_reference})
+    return program.run_decompositions(references)
 
 
 def to_onnx_ir(program: torch.export.ExportedProgram, input_names: list[str] | None = None,
                output_names: tuple[str, ...] | None = None) -> ir.Model:
-    """The exporter's IR model of `program` (attention in standard ops); initializers still
+    """The exporter's IR model of `program` (its kernels in standard ops); initializers still
     wrap the program's tensors."""
     return torch.onnx.export(
-        with_plain_attention(program), (), dynamo=True, input_names=input_names,
+        with_plain_kernels(program), (), dynamo=True, input_names=input_names,
         output_names=None if output_names is None else list(output_names),
         custom_translation_table={torch.ops.tyllm.all_reduce.default: _all_reduce_as_identity,
                                   torch.ops.aten.__rshift__.Scalar: _uint8_right_shift},

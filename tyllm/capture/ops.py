@@ -1,4 +1,6 @@
-"""`tyllm::all_reduce`: the collective each die graph calls after attention and after the MLP.
+"""The custom ops of the die graphs: `tyllm::all_reduce` (the collective each die graph calls
+after attention and after the MLP), `tyllm::attention` and `tyllm::int4_linear` (kernels a
+backend may write for its own hardware; each op's reference is its meaning).
 
 In eager torch it is the one-die identity (sum over a single die). The emulated CPU backend lowers
 it to the packed function `tyllm.die_all_reduce` (its wrapper of the runtime's all-reduce across
@@ -7,6 +9,9 @@ all-reduce between the pieces of its graphs.
 """
 
 import torch
+
+from tyllm.models.panels import dense
+from tyllm.quant.int4 import dequantize_int4_fused
 
 ALL_REDUCE_PACKED_FUNC = "tyllm.die_all_reduce"
 
@@ -63,3 +68,27 @@ def attention_reference(q, k, v, k_cache, v_cache, history_mask, layer: int,
     p = torch.softmax(torch.cat([s_hist, s_new], -1), -1, dtype=torch.float32).to(q.dtype)
     out = torch.bmm(p[..., :window], v_hist) + torch.bmm(p[..., window:], v)  # [G, g*M, D]
     return out.reshape(heads, m, d).transpose(0, 1).reshape(m, heads * d)
+
+
+@torch.library.custom_op("tyllm::int4_linear", mutates_args=())
+def int4_linear(x: torch.Tensor, qweight: torch.Tensor, scales: torch.Tensor,
+                qzeros: torch.Tensor, bias: torch.Tensor | None, group_size: int) -> torch.Tensor:
+    """x [rows, K] @ W^T + bias -> [rows, N] in x's dtype, for an int4 weight in panels of P
+    outputs (tyllm.quant.int4's layout, each tensor as [N / P, X, P]: bytes, scales, zero
+    points). The weight and the sums are float32 (see `int4_linear_reference`)."""
+    return int4_linear_reference(x, qweight, scales, qzeros, bias, group_size)
+
+
+@int4_linear.register_fake
+def _int4_linear_fake(x, qweight, scales, qzeros, bias, group_size):
+    return x.new_empty(x.shape[0], qweight.shape[0] * qweight.shape[2])
+
+
+def int4_linear_reference(x, qweight, scales, qzeros, bias, group_size: int) -> torch.Tensor:
+    """`int4_linear` in plain torch ops: the dense float32 weight (dequantized as
+    `dequantize_int4_fused` computes it), the product in float32, one rounding to x's dtype."""
+    panels = qweight.shape[-1]
+    weight = dequantize_int4_fused(*(dense(t, panels) for t in (qweight, scales, qzeros)),
+                                   group_size)
+    bias = None if bias is None else bias.float()
+    return torch.nn.functional.linear(x.float(), weight, bias).to(x.dtype)

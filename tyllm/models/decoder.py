@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tyllm.capture.ops import all_reduce, attention
+from tyllm.capture.ops import all_reduce, attention, int4_linear
 from tyllm.errors import TyllmError
 from tyllm.models.dims import DecoderDims
 from tyllm.models.panels import dense, panel_rows, panel_width, panelled
@@ -70,7 +70,8 @@ class Int4Linear(nn.Module):
     weight's panel layout, tyllm.models.panels), so the backend's outer-product kernel reads
     P outputs' packed bytes, scales and zero points as one vector at each k. The weight is
     dequantized in float32 and the product accumulated there (the stored bytes are exact; no
-    rounding of the dense weight to the activations' half precision)."""
+    rounding of the dense weight to the activations' half precision). In panels it is the
+    `tyllm::int4_linear` op, which a backend may lower to a kernel of its own."""
 
     def __init__(self, out_features: int, in_features: int, bias: bool, dtype, group_size: int,
                  panels: int | None = None):
@@ -93,9 +94,14 @@ class Int4Linear(nn.Module):
         return tuple(dense(t, self.panels) for t in (self.qweight, self.scales, self.qzeros))
 
     def forward(self, x):
-        w = dequantize_int4_fused(*self.packed(), self.group_size)
-        bias = None if self.bias is None else self.bias.float()
-        return nn.functional.linear(x.float(), w, bias).to(x.dtype)
+        if self.panels is None:
+            w = dequantize_int4_fused(*self.packed(), self.group_size)
+            bias = None if self.bias is None else self.bias.float()
+            return nn.functional.linear(x.float(), w, bias).to(x.dtype)
+        rows = x if x.dim() == 2 else x.reshape(-1, x.shape[-1])
+        out = int4_linear(rows, self.qweight, self.scales, self.qzeros, self.bias,
+                          self.group_size)
+        return out if x.dim() == 2 else out.reshape(*x.shape[:-1], out.shape[-1])
 
 
 def make_linear(out_features: int, in_features: int, bias: bool, dtype,

@@ -36,8 +36,9 @@ class PanelMatmul(ScheduleRule):
 
     The same kernel serves every stored format: float32 and half-precision panels are loaded
     (and widened) as they are; int4 panels (tyllm.models.decoder.Int4Linear: bytes, scales and
-    zero points each in panels) are unpacked inside it, a group at a time: the group's scales
-    and zero points stay in registers, and both nibbles of a byte come from one load."""
+    zero points each in panels) of more rows than the int4 kernel takes (int4_matmul.py, decode)
+    are unpacked inside it, a group at a time: the group's scales and zero points stay in
+    registers, and both nibbles of a byte come from one load."""
 
     def apply(self, func: tirx.PrimFunc, target: Target, _: bool) -> s_tir.Schedule | None:
         if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
