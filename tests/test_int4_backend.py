@@ -70,18 +70,21 @@ def test_compiled_int4_linear_matches_torch(tmp_path, rows, bias, panels):
     assert torch.allclose(got.double(), expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rows", [1, 8])
-def test_half_precision_int4_linear_in_panels_matches_float32_dequantization(tmp_path, rows):
-    """A float16 tree's int4 linear: float16 activations and scales, the weight and the sum in
-    float32, one rounding of the output to float16."""
+@pytest.mark.parametrize(("rows", "dtype"), [(1, torch.float16), (8, torch.float16),
+                                             (1, torch.bfloat16), (12, torch.bfloat16)])
+def test_half_precision_int4_linear_in_panels_matches_float32_dequantization(tmp_path, rows,
+                                                                              dtype):
+    """A half-precision tree's int4 linear: half-precision activations and scales, the weight
+    and the sum in float32, one rounding of the output to the activations' dtype."""
     layer = int4_linear(out_features=64, in_features=256, group_size=64, seed=rows,
-                        panels=PANEL_LANES, dtype=torch.float16)
-    x = torch.randn(rows, 256).half()
+                        panels=PANEL_LANES, dtype=dtype)
+    x = torch.randn(rows, 256).to(dtype)
     got = compiled(layer, x, tmp_path)
     weight = dequantize_int4(*layer.packed(), 64, torch.float32)
-    expected = (x.double() @ weight.double().t()).half()
-    assert got.dtype == torch.float16
-    assert torch.allclose(got.double(), expected.double(), rtol=2e-3, atol=2e-3)
+    expected = (x.double() @ weight.double().t()).to(dtype)
+    assert got.dtype == dtype
+    tolerance = 2e-3 if dtype == torch.float16 else 2e-2
+    assert torch.allclose(got.double(), expected.double(), rtol=tolerance, atol=tolerance)
 
 
 def test_int4_panels_hold_the_rows_of_the_packed_tensors():

@@ -31,7 +31,8 @@ def int4_linear_kernel(rows: int, out_features: int, in_features: int, group_siz
                        bias: bool) -> tirx.PrimFunc:
     """out [rows, N] = x [rows, K] @ W^T (+ bias) for W in int4 panels: bytes [N/P, K/2, P],
     scales (`scale_dtype`) and zero points [N/P, K/G, P], P = `lanes`; x, bias and out in
-    `dtype`, the sums in float32 and one rounding at the end."""
+    `dtype` (without `bias`, its operand is float32 and never read), the sums in float32 and
+    one rounding at the end."""
     R, N, K, G, P = rows, out_features, in_features, group_size, lanes
     H, NP, KG = G // 2, N // P, K // G
     V = _tile(NP, max(1, ACCUMULATORS // (2 * R)))  # panel vectors a task multiplies
@@ -43,7 +44,7 @@ def int4_linear_kernel(rows: int, out_features: int, in_features: int, group_siz
     @T.prim_func
     def kernel(x: T.Buffer((R, K), dtype), qweight: T.Buffer((NP, K // 2, P), "uint8"),
                scales: T.Buffer((NP, KG, P), scale_dtype), qzeros: T.Buffer((NP, KG, P), "uint8"),
-               b: T.Buffer((N,), dtype), out: T.Buffer((R, N), dtype)):
+               b: T.Buffer((N,), dtype if bias else f32), out: T.Buffer((R, N), dtype)):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         x_low = T.alloc_buffer((R, K), f32)
         x_high = T.alloc_buffer((R, K), f32)  # x / 16: the high nibble is converted as 16 q

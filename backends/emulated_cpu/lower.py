@@ -91,7 +91,7 @@ def _convert_int4_linear(node, importer):
         int4_linear_kernel(rows, outputs, inputs, group, lanes, dtype, scale_dtype,
                            bias is not None).with_attr("global_symbol", name), name)
     if bias is None:  # the kernel's bias operand, never read
-        bias = relax.const(np.zeros(outputs, dtype), dtype)
+        bias = relax.const(np.zeros(outputs, "float32"), "float32")
     out_ty = relax.TensorType((rows, outputs), dtype)
     return bb.emit(relax.call_tir(kernel, [x, qweight, scales, qzeros, bias], out_ty))
 
