@@ -111,9 +111,12 @@ def test_int4_panels_are_unpacked_inside_the_kernel_with_vector_fmas(rows):
     x = torch.randn(rows, 128).half()
     kernels = lowered_kernels(layer, x, cores=2)
     (kernel,) = [f for name, f in kernels.items() if "matmul" in name or "int4" in name]
-    allocations = re.findall(r"alloc_buffer\((.*)\)$", kernel.script(), re.MULTILINE)
-    assert all("T.int64(128)" not in shape or "T.int64(96)" not in shape
-               for shape in allocations)
+    shapes = [[int(d) for d in re.findall(r"\d+", shape.replace("int64", ""))] for shape in
+              re.findall(r"alloc_buffer\(\((.*?)\)", kernel.script(), re.MULTILINE)]
+    if rows <= MAX_ROWS:  # only per-row buffers: inputs, their group sums, a task's sums
+        assert shapes and all(shape[0] == rows for shape in shapes)
+    else:  # no buffer with a K axis: the weight is never written out
+        assert all(128 not in shape for shape in shapes)
     if " fma " not in f" {open('/proc/cpuinfo').read()} ":
         pytest.skip("the host CPU has no FMA instructions")
     module, _ = import_program(export_module(layer, {"x": x}))

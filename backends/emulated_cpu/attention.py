@@ -18,6 +18,7 @@ Scores and probabilities of one task stay in a per-task buffer ([ROWS, window + 
 
 from tvm import tirx
 from tvm.script import tirx as T
+from tyllm.backends.emulated_cpu.schedules.common import divisor_tile
 
 LANES = 16  # fp32 lanes of one 512-bit vector
 ROWS = 4  # query rows per task
@@ -46,10 +47,6 @@ def fast_exp(x):
     return T.Select(x < T.float32(EXP_MIN), T.float32(0.0), mantissa * power)
 
 
-def _tile(extent: int, cap: int) -> int:
-    return max(d for d in range(1, min(extent, cap) + 1) if extent % d == 0)
-
-
 def _ceil(a, b):
     return (a + b - 1) // b
 
@@ -73,8 +70,8 @@ def attention_kernel(kv_of: tuple[int, ...], kv_heads: int, rows: int, head_dim:
     [layers, kv_heads, cache, D] read at `layer` for the history positions the mask [W] marks,
     each row attending to its own and earlier new rows."""
     H, KV, M, D, L, C = len(kv_of), kv_heads, rows, head_dim, layers, cache
-    R = _tile(M, ROWS)
-    KB, DC = KEY_BLOCK, _tile(D, VALUE_CHUNK)
+    R = divisor_tile(M, ROWS)
+    KB, DC = KEY_BLOCK, divisor_tile(D, VALUE_CHUNK)
     DV = next(w for w in (LANES, 8, 4, 2, 1) if DC % w == 0)  # lanes of an output vector
     M_PAD = _ceil(M, KB) * KB
     TASKS = H * (M // R)

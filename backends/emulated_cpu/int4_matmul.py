@@ -17,13 +17,10 @@ a conversion and one FMA:
 
 from tvm import tirx
 from tvm.script import tirx as T
+from tyllm.backends.emulated_cpu.schedules.common import divisor_tile
 
 ACCUMULATORS = 16  # partial sums + outputs of a task (in 512-bit registers, 32 of them)
 MAX_ROWS = 8  # rows this kernel serves; more (prefill) go to the scheduled matmul
-
-
-def _tile(extent: int, cap: int) -> int:
-    return max(d for d in range(1, min(extent, cap) + 1) if extent % d == 0)
 
 
 def int4_linear_kernel(rows: int, out_features: int, in_features: int, group_size: int,
@@ -35,7 +32,7 @@ def int4_linear_kernel(rows: int, out_features: int, in_features: int, group_siz
     one rounding at the end."""
     R, N, K, G, P = rows, out_features, in_features, group_size, lanes
     H, NP, KG = G // 2, N // P, K // G
-    V = _tile(NP, max(1, ACCUMULATORS // (2 * R)))  # panel vectors a task multiplies
+    V = divisor_tile(NP, max(1, ACCUMULATORS // (2 * R)))  # panel vectors a task multiplies
     f32 = "float32"
 
     def bias_of(b, n):

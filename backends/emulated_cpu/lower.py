@@ -51,6 +51,13 @@ def _convert_all_reduce(node, importer):
     return importer.block_builder.emit(call)
 
 
+def _kernel_named(bb, name: str, make):
+    """The module's hand-written kernel `name`, added (from `make()`) at its first use: one
+    PrimFunc per shape, whatever the number of calls."""
+    found = [gv for gv in bb.get().get_global_vars() if gv.name_hint == name]
+    return found[0] if found else bb.add_func(make().with_attr("global_symbol", name), name)
+
+
 def _convert_attention(node, importer):
     """`tyllm::attention` -> a call of the host kernel (attention.py), one per shape and head
     mapping in the module, the layer passed as a scalar."""
@@ -63,10 +70,8 @@ def _convert_attention(node, importer):
     if kv_of != tuple(h // (heads // kv_heads) for h in range(heads)):
         name += "_" + "_".join(map(str, kv_of))
     bb = importer.block_builder
-    found = [gv for gv in bb.get().get_global_vars() if gv.name_hint == name]
-    kernel = found[0] if found else bb.add_func(
-        attention_kernel(kv_of, kv_heads, rows, head_dim, layers, cache, dtype)
-        .with_attr("global_symbol", name), name)
+    kernel = _kernel_named(bb, name, lambda: attention_kernel(
+        kv_of, kv_heads, rows, head_dim, layers, cache, dtype))
     # Measured: without a global symbol, or named "tyllm_attention_*", this kernel made TVM's
     # LLVM codegen emit every kernel of the module without its outlined compute function, and
     # the matmuls ran 2x slower; named "attention_*" it does not (the cause is not known).
@@ -86,10 +91,8 @@ def _convert_int4_linear(node, importer):
     name = (f"int4_linear_m{rows}_n{outputs}_k{inputs}_g{group}_p{lanes}_{dtype}_{scale_dtype}"
             f"{'_bias' if bias is not None else ''}")
     bb = importer.block_builder
-    found = [gv for gv in bb.get().get_global_vars() if gv.name_hint == name]
-    kernel = found[0] if found else bb.add_func(
-        int4_linear_kernel(rows, outputs, inputs, group, lanes, dtype, scale_dtype,
-                           bias is not None).with_attr("global_symbol", name), name)
+    kernel = _kernel_named(bb, name, lambda: int4_linear_kernel(
+        rows, outputs, inputs, group, lanes, dtype, scale_dtype, bias is not None))
     if bias is None:  # the kernel's bias operand, never read
         bias = relax.const(np.zeros(outputs, "float32"), "float32")
     out_ty = relax.TensorType((rows, outputs), dtype)
