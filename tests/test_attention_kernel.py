@@ -1,7 +1,8 @@
-"""The emulated CPU backend's attention kernel (backends/emulated_cpu/attention.py) against the
-meaning of `tyllm::attention` (its torch reference), through the real lowering: shapes with
-tails (head_dims below a vector, windows and histories not a multiple of a key block), query
-heads mapped to KV heads unevenly, a history mask with holes, no history, one row, fp16."""
+"""The emulated CPU backend's attention kernels (backends/emulated_cpu/attention.py, and
+decode_attention.py for one row) against the meaning of `tyllm::attention` (its torch
+reference), through the real lowering: shapes with tails (head_dims below a vector or not a
+multiple of one, windows and histories not a multiple of a key block), query heads mapped to KV
+heads unevenly, a history mask with holes, no history, one row, fp16."""
 
 import pytest
 import torch
@@ -41,6 +42,10 @@ CASES = {  # kv_of, rows, head_dim, history mask (its length is the window)
                             (torch.arange(64) < 50) & (torch.arange(64) % 7 != 3)),
     "no history": ([0, 1], 128, 64, torch.zeros(64, dtype=torch.bool)),
     "decode": ([0, 0, 1, 1], 1, 32, torch.arange(150) < 149),
+    "decode, uneven heads, holes": ([0, 0, 0, 1, 1], 1, 16,
+                                    (torch.arange(64) < 50) & (torch.arange(64) % 7 != 3)),
+    "decode, no history": ([0, 1], 1, 8, torch.zeros(64, dtype=torch.bool)),
+    "decode, head dim 12": ([0, 1, 1], 1, 12, torch.arange(40) < 33),
     "long rows": ([0, 0, 0, 1, 1, 1], 64, 64, torch.arange(150) < 130),
 }
 

@@ -46,30 +46,32 @@ def test_an_engine_compiles_batches_that_cover_max_num_seqs():
     assert engine_batch_sizes(256) == (1, 2, 4, 8, 16)
 
 
-def test_batched_step_rows_equal_one_sequence_steps(checkpoint_factory):
-    """The eager step: three sequences (one prefilling 4 rows, one 2, one decoding) in one call
-    give each sequence's own logits and new K/V rows."""
+@pytest.mark.parametrize("rows, valids", [(4, [4, 2, 1]), (1, [1, 1, 1])])
+def test_batched_step_rows_equal_one_sequence_steps(checkpoint_factory, rows, valids):
+    """The eager step: three sequences (4 rows: one prefilling 4 rows, one 2, one decoding; 1
+    row: each decoding, through one attention op per sequence) in one call give each
+    sequence's own logits and new K/V rows."""
     ckpt = Checkpoint(checkpoint_factory("qwen3"))
     plan = plan_dies(ckpt.dims, 1, 1)[0]
     step = build_die_step(ckpt.arch, ckpt.config, plan, ckpt.reader, max_kv=64,
                           embedding_as_input=False, dtype=torch.float32)
-    step.causal_mask = causal_mask(4)
+    step.causal_mask = causal_mask(rows)
     gen = torch.Generator().manual_seed(0)
     caches = [tuple(torch.randn(2, 2, 64, 8, generator=gen) for _ in "kv") for _ in range(3)]
-    starts, valids, window = [5, 0, 17], [4, 2, 1], 32
-    tokens = [torch.randint(0, 250, (4,), generator=gen) for _ in range(3)]
+    starts, window = [5, 0, 17], 32
+    tokens = [torch.randint(0, 250, (rows,), generator=gen) for _ in range(3)]
     alone = [step(tokens[b], torch.tensor([starts[b]]), torch.tensor([valids[b] - 1]),
                   *caches[b], history_mask(starts[b], window)) for b in range(3)]
     logits, new_k, new_v = step(
-        torch.cat(tokens), torch.tensor(starts), torch.tensor([b * 4 + v - 1 for b, v in
+        torch.cat(tokens), torch.tensor(starts), torch.tensor([b * rows + v - 1 for b, v in
                                                                enumerate(valids)]),
         *caches[0], torch.stack([history_mask(s, window) for s in starts]),
         *(t for pair in caches[1:] for t in pair))
     for b, (one_logits, one_k, one_v) in enumerate(alone):
-        rows = slice(b * 4, b * 4 + valids[b])
+        own = slice(b * rows, b * rows + valids[b])
         torch.testing.assert_close(logits[b], one_logits[0])
-        torch.testing.assert_close(new_k[:, :, rows], one_k[:, :, :valids[b]])
-        torch.testing.assert_close(new_v[:, :, rows], one_v[:, :, :valids[b]])
+        torch.testing.assert_close(new_k[:, :, own], one_k[:, :, :valids[b]])
+        torch.testing.assert_close(new_v[:, :, own], one_v[:, :, :valids[b]])
 
 
 @pytest.fixture(scope="module")

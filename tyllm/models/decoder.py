@@ -172,13 +172,18 @@ class Attention(nn.Module):
 
     def forward(self, x, cos, sin, history, hist_mask, causal_mask, taps=None):
         """x [R, H]: one sequence's M rows (R = M; `history` is its LayerCache), or B
-        sequences' rows one after the other (R = B*M; `history` is a list of B (k, v) windows
-        and hist_mask is [B, W])."""
+        sequences' rows one after the other (R = B*M; hist_mask is [B, W]; `history` is a list
+        of B LayerCaches when M = 1, each row the one-sequence op on its own cache, else of B
+        (k, v) windows)."""
         q = apply_rope(self.project(x, self.q_proj, self.q_norm, self.heads), cos, sin)
         k = apply_rope(self.project(x, self.k_proj, self.k_norm, self.kv_heads), cos, sin)
         v = self.project(x, self.v_proj, None, self.kv_heads)
         if isinstance(history, LayerCache):
             out = attention(q, k, v, history.k, history.v, hist_mask, history.index, self.kv_of)
+        elif isinstance(history[0], LayerCache):  # B sequences of one row each: decode
+            out = torch.cat([attention(q[:, b:b + 1], k[:, b:b + 1], v[:, b:b + 1], c.k, c.v,
+                                       hist_mask[b], c.index, self.kv_of)
+                             for b, c in enumerate(history)])
         else:
             k_hists, v_hists = zip(*history, strict=True)
             out = self.attend_rows(q, k, v, k_hists, v_hists, hist_mask, causal_mask)
@@ -304,6 +309,8 @@ class DecoderStep(nn.Module):
         for i, layer in enumerate(self.layers):
             if len(caches) == 1:
                 history = LayerCache(*caches[0], i)
+            elif self.causal_mask.shape[0] == 1:  # one row a sequence: each its own attention
+                history = [LayerCache(k, v, i) for k, v in caches]
             else:  # slices, not k[i]: a select lowers to a copy of the layer's whole cache
                 history = [(k[i:i + 1, :, :window].squeeze(0), v[i:i + 1, :, :window].squeeze(0))
                            for k, v in caches]
