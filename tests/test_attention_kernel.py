@@ -1,5 +1,5 @@
 """The emulated CPU backend's attention kernels (backends/emulated_cpu/attention.py, and
-decode_attention.py for one row) against the meaning of `tyllm::attention` (its torch
+decode_attention.py for up to FEW_ROWS rows) against the meaning of `tyllm::attention` (its torch
 reference), through the real lowering: shapes with tails (head_dims below a vector or not a
 multiple of one, windows and histories not a multiple of a key block), query heads mapped to KV
 heads unevenly, a history mask with holes, no history, one row, fp16."""
@@ -46,6 +46,9 @@ CASES = {  # kv_of, rows, head_dim, history mask (its length is the window)
                                     (torch.arange(64) < 50) & (torch.arange(64) % 7 != 3)),
     "decode, no history": ([0, 1], 1, 8, torch.zeros(64, dtype=torch.bool)),
     "decode, head dim 12": ([0, 1, 1], 1, 12, torch.arange(40) < 33),
+    "few rows, uneven heads, holes": ([0, 0, 0, 1, 1], 5, 16,
+                                      (torch.arange(64) < 50) & (torch.arange(64) % 7 != 3)),
+    "few rows, no history, head dim 24": ([0, 1], 3, 24, torch.zeros(32, dtype=torch.bool)),
     "long rows": ([0, 0, 0, 1, 1, 1], 64, 64, torch.arange(150) < 130),
 }
 

@@ -1,30 +1,36 @@
-"""The attention of one new row (`tyllm::attention` at decode), written for the host CPU.
+"""The attention of a few new rows (`tyllm::attention` at decode, a short chunk, a speculative
+verify step), written for the host CPU.
 
-The kernel of several rows (attention.py) transposes the history's keys once a call so that its
-score tiles are outer products; with one row that transposition costs more than the attention
-(a scalar copy of every cached key, 10x the time of reading the cache at 1000 positions). Here
-a task is one query head and reads the cache as it lies:
+The kernel of many rows (attention.py) transposes the history's keys once a call so that its
+score tiles are outer products; with a few rows that transposition costs more than the
+attention (a scalar copy of every cached key per call, 10x the time of reading the cache at
+1000 positions). Here a task is one query head and all the rows, and reads the cache as it
+lies, each cached key and value row converted once for all the rows:
 
 1. a score is a dot product along the head dim: `DV`-lane partial sums, then a halving tree;
-2. the row's max, then exp(score - max) in place and its sum, a vector at a time;
+2. each row's max, then exp(score - max) in place and its sum, a vector at a time;
 3. probabilities x values, each cached value row scaled and added, vectorised along the head
    dim.
 
-Masked history positions (holes in the mask) score `NEG` and weigh 0; the history length is read
-from the mask at run time, so the cost follows the history, not the window.
+Masked history positions (holes in the mask) score `NEG` and weigh 0, as do the new rows after
+a row's own; the history length is read from the mask at run time, so the cost follows the
+history, not the window.
 """
 
 from tvm import tirx
 from tvm.script import tirx as T
 from tyllm.backends.emulated_cpu.attention import LANES, NEG, fast_exp, kv_head_of
 
+FEW_ROWS = 8  # up to this many rows; more go to the transposing kernel (attention.py)
 
-def decode_attention_kernel(kv_of: tuple[int, ...], kv_heads: int, head_dim: int,
-                            layers: int, cache: int, dtype: str) -> tirx.PrimFunc:
-    """out[0, h*D:(h+1)*D] = softmax(q_h k^T / sqrt(D)) v for one new row: q [heads, 1, D]
-    (query head h reads KV head kv_of[h]), new k/v [kv_heads, 1, D], the caches [layers,
-    kv_heads, cache, D] read at `layer` for the history positions the mask [W] marks."""
-    H, KV, D, L, C = len(kv_of), kv_heads, head_dim, layers, cache
+
+def few_rows_attention_kernel(kv_of: tuple[int, ...], kv_heads: int, rows: int, head_dim: int,
+                              layers: int, cache: int, dtype: str) -> tirx.PrimFunc:
+    """out[m, h*D:(h+1)*D] = softmax(q_h k^T / sqrt(D)) v for `rows` new rows: q [heads, M,
+    D] (query head h reads KV head kv_of[h]), new k/v [kv_heads, M, D], the caches [layers,
+    kv_heads, cache, D] read at `layer` for the history positions the mask [W] marks, each row
+    attending to its own and earlier new rows."""
+    H, KV, M, D, L, C = len(kv_of), kv_heads, rows, head_dim, layers, cache
     DV = next(w for w in (LANES, 8, 4, 2, 1) if D % w == 0)  # lanes of a partial-sum vector
     ND = D // DV
     scale = float(D) ** -0.5
@@ -48,11 +54,21 @@ def decode_attention_kernel(kv_of: tuple[int, ...], kv_heads: int, head_dim: int
         if DV >= 2:
             part[0] = part[0] + part[1]
 
+    @T.macro
+    def dot(qs, r, key, part):
+        """part[0] = q row r . key (both float32, q already scaled)."""
+        for c in T.vectorized(T.int64(DV)):
+            part[c] = qs[r, c] * key[c]
+        for dv in T.unroll(T.int64(1), T.int64(ND)):
+            for c in T.vectorized(T.int64(DV)):
+                part[c] = part[c] + qs[r, dv * DV + c] * key[dv * DV + c]
+        lane_sum(part)
+
     @T.prim_func
-    def kernel(q: T.Buffer((H, 1, D), dtype), k: T.Buffer((KV, 1, D), dtype),
-               v: T.Buffer((KV, 1, D), dtype), kc: T.Buffer((L, KV, C, D), dtype),
+    def kernel(q: T.Buffer((H, M, D), dtype), k: T.Buffer((KV, M, D), dtype),
+               v: T.Buffer((KV, M, D), dtype), kc: T.Buffer((L, KV, C, D), dtype),
                vc: T.Buffer((L, KV, C, D), dtype), mask_handle: T.handle, layer: T.int64,
-               out: T.Buffer((1, H * D), dtype)):
+               out: T.Buffer((M, H * D), dtype)):
         T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
         W = T.int64()
         mask = T.match_buffer(mask_handle, (W,), "bool")
@@ -62,60 +78,72 @@ def decode_attention_kernel(kv_of: tuple[int, ...], kv_heads: int, head_dim: int
             if mask[j]:
                 last[0] = j + 1
         nh = T.bind(last[0])  # history positions read (the last one marked + 1)
-        blocks = T.bind((nh + LANES) // LANES)  # score vectors: nh history keys + the new one
+        blocks = T.bind((nh + M + LANES - 1) // LANES)  # score vectors a row
         for h in T.parallel(T.int64(H)):
-            s = T.alloc_buffer(((W + LANES) // LANES * LANES,), f32)
-            qs = T.decl_buffer((D,), f32, scope="global")
+            s = T.alloc_buffer((M, (W + M + LANES - 1) // LANES * LANES), f32)
+            qs = T.decl_buffer((M, D), f32, scope="global")
+            row = T.decl_buffer((D,), f32, scope="global")  # a key or value row, converted
             part = T.decl_buffer((DV,), f32, scope="global")
-            acc = T.decl_buffer((D,), f32, scope="global")
+            acc = T.decl_buffer((M, D), f32, scope="global")
             lanes = T.decl_buffer((LANES,), f32, scope="global")
-            total = T.decl_buffer((2,), f32, scope="global")  # the row's max and sum
+            total = T.decl_buffer((M, 2), f32, scope="global")  # each row's max and sum
             g = T.bind(kv_head_of(h, kv_of))
-            for d in T.vectorized(T.int64(D)):
-                qs[d] = load(q[h, 0, d]) * T.float32(scale)
-            # 1. scores: the history's keys, then the new one
-            for j in range(nh):
-                for c in T.vectorized(T.int64(DV)):
-                    part[c] = qs[c] * load(kc[layer, g, j, c])
-                for dv in T.unroll(T.int64(1), T.int64(ND)):
-                    for c in T.vectorized(T.int64(DV)):
-                        part[c] = part[c] + qs[dv * DV + c] * load(kc[layer, g, j, dv * DV + c])
-                lane_sum(part)
-                s[j] = T.Select(mask[j], part[0], T.float32(NEG))
-            for c in T.vectorized(T.int64(DV)):
-                part[c] = qs[c] * load(k[g, 0, c])
-            for dv in T.unroll(T.int64(1), T.int64(ND)):
-                for c in T.vectorized(T.int64(DV)):
-                    part[c] = part[c] + qs[dv * DV + c] * load(k[g, 0, dv * DV + c])
-            lane_sum(part)
-            s[nh] = part[0]
-            for j in range(nh + 1, blocks * LANES):
-                s[j] = T.float32(NEG)
-            # 2. max, exp and sum, a vector of scores at a time
-            for c in T.vectorized(T.int64(LANES)):
-                lanes[c] = T.float32(NEG)
-            for b in range(blocks):
-                for c in T.vectorized(T.int64(LANES)):
-                    lanes[c] = T.max(lanes[c], s[b * LANES + c])
-            total[0] = T.float32(NEG)
-            for c in range(T.int64(LANES)):
-                total[0] = T.max(total[0], lanes[c])
-            for c in T.vectorized(T.int64(LANES)):
-                lanes[c] = T.float32(0)
-            for b in range(blocks):
-                for c in T.vectorized(T.int64(LANES)):
-                    s[b * LANES + c] = fast_exp(s[b * LANES + c] - total[0])
-                    lanes[c] = lanes[c] + s[b * LANES + c]
-            total[1] = T.float32(0)
-            for c in range(T.int64(LANES)):
-                total[1] = total[1] + lanes[c]
-            # 3. probabilities x values: the new row's, then the history's
-            for d in T.vectorized(T.int64(D)):
-                acc[d] = s[nh] * load(v[g, 0, d])
+            for r in range(T.int64(M)):
+                for d in T.vectorized(T.int64(D)):
+                    qs[r, d] = load(q[h, r, d]) * T.float32(scale)
+            # 1. scores: the history's keys, then the new ones (causal)
             for j in range(nh):
                 for d in T.vectorized(T.int64(D)):
-                    acc[d] = acc[d] + s[j] * load(vc[layer, g, j, d])
-            for d in T.vectorized(T.int64(D)):
-                out[0, h * D + d] = T.Cast(dtype, acc[d] / total[1])
+                    row[d] = load(kc[layer, g, j, d])
+                for r in T.unroll(T.int64(M)):
+                    dot(qs, r, row, part)
+                    s[r, j] = T.Select(mask[j], part[0], T.float32(NEG))
+            for t in range(T.int64(M)):
+                for d in T.vectorized(T.int64(D)):
+                    row[d] = load(k[g, t, d])
+                for r in T.unroll(T.int64(M)):
+                    dot(qs, r, row, part)
+                    s[r, nh + t] = T.Select(t <= r, part[0], T.float32(NEG))
+            for r in range(T.int64(M)):
+                for j in range(nh + M, blocks * LANES):
+                    s[r, j] = T.float32(NEG)
+            # 2. each row's max, exp and sum, a vector of scores at a time
+            for r in range(T.int64(M)):
+                for c in T.vectorized(T.int64(LANES)):
+                    lanes[c] = T.float32(NEG)
+                for b in range(blocks):
+                    for c in T.vectorized(T.int64(LANES)):
+                        lanes[c] = T.max(lanes[c], s[r, b * LANES + c])
+                total[r, 0] = T.float32(NEG)
+                for c in range(T.int64(LANES)):
+                    total[r, 0] = T.max(total[r, 0], lanes[c])
+                for c in T.vectorized(T.int64(LANES)):
+                    lanes[c] = T.float32(0)
+                for b in range(blocks):
+                    for c in T.vectorized(T.int64(LANES)):
+                        s[r, b * LANES + c] = fast_exp(s[r, b * LANES + c] - total[r, 0])
+                        lanes[c] = lanes[c] + s[r, b * LANES + c]
+                total[r, 1] = T.float32(0)
+                for c in range(T.int64(LANES)):
+                    total[r, 1] = total[r, 1] + lanes[c]
+            # 3. probabilities x values: the history's, then the new rows'
+            for r in range(T.int64(M)):
+                for d in T.vectorized(T.int64(D)):
+                    acc[r, d] = T.float32(0)
+            for j in range(nh):
+                for d in T.vectorized(T.int64(D)):
+                    row[d] = load(vc[layer, g, j, d])
+                for r in T.unroll(T.int64(M)):
+                    for d in T.vectorized(T.int64(D)):
+                        acc[r, d] = acc[r, d] + s[r, j] * row[d]
+            for t in range(T.int64(M)):
+                for d in T.vectorized(T.int64(D)):
+                    row[d] = load(v[g, t, d])
+                for r in T.unroll(T.int64(M)):
+                    for d in T.vectorized(T.int64(D)):
+                        acc[r, d] = acc[r, d] + s[r, nh + t] * row[d]
+            for r in range(T.int64(M)):
+                for d in T.vectorized(T.int64(D)):
+                    out[r, h * D + d] = T.Cast(dtype, acc[r, d] / total[r, 1])
 
     return kernel

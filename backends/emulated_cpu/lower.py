@@ -10,7 +10,7 @@ from tvm import relax
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
 from tyllm.backends.emulated_cpu.attention import attention_kernel
-from tyllm.backends.emulated_cpu.decode_attention import decode_attention_kernel
+from tyllm.backends.emulated_cpu.decode_attention import FEW_ROWS, few_rows_attention_kernel
 from tyllm.backends.emulated_cpu.int4_matmul import MAX_ROWS, int4_linear_kernel
 from tyllm.backends.emulated_cpu.pipeline import build_pipeline
 from tyllm.backends.emulated_cpu.schedules import PANEL_LANES
@@ -61,7 +61,8 @@ def _kernel_named(bb, name: str, make):
 
 def _convert_attention(node, importer):
     """`tyllm::attention` -> a call of the host kernel (attention.py; decode_attention.py for
-    one row), one per shape and head mapping in the module, the layer passed as a scalar."""
+    up to FEW_ROWS rows), one per shape and head mapping in the module, the layer passed as a
+    scalar."""
     q, k, v, k_cache, v_cache, mask = (importer.env[a] for a in node.args[:6])
     layer, kv_of = node.args[6], tuple(node.args[7])
     heads, rows, head_dim = (int(n) for n in q.ty.shape)
@@ -71,9 +72,9 @@ def _convert_attention(node, importer):
     if kv_of != tuple(h // (heads // kv_heads) for h in range(heads)):
         name += "_" + "_".join(map(str, kv_of))
     bb = importer.block_builder
-    kernel = _kernel_named(bb, name, lambda: attention_kernel(
-        kv_of, kv_heads, rows, head_dim, layers, cache, dtype) if rows > 1 else
-        decode_attention_kernel(kv_of, kv_heads, head_dim, layers, cache, dtype))
+    make = few_rows_attention_kernel if rows <= FEW_ROWS else attention_kernel
+    kernel = _kernel_named(bb, name, lambda: make(
+        kv_of, kv_heads, rows, head_dim, layers, cache, dtype))
     # Measured: without a global symbol, or named "tyllm_attention_*", this kernel made TVM's
     # LLVM codegen emit every kernel of the module without its outlined compute function, and
     # the matmuls ran 2x slower; named "attention_*" it does not (the cause is not known).

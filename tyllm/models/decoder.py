@@ -45,9 +45,10 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        x32 = x.to(torch.float32)
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x32.to(x.dtype)
+        # x is cast twice: with one cast feeding both the square and the scaling, a
+        # half-precision graph ran the cast, the square and the reduction as three kernels
+        variance = x.to(torch.float32).pow(2).mean(-1, keepdim=True)
+        return self.weight * (x.to(torch.float32) * torch.rsqrt(variance + self.eps)).to(x.dtype)
 
 
 class Linear(nn.Module):
