@@ -1,5 +1,5 @@
 """The emulated CPU backend's attention kernels (backends/emulated_cpu/attention.py, and
-decode_attention.py for up to FEW_ROWS rows) against the meaning of `tyllm::attention` (its torch
+few_rows_attention.py for up to FEW_ROWS rows) against the meaning of `tyllm::attention` (its torch
 reference), through the real lowering: shapes with tails (head_dims below a vector or not a
 multiple of one, windows and histories not a multiple of a key block), query heads mapped to KV
 heads unevenly, a history mask with holes, no history, one row, fp16."""

@@ -47,6 +47,20 @@ def fast_exp(x):
     return T.Select(x < T.float32(EXP_MIN), T.float32(0.0), mantissa * power)
 
 
+def vector_lanes(n: int) -> int:
+    """The widest float32 vector (at most LANES lanes) whose width divides n."""
+    return next(w for w in (LANES, 8, 4, 2, 1) if n % w == 0)
+
+
+@T.macro
+def history_length(mask, W, last):
+    """last[0] = the last position the history mask [W] marks + 1 (0 when none)."""
+    last[0] = T.int64(0)
+    for j in range(W):
+        if mask[j]:
+            last[0] = j + 1
+
+
 def _ceil(a, b):
     return (a + b - 1) // b
 
@@ -72,7 +86,7 @@ def attention_kernel(kv_of: tuple[int, ...], kv_heads: int, rows: int, head_dim:
     H, KV, M, D, L, C = len(kv_of), kv_heads, rows, head_dim, layers, cache
     R = divisor_tile(M, ROWS)
     KB, DC = KEY_BLOCK, divisor_tile(D, VALUE_CHUNK)
-    DV = next(w for w in (LANES, 8, 4, 2, 1) if DC % w == 0)  # lanes of an output vector
+    DV = vector_lanes(DC)  # lanes of an output vector
     M_PAD = _ceil(M, KB) * KB
     TASKS = H * (M // R)
     scale = float(D) ** -0.5
@@ -91,10 +105,7 @@ def attention_kernel(kv_of: tuple[int, ...], kv_heads: int, rows: int, head_dim:
         mask = T.match_buffer(mask_handle, (W,), "bool")
         NH = T.bind((W + KB - 1) // KB * KB)  # history columns of the key buffers
         last = T.alloc_buffer((1,), "int64", scope="global")
-        last[0] = T.int64(0)
-        for j in range(W):
-            if mask[j]:
-                last[0] = j + 1
+        history_length(mask, W, last)
         nh = T.bind(last[0])  # history positions attended (the last one marked + 1)
         hist_blocks = T.bind((nh + KB - 1) // KB)
         kt = T.alloc_buffer((KV, D, NH + M_PAD), f32)

@@ -10,7 +10,7 @@ from tvm import relax
 from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
 from tyllm.backends.emulated_cpu.attention import attention_kernel
-from tyllm.backends.emulated_cpu.decode_attention import FEW_ROWS, few_rows_attention_kernel
+from tyllm.backends.emulated_cpu.few_rows_attention import FEW_ROWS, few_rows_attention_kernel
 from tyllm.backends.emulated_cpu.int4_matmul import MAX_ROWS, int4_linear_kernel
 from tyllm.backends.emulated_cpu.pipeline import build_pipeline
 from tyllm.backends.emulated_cpu.schedules import PANEL_LANES
@@ -60,7 +60,7 @@ def _kernel_named(bb, name: str, make):
 
 
 def _convert_attention(node, importer):
-    """`tyllm::attention` -> a call of the host kernel (attention.py; decode_attention.py for
+    """`tyllm::attention` -> a call of the host kernel (attention.py; few_rows_attention.py for
     up to FEW_ROWS rows), one per shape and head mapping in the module, the layer passed as a
     scalar."""
     q, k, v, k_cache, v_cache, mask = (importer.env[a] for a in node.args[:6])

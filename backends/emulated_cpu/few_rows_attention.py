@@ -19,7 +19,14 @@ history, not the window.
 
 from tvm import tirx
 from tvm.script import tirx as T
-from tyllm.backends.emulated_cpu.attention import LANES, NEG, fast_exp, kv_head_of
+from tyllm.backends.emulated_cpu.attention import (
+    LANES,
+    NEG,
+    fast_exp,
+    history_length,
+    kv_head_of,
+    vector_lanes,
+)
 
 FEW_ROWS = 8  # up to this many rows; more go to the transposing kernel (attention.py)
 
@@ -31,7 +38,7 @@ def few_rows_attention_kernel(kv_of: tuple[int, ...], kv_heads: int, rows: int, 
     kv_heads, cache, D] read at `layer` for the history positions the mask [W] marks, each row
     attending to its own and earlier new rows."""
     H, KV, M, D, L, C = len(kv_of), kv_heads, rows, head_dim, layers, cache
-    DV = next(w for w in (LANES, 8, 4, 2, 1) if D % w == 0)  # lanes of a partial-sum vector
+    DV = vector_lanes(D)  # lanes of a partial-sum vector
     ND = D // DV
     scale = float(D) ** -0.5
     f32 = "float32"
@@ -73,10 +80,7 @@ def few_rows_attention_kernel(kv_of: tuple[int, ...], kv_heads: int, rows: int, 
         W = T.int64()
         mask = T.match_buffer(mask_handle, (W,), "bool")
         last = T.alloc_buffer((1,), "int64", scope="global")
-        last[0] = T.int64(0)
-        for j in range(W):
-            if mask[j]:
-                last[0] = j + 1
+        history_length(mask, W, last)
         nh = T.bind(last[0])  # history positions read (the last one marked + 1)
         blocks = T.bind((nh + M + LANES - 1) // LANES)  # score vectors a row
         for h in T.parallel(T.int64(H)):
