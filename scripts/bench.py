@@ -40,14 +40,17 @@ from tyllm.bench.concurrency import (
 )
 from tyllm.bench.engines import bench_hf, bench_ort, bench_tree, bench_vllm
 from tyllm.bench.formats import (
+    DECODE_ROUNDS,
     compile_formats,
+    format_engines,
     format_ratios,
     format_rows,
     format_serving,
     format_table,
+    paired_runs,
     with_roofs,
 )
-from tyllm.bench.llama_cpp import anchor_rows
+from tyllm.bench.llama_cpp import anchor_engines, anchor_rows
 from tyllm.bench.load_memory import load_memory
 from tyllm.bench.matmul import prefill_matmuls
 from tyllm.bench.prefill import decode_at_history, ttft_hf, ttft_ort, ttft_tree, ttft_vllm
@@ -415,17 +418,14 @@ def formats(args, model: Path, work: Path, prompt: list[int], new_tokens: int) -
     and fp32 unless `serving` is skipped."""
     skip = set(filter(None, args.skip.split(",")))
     costs = compile_formats(model, work, args.threads, "serving" not in skip)
-    before = read_bandwidth_gbs(args.threads)
-    rows = format_rows(work, prompt, new_tokens, TTFT_TOKENS)
+    engines = format_engines(work, prompt, new_tokens)
     if args.model is None and "llama.cpp" not in skip:  # the packaged GGUF is SmolLM2's
-        rows |= anchor_rows(work, prompt, new_tokens, args.threads)
-    # a roof is a maximum: the higher of the readings before and after the rows (a shared
-    # machine's bandwidth moves by a quarter between readings)
-    readings = [before, read_bandwidth_gbs(args.threads)]
-    rows = with_roofs(rows, max(readings))
-    print(format_table(rows, max(readings)))
-    result = {"read_bandwidth_gbs": max(readings), "read_bandwidth_readings_gbs": readings,
-              "rows": rows, "compile": costs}
+        engines |= anchor_engines(work, prompt, new_tokens, args.threads)
+    runs = paired_runs(engines, DECODE_ROUNDS, args.threads)
+    rows = format_rows(work, runs, TTFT_TOKENS, prompt) | anchor_rows(work, runs, prompt)
+    rows = with_roofs(rows)
+    print(format_table(rows))
+    result = {"rows": rows, "compile": costs}
     if "serving" not in skip:
         tokens = 16 if args.quick else SERVING_TOKENS
         rates = format_serving(work, prompt, tokens, args.threads)

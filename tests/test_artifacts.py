@@ -5,6 +5,7 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import torch
 from tyllm.backends.emulated_cpu import TargetSpec
 
 from tyllm import runtime
@@ -163,3 +164,26 @@ def test_uneven_split_compiles_each_distinct_program(checkpoint_factory, tmp_pat
     assert compiled == [0, 1, 2]
     with runtime.load(out) as session:
         assert len(session.generate([5, 6, 7], max_new_tokens=3, stop_at_eos=False)) == 3
+
+
+def test_params_read_into_one_buffer_keep_their_values_and_alignment(tmp_path):
+    from tyllm.artifacts.params import load_params, save_params
+
+    tensors = {"a": torch.randn(3, 5), "b": torch.arange(7, dtype=torch.int64),
+               "c": torch.randn(1 << 20, dtype=torch.float16),
+               "d": torch.ones(3, dtype=torch.uint8)}
+    save_params(tmp_path / "x.params", tensors)
+    loaded = load_params(tmp_path / "x.params")
+    for name, t in tensors.items():
+        assert torch.equal(loaded[name], t), name
+        assert loaded[name].data_ptr() % 64 == 0, name
+    loaded["a"].add_(1)  # each tensor is its own slice: writing one leaves its neighbours
+    assert torch.equal(loaded["b"], tensors["b"]) and torch.equal(loaded["c"], tensors["c"])
+
+
+def test_huge_page_zeros_are_zeros_of_the_shape():
+    from tyllm.artifacts.huge_pages import huge_page_zeros
+
+    cache = huge_page_zeros((2, 3, 1 << 18, 4), torch.float16)
+    assert cache.shape == (2, 3, 1 << 18, 4) and cache.dtype == torch.float16
+    assert cache.is_contiguous() and not cache.any()

@@ -159,21 +159,58 @@ def test_llama_cpp_rows_are_skipped_with_a_note_without_the_package(monkeypatch,
     from tyllm.bench import llama_cpp
 
     monkeypatch.setattr(llama_cpp, "available", lambda: False)
-    assert llama_cpp.llama_cpp_rows(tmp_path / "m.gguf", tmp_path, [1, 2], 4, 1) == {}
+    assert llama_cpp.llama_cpp_engines(tmp_path / "m.gguf", tmp_path, [1, 2], 4, 1) == {}
     assert "llama-cpp-python" in capsys.readouterr().out
+
+
+def runs_at(*pairs) -> list[dict]:
+    return [{"decode_tok_s": rate, "read_bandwidth_gbs": bandwidth, "ttft_s": 0.1}
+            for rate, bandwidth in pairs]
 
 
 def test_each_format_gets_the_roof_of_its_own_bytes():
     from tyllm.bench.formats import with_roofs
 
-    rows = with_roofs({"float32": {"decode_tok_s": 45.0, "bytes_per_step": 600_000_000,
+    rows = with_roofs({"float32": {"runs": runs_at((45.0, 30.0)), "bytes_per_step": 600_000_000,
                                    "ttft_s": {41: 0.1}},
-                       "float16": {"decode_tok_s": 90.0, "bytes_per_step": 300_000_000,
+                       "float16": {"runs": runs_at((90.0, 30.0)), "bytes_per_step": 300_000_000,
                                    "ttft_s": {41: 0.1}},
-                       "int4": {"decode_tok_s": 100.0, "bytes_per_step": 100_000_000,
-                                "ttft_s": {41: 0.1}}}, bandwidth_gbs=30.0)
+                       "int4": {"runs": runs_at((100.0, 30.0)), "bytes_per_step": 100_000_000,
+                                "ttft_s": {41: 0.1}}})
     assert rows["float16"]["roof_tok_s"] == pytest.approx(100.0)
     assert rows["float16"]["fraction_of_roof"] == pytest.approx(0.9)
     assert rows["int4"]["fraction_of_roof"] == pytest.approx(100.0 / 300.0)
     assert rows["float16"]["bytes_per_s_over_float32"] == pytest.approx(1.0)
     assert rows["int4"]["bytes_per_s_over_float32"] == pytest.approx(10.0 / 27.0)
+
+
+def test_a_run_is_held_to_the_roof_of_its_own_moment():
+    """Each run's fraction is over the bandwidth read right before it; the row's is their
+    median, and its ratio to float32 pairs the runs of one round."""
+    from tyllm.bench.formats import with_roofs
+
+    rows = with_roofs({
+        "float32": {"runs": runs_at((40.0, 30.0), (20.0, 15.0), (44.0, 33.0)),
+                    "bytes_per_step": 600_000_000, "ttft_s": {}},
+        "float16": {"runs": runs_at((90.0, 30.0), (45.0, 15.0), (60.0, 20.0)),
+                    "bytes_per_step": 300_000_000, "ttft_s": {}}})
+    assert rows["float16"]["fraction_of_roof"] == pytest.approx(0.9)  # every run at 90 %
+    assert rows["float16"]["read_bandwidth_gbs"] == pytest.approx(20.0)
+    assert rows["float16"]["decode_tok_s"] == pytest.approx(60.0)
+    assert rows["float32"]["fraction_of_roof"] == pytest.approx(0.8)
+    assert rows["float16"]["bytes_per_s_over_float32"] == pytest.approx(90.0 / 80.0)
+
+
+def test_paired_runs_interleave_the_engines_and_read_the_bandwidth_before_each(monkeypatch):
+    from tyllm.bench import formats
+    from tyllm.bench.timing import Speed
+
+    order = []
+    monkeypatch.setattr(formats, "read_bandwidth_gbs", lambda threads: order.append("read") or 1)
+
+    def engine(name):
+        return lambda: order.append(name) or Speed(name, 0.1, 10.0, 4)
+
+    runs = formats.paired_runs({"a": engine("a"), "b": engine("b")}, rounds=2, threads=1)
+    assert order == ["read", "a", "read", "b", "read", "a", "read", "b"]
+    assert [r["decode_tok_s"] for r in runs["a"]] == [10.0, 10.0]

@@ -12,6 +12,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from tyllm.artifacts.huge_pages import huge_page_bytes
 from tyllm.errors import ArtifactError
 
 PARAMS_FORMAT = "tyllm.params/1"
@@ -77,23 +78,35 @@ def load_params(path: Path) -> dict[str, torch.Tensor]:
 
 
 def read_owned(path: Path) -> dict[str, torch.Tensor]:
-    """Every tensor of a safetensors file (already validated by safe_open) read into memory of
-    its own, 64-byte aligned as TVM wants it: no file mapping stays behind and nothing is copied
-    twice, so a loaded tree holds each of its bytes once."""
-    tensors = {}
+    """Every tensor of a safetensors file (already validated by safe_open) read into one
+    buffer of its own (huge pages requested: tyllm.artifacts.huge_pages), each tensor 64-byte
+    aligned as TVM wants it: no file mapping stays behind and nothing is copied twice, so a
+    loaded tree holds each of its bytes once."""
     with open(path, "rb") as f:
         size = int.from_bytes(f.read(8), "little")
         header, base = json.loads(f.read(size)), 8 + size
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
+        entries = [(name, info) for name, info in header.items() if name != "__metadata__"]
+        offsets = aligned_offsets([end - begin for begin, end in
+                                   (info["data_offsets"] for _, info in entries)])
+        buffer = huge_page_bytes(offsets[-1])
+        tensors = {}
+        for (name, info), offset in zip(entries, offsets[:-1], strict=True):
             begin, end = info["data_offsets"]
-            raw = torch.empty(end - begin, dtype=torch.uint8)
+            raw = buffer[offset:offset + end - begin]
             f.seek(base + begin)
             if f.readinto(raw.numpy()) != end - begin:
                 raise ValueError(f"tensor {name!r} is cut short")
             tensors[name] = raw.view(SAFETENSORS_DTYPES[info["dtype"]]).reshape(info["shape"])
     return tensors
+
+
+def aligned_offsets(sizes: list[int], alignment: int = 64) -> list[int]:
+    """Where each of `sizes` bytes starts when each start is `alignment`-aligned, then the
+    total."""
+    offsets = [0]
+    for size in sizes:
+        offsets.append(offsets[-1] + -(-size // alignment) * alignment)
+    return offsets
 
 
 def unique_bytes(tensors: dict[str, torch.Tensor]) -> int:

@@ -3,14 +3,15 @@ die, each against its own bandwidth roof (the bytes one decode step reads, as st
 nibbles, scales, zero points and the half-precision head for int4), with time to first token
 and, optionally, vLLM serving at 1 and 8 requests against stock vLLM CPU."""
 
+from functools import partial
 from pathlib import Path
+from statistics import median
 
 from tyllm.bench.compile_cost import compile_cost
 from tyllm.bench.concurrency import int4_checkpoint, tree_throughput
 from tyllm.bench.engines import bench_tree
 from tyllm.bench.prefill import ttft_tree
-from tyllm.bench.roof import decode_weight_bytes
-from tyllm.bench.timing import Speed
+from tyllm.bench.roof import decode_weight_bytes, read_bandwidth_gbs
 from tyllm.runtime.tree import Tree
 
 # format -> (compile dtype, whether the checkpoint is the AWQ int4 one)
@@ -18,7 +19,7 @@ FORMATS = {"float32": ("float32", False), "float16": ("float16", False),
            "int4": ("float16", True)}
 FORMAT_KV = 1024  # room for the 512-token TTFT row
 FORMAT_BATCHES = [1, 2, 4, 8]  # what an engine with max_num_seqs=8 compiles
-DECODE_RUNS = 3  # a format's decode rate is the median of this many runs
+DECODE_ROUNDS = 5  # each engine's decode rate is the median of this many paired runs
 
 
 def format_tree(work: Path, name: str) -> Path:
@@ -40,39 +41,54 @@ def compile_formats(model: Path, work: Path, threads: int, serving: bool) -> dic
     return costs
 
 
-def format_rows(work: Path, prompt: list[int], new_tokens: int, ttft_tokens: list[int]) -> dict:
-    """Per format: decode tok/s (median of DECODE_RUNS runs), bytes read per step and TTFT at
-    `ttft_tokens` prompt tokens."""
-    rows = {}
-    for name in FORMATS:
-        tree = format_tree(work, name)
-        speed = median_speed(tree, prompt, new_tokens, f"tyllm-{name}")
-        rows[name] = {"decode_tok_s": speed.decode_tok_s,
-                      "bytes_per_step": decode_weight_bytes(Tree(tree)),
-                      "ttft_s": ttft_tree(tree, ttft_tokens, prompt)}
-    return rows
+def format_engines(work: Path, prompt: list[int], new_tokens: int) -> dict:
+    """Per format tree: a callable measuring one decode run (a Speed)."""
+    return {name: partial(bench_tree, format_tree(work, name), prompt, new_tokens, "threads",
+                          f"tyllm-{name}") for name in FORMATS}
 
 
-def with_roofs(rows: dict, bandwidth_gbs: float) -> dict:
-    """Each row with its roof at `bandwidth_gbs`, the fraction of it reached, and the bytes per
-    second it streams over the float32 tree's in the same run (a shared machine's bandwidth
-    readings move more between runs than the engines do)."""
+def paired_runs(engines: dict, rounds: int, threads: int) -> dict[str, list[dict]]:
+    """`rounds` rounds over `engines` (name -> one decode run's Speed), each run right after a
+    read-bandwidth reading: on a shared machine the bandwidth moves by a quarter within
+    minutes, so a rate is compared with the roof of its own moment, and interleaving gives
+    every engine the same share of quiet and busy minutes."""
+    runs = {name: [] for name in engines}
+    for _ in range(rounds):
+        for name, measure in engines.items():
+            bandwidth = read_bandwidth_gbs(threads)
+            speed = measure()
+            runs[name].append({"read_bandwidth_gbs": bandwidth,
+                               "decode_tok_s": speed.decode_tok_s, "ttft_s": speed.ttft_s})
+    return runs
+
+
+def format_rows(work: Path, runs: dict[str, list[dict]], ttft_tokens: list[int],
+                prompt: list[int]) -> dict:
+    """Per format: its paired runs, bytes read per step and TTFT at `ttft_tokens` tokens."""
+    return {name: {"runs": runs[name], "bytes_per_step": decode_weight_bytes(
+                       Tree(format_tree(work, name))),
+                   "ttft_s": ttft_tree(format_tree(work, name), ttft_tokens, prompt)}
+            for name in FORMATS}
+
+
+def with_roofs(rows: dict) -> dict:
+    """Each row's medians over its paired runs: decode rate, read bandwidth and the roof at it,
+    the fraction of its own moment's roof each run reached, and the bytes a second it streams
+    over the float32 tree's run of the same round."""
     float32 = rows.get("float32")
     for name, row in rows.items():
-        row["roof_tok_s"] = bandwidth_gbs * 1e9 / row["bytes_per_step"]
-        row["fraction_of_roof"] = row["decode_tok_s"] / row["roof_tok_s"]
+        runs, size = row["runs"], row["bytes_per_step"]
+        row["decode_tok_s"] = median([r["decode_tok_s"] for r in runs])
+        row["read_bandwidth_gbs"] = median([r["read_bandwidth_gbs"] for r in runs])
+        row["roof_tok_s"] = row["read_bandwidth_gbs"] * 1e9 / size
+        row["fraction_of_roof"] = median([r["decode_tok_s"] * size / (r["read_bandwidth_gbs"] * 1e9)
+                                          for r in runs])
         if float32:
-            row["bytes_per_s_over_float32"] = (row["decode_tok_s"] * row["bytes_per_step"] / (
-                float32["decode_tok_s"] * float32["bytes_per_step"]))
+            row["bytes_per_s_over_float32"] = median([
+                r["decode_tok_s"] * size / (f["decode_tok_s"] * float32["bytes_per_step"])
+                for r, f in zip(runs, float32["runs"], strict=True)])
         print(format_line(name, row), flush=True)
     return rows
-
-
-def median_speed(tree: Path, prompt: list[int], new_tokens: int, label: str) -> Speed:
-    """The run with the median decode rate of DECODE_RUNS (this machine's runs move by 20 %)."""
-    runs = sorted((bench_tree(tree, prompt, new_tokens, "threads", label)
-                   for _ in range(DECODE_RUNS)), key=lambda s: s.decode_tok_s)
-    return runs[len(runs) // 2]
 
 
 def format_serving(work: Path, prompt: list[int], new_tokens: int, threads: int) -> dict:
@@ -88,13 +104,13 @@ def format_line(name: str, row: dict) -> str:
             f"{row['fraction_of_roof']:.0%} of it; TTFT {ttft}")
 
 
-def format_table(rows: dict, bandwidth_gbs: float) -> str:
-    lines = [f"read bandwidth {bandwidth_gbs:.1f} GB/s",
-             f"{'format':16s} {'decode tok/s':>13s} {'MB/step':>9s} {'roof':>8s} "
-             f"{'of roof':>8s} {'GB/s over float32':>18s}"]
+def format_table(rows: dict) -> str:
+    lines = [f"{'format':16s} {'decode tok/s':>13s} {'MB/step':>9s} {'read GB/s':>10s} "
+             f"{'roof':>8s} {'of roof':>8s} {'GB/s over float32':>18s}"]
     for name, r in rows.items():
         lines.append(f"{name:16s} {r['decode_tok_s']:13.1f} {r['bytes_per_step'] / 1e6:9.0f} "
-                     f"{r['roof_tok_s']:8.1f} {r['fraction_of_roof']:8.0%} "
+                     f"{r['read_bandwidth_gbs']:10.1f} {r['roof_tok_s']:8.1f} "
+                     f"{r['fraction_of_roof']:8.0%} "
                      f"{r.get('bytes_per_s_over_float32', float('nan')):18.2f}")
     return "\n".join(lines)
 

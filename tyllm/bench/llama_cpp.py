@@ -6,7 +6,9 @@ dependency of tyllm. Runs in a child process, as stock vLLM does, so its thread 
 share the cores with what the benchmark measures next."""
 
 import importlib.util
+from functools import partial
 from pathlib import Path
+from statistics import median
 
 from tyllm.bench.engines import run_child
 from tyllm.bench.timing import Speed
@@ -42,8 +44,7 @@ if __name__ == "__main__":
         return time.perf_counter() - start
 
     run(2)  # warm-up
-    first = sorted(run(1) for _ in range(3))[1]  # medians of 3, as tyllm's rows
-    total = sorted(run(n) for _ in range(3))[1]
+    first, total = run(1), run(n)
     print("RESULT" + json.dumps({"first": first, "total": total}))
 """
 
@@ -55,34 +56,45 @@ def available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
-def llama_cpp_rows(gguf: Path, work: Path, prompt: list[int], new_tokens: int,
-                   threads: int) -> dict[str, Speed]:
-    """Decode of each ROWS entry (empty, with MISSING printed, without llama-cpp-python)."""
+def llama_cpp_engines(gguf: Path, work: Path, prompt: list[int], new_tokens: int,
+                      threads: int) -> dict:
+    """Per ROWS entry, a callable measuring one decode run (a Speed) in a child process; none,
+    with MISSING printed, without llama-cpp-python."""
     if not available():
         print(MISSING, flush=True)
         return {}
-    speeds = {}
-    for name, (file, ftype) in ROWS.items():
-        model = work / f"smollm2-{file}" if file else gguf
-        job = {"source": str(gguf), "model": str(model), "ftype": ftype, "threads": threads,
-               "prompt": prompt, "new_tokens": new_tokens}
-        times = run_child(CHILD, job, threads)
-        first, total = times["first"], times["total"]
-        speeds[name] = Speed(name, first, (new_tokens - 1) / max(total - first, 1e-9),
-                             new_tokens)
-    return speeds
+    return {name: partial(llama_cpp_speed, name, {
+                "source": str(gguf), "model": str(model_file(gguf, work, name)),
+                "ftype": ROWS[name][1], "threads": threads, "prompt": prompt,
+                "new_tokens": new_tokens}) for name in ROWS}
 
 
-def anchor_rows(work: Path, prompt: list[int], new_tokens: int, threads: int) -> dict:
-    """The format table's llama.cpp rows on the packaged SmolLM2 GGUF; bytes per step are the
+def model_file(gguf: Path, work: Path, name: str) -> Path:
+    """The GGUF a row runs: the packaged one, or llama.cpp's re-quantization of it in `work`."""
+    file = ROWS[name][0]
+    return work / f"smollm2-{file}" if file else gguf
+
+
+def llama_cpp_speed(name: str, job: dict) -> Speed:
+    times = run_child(CHILD, job, job["threads"])
+    first, total, n = times["first"], times["total"], job["new_tokens"]
+    return Speed(name, first, (n - 1) / max(total - first, 1e-9), n)
+
+
+def anchor_engines(work: Path, prompt: list[int], new_tokens: int, threads: int) -> dict:
+    """The format table's llama.cpp engines on the packaged SmolLM2 GGUF."""
+    from tyllm.tools.smollm2 import GGUF_FILE, gguf_folder
+
+    return llama_cpp_engines(gguf_folder() / GGUF_FILE, work, prompt, new_tokens, threads)
+
+
+def anchor_rows(work: Path, runs: dict[str, list[dict]], prompt: list[int]) -> dict:
+    """The llama.cpp rows of the format table from their paired runs; bytes per step are the
     model file's size (every tensor but one embedding row is read each step)."""
     from tyllm.tools.smollm2 import GGUF_FILE, gguf_folder
 
     gguf = gguf_folder() / GGUF_FILE
-    rows = {}
-    for name, speed in llama_cpp_rows(gguf, work, prompt, new_tokens, threads).items():
-        file = ROWS[name][0]
-        rows[name] = {"decode_tok_s": speed.decode_tok_s,
-                      "bytes_per_step": (work / f"smollm2-{file}" if file else gguf).stat().st_size,
-                      "ttft_s": {len(prompt): speed.ttft_s}}
-    return rows
+    return {name: {"runs": runs[name],
+                   "bytes_per_step": model_file(gguf, work, name).stat().st_size,
+                   "ttft_s": {len(prompt): median(r["ttft_s"] for r in runs[name])}}
+            for name in ROWS if name in runs}

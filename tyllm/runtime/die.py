@@ -2,6 +2,7 @@
 
 import torch
 
+from tyllm.artifacts.huge_pages import huge_page_zeros
 from tyllm.artifacts.params import load_params
 from tyllm.artifacts.windows import history_mask, window_for
 from tyllm.dtypes import DTYPES
@@ -43,8 +44,8 @@ class DieRunner:
         self.windows = sorted({w for _, w in graphs})
         kv = tree.kv_cache_for(die)
         k = kv["k_cache"]
-        self.k_cache = torch.zeros(k["shape"], dtype=DTYPES[k["dtype"]])
-        self.v_cache = torch.zeros_like(self.k_cache)
+        self.cache_shape, self.cache_dtype = k["shape"], DTYPES[k["dtype"]]
+        self.k_cache, self.v_cache = self._zeros(), self._zeros()
         self.slots = {0: (self.k_cache, self.v_cache)}  # slot 0 is the session's own cache
         self.blocks: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # vLLM block id -> KV
 
@@ -52,10 +53,13 @@ class DieRunner:
     def _program(tree: Tree, graph: dict, weights: dict):
         return bind_program(tree, graph, graph_params(tree, graph, weights))
 
+    def _zeros(self) -> torch.Tensor:
+        return huge_page_zeros(self.cache_shape, self.cache_dtype)
+
     def cache(self, slot: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The (K, V) cache of one sequence slot, allocated on first use."""
         if slot not in self.slots:
-            self.slots[slot] = (torch.zeros_like(self.k_cache), torch.zeros_like(self.v_cache))
+            self.slots[slot] = (self._zeros(), self._zeros())
         return self.slots[slot]
 
     def copy_kv(self, source: int, target: int, length: int) -> None:
