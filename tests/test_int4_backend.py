@@ -136,3 +136,40 @@ def test_int4_kernel_applies_each_group_scale_once():
     text = kernel.script()
     inner = text[text.index("for e in range"):text.index("acc[r, v, c] = acc")]
     assert "scales" not in inner and "qzeros" not in inner and "qweight" in inner
+
+
+class SharedInput(torch.nn.Module):
+    """q/k/v-like int4 linears of one input (one with a bias), and one of another input."""
+
+    def __init__(self):
+        super().__init__()
+        self.q = int4_linear(out_features=64, bias=True, seed=1, panels=PANEL_LANES)
+        self.k = int4_linear(out_features=32, seed=2, panels=PANEL_LANES)
+        self.v = int4_linear(out_features=48, seed=3, panels=PANEL_LANES)
+        self.o = int4_linear(out_features=128, in_features=64, seed=4, panels=PANEL_LANES)
+
+    def forward(self, x):
+        return self.o(self.q(x)), self.k(x), self.v(x)
+
+
+@pytest.mark.parametrize("rows", [1, MAX_ROWS])
+def test_linears_of_one_input_are_one_launch(rows):
+    kernels = lowered_kernels(SharedInput(), torch.randn(rows, 128))
+    names = sorted(n for n in kernels if n.startswith("int4_"))
+    assert len(names) == 2, names  # q/k/v in one kernel, o (another input) in its own
+    assert names[1].startswith("int4_linears_") and names[1].endswith("_n64b_n32_n48")
+
+
+@pytest.mark.parametrize("rows", [1, 3])
+def test_fused_linears_give_each_linear_s_own_output(tmp_path, rows):
+    model = SharedInput()
+    x = torch.randn(rows, 128)
+    library = tmp_path / "shared.so"
+    order = lower_to_library(export_module(model, {"x": x}), library, TargetSpec(2))
+    params = dict(model.named_parameters())
+    got = DieProgram(library, [params[n] for n in order])(x)
+    expected = model(x)
+    for g, e in zip(got, expected, strict=True):
+        assert g.shape == e.shape
+        scale = float(e.abs().max())  # float32 sums in another order: relative to the output
+        assert torch.allclose(g.double(), e.double(), rtol=1e-5, atol=1e-6 * scale)

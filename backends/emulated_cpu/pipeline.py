@@ -12,6 +12,7 @@ from tvm import relax, topi
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 from tvm.s_tir import dlight as dl
 from tyllm.backends.emulated_cpu.fuse_weights import fuse_weight_passes
+from tyllm.backends.emulated_cpu.parallel_linears import fuse_parallel_int4
 from tyllm.backends.emulated_cpu.schedules import cpu_rules
 
 
@@ -77,7 +78,7 @@ def fp32_accumulation(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm
 
 
 def legalize_passes(target: tvm.target.Target) -> list:
-    return [fp32_accumulation, relax.transform.FuseTransposeMatmul(), fast_exp,
+    return [fuse_parallel_int4, fp32_accumulation, relax.transform.FuseTransposeMatmul(), fast_exp,
             *cpu_generic.legalize_passes(target), *fuse_weight_passes()]
 
 
