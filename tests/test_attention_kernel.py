@@ -13,7 +13,12 @@ from tyllm.backends.emulated_cpu.lower import import_program
 from tyllm.backends.emulated_cpu.pipeline import build_pipeline
 
 from tyllm.capture.export import export_module
-from tyllm.capture.ops import attention, attention_reference
+from tyllm.capture.ops import (
+    attention,
+    attention_reference,
+    attention_rows,
+    attention_rows_reference,
+)
 
 LAYERS, CACHE, LAYER = 3, 160, 1
 
@@ -71,5 +76,47 @@ def test_kernel_equals_the_reference(case, dtype):
     wide = [t.double() if t.is_floating_point() else t for t in inputs.values()]
     want = attention_reference(*wide, LAYER, kv_of)
     assert got.shape == want.shape and got.dtype == dtype
+    tolerance = 1e-5 if dtype == torch.float32 else 3e-3
+    torch.testing.assert_close(got.double(), want, rtol=tolerance, atol=tolerance)
+
+
+class RowsAttention(torch.nn.Module):
+    """B sequences of one row, each on its own caches (batched decode): one kernel."""
+
+    def __init__(self, kv_of: list[int]):
+        super().__init__()
+        self.kv_of = kv_of
+
+    def forward(self, q, k, v, history_mask, k0, v0, k1, v1, k2, v2):
+        return attention_rows(q, k, v, [k0, k1, k2], [v0, v1, v2], history_mask, LAYER,
+                              self.kv_of)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("kv_of", [[0, 0, 0, 1, 1, 1], [0, 0, 0, 1, 1]])
+def test_rows_of_several_sequences_are_one_kernel_equal_to_the_reference(kv_of, dtype):
+    kv_heads, head_dim, window = max(kv_of) + 1, 16, 64
+    gen = torch.Generator().manual_seed(1)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen).to(dtype)
+
+    positions = torch.arange(window)
+    masks = torch.stack([positions < 50, (positions < 20) & (positions % 5 != 2),
+                         torch.zeros(window, dtype=torch.bool)])  # each its own history
+    inputs = {"q": randn(len(kv_of), 3, head_dim), "k": randn(kv_heads, 3, head_dim),
+              "v": randn(kv_heads, 3, head_dim), "history_mask": masks}
+    for b in range(3):
+        inputs |= {f"k{b}": randn(LAYERS, kv_heads, CACHE, head_dim),
+                   f"v{b}": randn(LAYERS, kv_heads, CACHE, head_dim)}
+    module = RowsAttention(kv_of)
+    mod, _ = import_program(export_module(module, inputs))
+    kernels = [gv.name_hint for gv in mod.get_global_vars() if "attention" in gv.name_hint]
+    assert len(kernels) == 1 and kernels[0].startswith("attention_rows_b3_")
+    got = compiled(module, inputs)(*inputs.values())
+    wide = [t.double() if t.is_floating_point() else t for t in inputs.values()]
+    q, k, v, mask, *caches = wide
+    want = attention_rows_reference(q, k, v, caches[0::2], caches[1::2], mask, LAYER, kv_of)
+    assert got.shape == want.shape == (3, len(kv_of) * head_dim) and got.dtype == dtype
     tolerance = 1e-5 if dtype == torch.float32 else 3e-3
     torch.testing.assert_close(got.double(), want, rtol=tolerance, atol=tolerance)

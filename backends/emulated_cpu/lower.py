@@ -82,6 +82,27 @@ def _convert_attention(node, importer):
     return bb.emit(relax.call_tir(kernel, args, relax.TensorType((rows, heads * head_dim), dtype)))
 
 
+def _convert_attention_rows(node, importer):
+    """`tyllm::attention_rows` (B sequences of one row) -> one call of the few-rows kernel
+    written for B sequences (few_rows_attention.py), their caches its operands."""
+    q, k, v = (importer.env[a] for a in node.args[:3])
+    k_caches, v_caches = ([importer.env[a] for a in arg] for arg in node.args[3:5])
+    mask = importer.env[node.args[5]]
+    layer, kv_of = node.args[6], tuple(node.args[7])
+    heads, rows, head_dim = (int(n) for n in q.ty.shape)
+    layers, kv_heads, cache, _ = (int(n) for n in k_caches[0].ty.shape)
+    dtype = _dtype(q)
+    name = f"attention_rows_b{rows}_h{heads}_kv{kv_heads}_d{head_dim}_{dtype}"
+    if kv_of != tuple(h // (heads // kv_heads) for h in range(heads)):
+        name += "_" + "_".join(map(str, kv_of))
+    bb = importer.block_builder
+    kernel = _kernel_named(bb, name, lambda: few_rows_attention_kernel(
+        kv_of, kv_heads, 1, head_dim, layers, cache, dtype, sequences=rows))
+    caches = [c for pair in zip(k_caches, v_caches, strict=True) for c in pair]
+    args = [q, k, v, *caches, mask, tvm.tirx.IntImm("int64", layer)]
+    return bb.emit(relax.call_tir(kernel, args, relax.TensorType((rows, heads * head_dim), dtype)))
+
+
 def _convert_int4_linear(node, importer):
     """`tyllm::int4_linear` of at most MAX_ROWS rows -> a call of the host kernel
     (int4_matmul.py), one per shape in the module."""
@@ -152,6 +173,7 @@ CUSTOM_CONVERT_MAP = {
     "__rshift__.Scalar": _convert_right_shift,
     "all_reduce.default": _convert_all_reduce,
     "attention.default": _convert_attention,
+    "attention_rows.default": _convert_attention_rows,
     "int4_linear.default": _convert_int4_linear,
     "mm.default": _convert_matmul,
     "bmm.default": _convert_matmul,

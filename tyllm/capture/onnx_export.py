@@ -18,7 +18,11 @@ from onnxscript import opset18 as op
 
 from tyllm.artifacts.params import ALIASES
 from tyllm.capture.export import OUTPUT_NAMES
-from tyllm.capture.ops import attention_reference, int4_linear_reference
+from tyllm.capture.ops import (
+    attention_reference,
+    attention_rows_reference,
+    int4_linear_reference,
+)
 
 DOMAIN = "tyllm"
 ALL_REDUCE_TARGET = "torch.ops.tyllm.all_reduce"
@@ -95,9 +99,10 @@ def link_external_weights(model: ir.Model, weights: Path, state_dict: dict) -> i
 
 
 def with_plain_kernels(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
-    """`program` with each `tyllm::attention` and `tyllm::int4_linear` written out in standard
-    ops (their references)."""
+    """`program` with each `tyllm::attention(_rows)` and `tyllm::int4_linear` written out in
+    standard ops (their references)."""
     references = {torch.ops.tyllm.attention.default: attention_reference,
+                  torch.ops.tyllm.attention_rows.default: attention_rows_reference,
                   torch.ops.tyllm.int4_linear.default: int4_linear_reference}
     if not any(n.target in references for n in program.graph.nodes):
         return program

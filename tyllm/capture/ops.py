@@ -1,5 +1,6 @@
 """The custom ops of the die graphs: `tyllm::all_reduce` (the collective each die graph calls
-after attention and after the MLP), `tyllm::attention` and `tyllm::int4_linear` (kernels a
+after attention and after the MLP), `tyllm::attention` (and `tyllm::attention_rows`, B
+sequences of one row) and `tyllm::int4_linear` (kernels a
 backend may write for its own hardware; each op's reference is its meaning).
 
 In eager torch it is the one-die identity (sum over a single die). The emulated CPU backend lowers
@@ -68,6 +69,29 @@ def attention_reference(q, k, v, k_cache, v_cache, history_mask, layer: int,
     p = torch.softmax(torch.cat([s_hist, s_new], -1), -1, dtype=torch.float32).to(q.dtype)
     out = torch.bmm(p[..., :window], v_hist) + torch.bmm(p[..., window:], v)  # [G, g*M, D]
     return out.reshape(heads, m, d).transpose(0, 1).reshape(m, heads * d)
+
+
+@torch.library.custom_op("tyllm::attention_rows", mutates_args=())
+def attention_rows(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, k_caches: list[torch.Tensor],
+                   v_caches: list[torch.Tensor], history_mask: torch.Tensor, layer: int,
+                   kv_of: list[int]) -> torch.Tensor:
+    """B sequences of one new row each (batched decode): q [heads, B, D], new k/v [KV, B, D],
+    sequence b attending to its own caches k_caches[b] / v_caches[b] (layer `layer`) where
+    history_mask[b] [B, W] marks them. Returns [B, heads * D]: `attention` of each sequence,
+    one after the other (its reference); a backend may run them in one kernel."""
+    return attention_rows_reference(q, k, v, k_caches, v_caches, history_mask, layer, kv_of)
+
+
+@attention_rows.register_fake
+def _attention_rows_fake(q, k, v, k_caches, v_caches, history_mask, layer, kv_of):
+    return q.new_empty(q.shape[1], q.shape[0] * q.shape[2])
+
+
+def attention_rows_reference(q, k, v, k_caches, v_caches, history_mask, layer: int,
+                             kv_of: list[int]) -> torch.Tensor:
+    return torch.cat([attention_reference(q[:, b:b + 1], k[:, b:b + 1], v[:, b:b + 1], kc, vc,
+                                          history_mask[b], layer, kv_of)
+                      for b, (kc, vc) in enumerate(zip(k_caches, v_caches, strict=True))])
 
 
 @torch.library.custom_op("tyllm::int4_linear", mutates_args=())

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from tyllm.capture.ops import all_reduce, attention, int4_linear
+from tyllm.capture.ops import all_reduce, attention, attention_rows, int4_linear
 from tyllm.errors import TyllmError
 from tyllm.models.dims import DecoderDims
 from tyllm.models.panels import dense, panel_rows, panel_width, panelled
@@ -174,7 +174,7 @@ class Attention(nn.Module):
     def forward(self, x, cos, sin, history, hist_mask, causal_mask, taps=None):
         """x [R, H]: one sequence's M rows (R = M; `history` is its LayerCache), or B
         sequences' rows one after the other (R = B*M; hist_mask is [B, W]; `history` is a list
-        of B LayerCaches when M = 1, each row the one-sequence op on its own cache, else of B
+        of B LayerCaches when M = 1, the rows' op on each sequence's own cache, else of B
         (k, v) windows)."""
         q = apply_rope(self.project(x, self.q_proj, self.q_norm, self.heads), cos, sin)
         k = apply_rope(self.project(x, self.k_proj, self.k_norm, self.kv_heads), cos, sin)
@@ -182,9 +182,8 @@ class Attention(nn.Module):
         if isinstance(history, LayerCache):
             out = attention(q, k, v, history.k, history.v, hist_mask, history.index, self.kv_of)
         elif isinstance(history[0], LayerCache):  # B sequences of one row each: decode
-            out = torch.cat([attention(q[:, b:b + 1], k[:, b:b + 1], v[:, b:b + 1], c.k, c.v,
-                                       hist_mask[b], c.index, self.kv_of)
-                             for b, c in enumerate(history)])
+            out = attention_rows(q, k, v, [c.k for c in history], [c.v for c in history],
+                                 hist_mask, history[0].index, self.kv_of)
         else:
             k_hists, v_hists = zip(*history, strict=True)
             out = self.attend_rows(q, k, v, k_hists, v_hists, hist_mask, causal_mask)
