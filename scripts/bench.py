@@ -418,12 +418,13 @@ def formats(args, model: Path, work: Path, prompt: list[int], new_tokens: int) -
     and fp32 unless `serving` is skipped."""
     skip = set(filter(None, args.skip.split(",")))
     costs = compile_formats(model, work, args.threads, "serving" not in skip)
-    engines = format_engines(work, prompt, new_tokens)
+    anchors = {}
     if args.model is None and "llama.cpp" not in skip:  # the packaged GGUF is SmolLM2's
-        engines |= anchor_engines(work, prompt, new_tokens, args.threads)
-    runs = paired_runs(engines, DECODE_ROUNDS, args.threads)
-    rows = format_rows(work, runs, TTFT_TOKENS, prompt) | anchor_rows(work, runs, prompt)
-    rows = with_roofs(rows)
+        anchors = anchor_engines(work, prompt, new_tokens, args.threads)
+    runs = paired_runs(format_engines(work, prompt, new_tokens) | anchors,
+                       3 if args.quick else DECODE_ROUNDS, args.threads)
+    rows = format_rows(work, runs, TTFT_TOKENS, prompt)
+    rows = with_roofs(rows | (anchor_rows(work, runs, prompt) if anchors else {}))
     print(format_table(rows))
     result = {"rows": rows, "compile": costs}
     if "serving" not in skip:
