@@ -29,6 +29,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from statistics import median
 
 from tyllm.bench.compile_cost import compile_cost
 from tyllm.bench.concurrency import (
@@ -426,7 +427,9 @@ def formats(args, model: Path, work: Path, prompt: list[int], new_tokens: int) -
     rows = format_rows(work, runs, TTFT_TOKENS, prompt)
     rows = with_roofs(rows | (anchor_rows(work, runs, prompt) if anchors else {}))
     print(format_table(rows))
-    result = {"rows": rows, "compile": costs}
+    readings = [r["read_bandwidth_gbs"] for row in rows.values() for r in row["runs"]]
+    result = {"read_bandwidth_gbs": median(readings), "read_bandwidth_readings_gbs": readings,
+              "rows": rows, "compile": costs}
     if "serving" not in skip:
         tokens = 16 if args.quick else SERVING_TOKENS
         rates = format_serving(work, prompt, tokens, args.threads)
