@@ -42,6 +42,7 @@ from tyllm.bench.concurrency import (
 from tyllm.bench.engines import bench_hf, bench_ort, bench_tree, bench_vllm
 from tyllm.bench.formats import (
     DECODE_ROUNDS,
+    QUICK_ROUNDS,
     compile_formats,
     format_engines,
     format_ratios,
@@ -423,7 +424,7 @@ def formats(args, model: Path, work: Path, prompt: list[int], new_tokens: int) -
     if args.model is None and "llama.cpp" not in skip:  # the packaged GGUF is SmolLM2's
         anchors = anchor_engines(work, prompt, new_tokens, args.threads)
     runs = paired_runs(format_engines(work, prompt, new_tokens) | anchors,
-                       3 if args.quick else DECODE_ROUNDS, args.threads)
+                       QUICK_ROUNDS if args.quick else DECODE_ROUNDS, args.threads)
     rows = format_rows(work, runs, TTFT_TOKENS, prompt)
     rows = with_roofs(rows | (anchor_rows(work, runs, prompt) if anchors else {}))
     print(format_table(rows))

@@ -18,7 +18,6 @@ history, not the window.
 """
 
 from tvm import tirx
-from tvm.script import from_source
 from tvm.script import tirx as T
 from tyllm.backends.emulated_cpu.attention import (
     LANES,
@@ -28,6 +27,7 @@ from tyllm.backends.emulated_cpu.attention import (
     kv_head_of,
     vector_lanes,
 )
+from tyllm.backends.emulated_cpu.generated import branches, parse_kernel
 
 FEW_ROWS = 8  # up to this many rows; more go to the transposing kernel (attention.py)
 
@@ -175,10 +175,8 @@ def kernel(q: T.Buffer((H, B, D), dtype), k: T.Buffer((KV, B, D), dtype),
     mask = T.match_buffer(mask_handle, (B, W), "bool")
     last = T.alloc_buffer((B,), "int64", scope="global")
     for b in range(T.int64(B)):  # each sequence's history length (its last marked + 1)
-        last[b] = T.int64(0)
-        for j in range(W):
-            if mask[b, j]:
-                last[b] = j + 1
+        history_length(T.decl_buffer((W,), "bool", data=mask.data, elem_offset=b * W), W,
+                       T.decl_buffer((1,), "int64", data=last.data, elem_offset=b))
     for task in T.parallel(T.int64(B * H)):
         b = T.bind(task // H)
         h = T.bind(task % H)
@@ -203,14 +201,10 @@ def sequences_kernel(sequences: int, head, H: int, KV: int, D: int, L: int, C: i
     B, its caches selected by the sequence's index)."""
     caches = ", ".join(f"kc{b}: T.Buffer((L, KV, C, D), dtype), "
                        f"vc{b}: T.Buffer((L, KV, C, D), dtype)" for b in range(sequences))
-    lines = []
-    for b in range(sequences):
-        keyword = "if" if b == 0 else "elif" if b < sequences - 1 else "else"
-        condition = f" b == {b}" if keyword != "else" else ""
-        lines.append(f"        {keyword}{condition}:\n"
-                     f"            head(q_b, k_b, v_b, kc{b}, vc{b}, mask_b, W, nh, layer, "
-                     f"out_b, h)")
-    source = SEQUENCES_KERNEL.format(caches=caches, dispatch="\n".join(lines))
-    return from_source(source, extra_vars={
-        "T": T, "head": head, "H": H, "KV": KV, "D": D,
-        "L": L, "C": C, "B": sequences, "dtype": dtype})
+    bodies = [f"head(q_b, k_b, v_b, kc{b}, vc{b}, mask_b, W, nh, layer, out_b, h)"
+              for b in range(sequences)]
+    dispatch = branches([f"b == {b}" for b in range(sequences)], bodies, indent=8)
+    source = SEQUENCES_KERNEL.format(caches=caches, dispatch=dispatch)
+    return parse_kernel(source, {"T": T, "head": head, "history_length": history_length,
+                                 "H": H, "KV": KV, "D": D, "L": L, "C": C, "B": sequences,
+                                 "dtype": dtype})

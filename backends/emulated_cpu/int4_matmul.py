@@ -17,11 +17,13 @@ a conversion and one FMA:
 
 from tvm import tirx
 from tvm.script import tirx as T
+from tyllm.backends.emulated_cpu.generated import branches, parse_kernel
 from tyllm.backends.emulated_cpu.schedules.common import divisor_tile
 
 ACCUMULATORS = 16  # partial sums + outputs of a task (in 512-bit registers, 32 of them)
 MAX_ROWS = 8  # rows this kernel serves; more (prefill) go to the scheduled matmul
 MAX_SEGMENTS = 3  # linears of one input in one launch (q/k/v)
+INT4_KERNEL_PREFIX = "int4_linear_m"  # a one-linear kernel's name: this, then its rows, ...
 
 
 def int4_linear_kernel(rows: int, out_features: int, in_features: int, group_size: int,
@@ -99,74 +101,31 @@ def int4_linears_kernel(rows: int, segments: tuple[tuple[int, bool], ...], in_fe
                     else:
                         out[r, n] = T.Cast(dtype, acc[r, v, c])
 
-    def shapes(i):
-        n, bias = segments[i]
-        return ((NPs[i], K // 2, P), (NPs[i], KG, P), (n,), dtype if bias else f32, (R, n))
+    operands, outputs, bodies = [], [], []
+    for i, (n, bias) in enumerate(segments):
+        operands.append(f"qweight{i}: T.Buffer(({NPs[i]}, {K // 2}, {P}), 'uint8'), "
+                        f"scales{i}: T.Buffer(({NPs[i]}, {KG}, {P}), scale_dtype), "
+                        f"qzeros{i}: T.Buffer(({NPs[i]}, {KG}, {P}), 'uint8'), "
+                        f"bias{i}: T.Buffer(({n},), {'dtype' if bias else 'f32'})")
+        outputs.append(f"out{i}: T.Buffer(({R}, {n}), dtype)")
+        bodies.append(f"panel_task(x_low, x_high, x_sum, qweight{i}, scales{i}, qzeros{i}, "
+                      f"bias{i}, out{i}, task - {starts[i]}, {Vs[i]}, {bias})")
+    dispatch = branches([f"task < {start}" for start in starts[1:]], bodies, indent=8)
+    source = LINEARS_KERNEL.format(operands=", ".join(operands + outputs), tasks=starts[-1],
+                                   dispatch=dispatch)
+    return parse_kernel(source, {"T": T, "R": R, "K": K, "KG": KG, "f32": f32, "dtype": dtype,
+                                 "scale_dtype": scale_dtype, "prepare": prepare,
+                                 "panel_task": panel_task})
 
-    q0, s0, b0, bt0, o0 = shapes(0)
-    if len(segments) == 1:
-        @T.prim_func
-        def one(x: T.Buffer((R, K), dtype), qweight: T.Buffer(q0, "uint8"),
-                scales: T.Buffer(s0, scale_dtype), qzeros: T.Buffer(s0, "uint8"),
-                b: T.Buffer(b0, bt0), out: T.Buffer(o0, dtype)):
-            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-            x_low = T.alloc_buffer((R, K), f32)
-            x_high = T.alloc_buffer((R, K), f32)  # x / 16: the high nibble is converted as 16 q
-            x_sum = T.alloc_buffer((R, KG), f32)
-            prepare(x, x_low, x_high, x_sum)
-            for task in T.parallel(T.int64(starts[1])):
-                panel_task(x_low, x_high, x_sum, qweight, scales, qzeros, b, out, task, Vs[0],
-                           segments[0][1])
 
-        return one
-    q1, s1, b1, bt1, o1 = shapes(1)
-    if len(segments) == 2:
-        @T.prim_func
-        def two(x: T.Buffer((R, K), dtype), qweight0: T.Buffer(q0, "uint8"),
-                scales0: T.Buffer(s0, scale_dtype), qzeros0: T.Buffer(s0, "uint8"),
-                bias0: T.Buffer(b0, bt0), qweight1: T.Buffer(q1, "uint8"),
-                scales1: T.Buffer(s1, scale_dtype), qzeros1: T.Buffer(s1, "uint8"),
-                bias1: T.Buffer(b1, bt1), out0: T.Buffer(o0, dtype),
-                out1: T.Buffer(o1, dtype)):
-            T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-            x_low = T.alloc_buffer((R, K), f32)
-            x_high = T.alloc_buffer((R, K), f32)
-            x_sum = T.alloc_buffer((R, KG), f32)
-            prepare(x, x_low, x_high, x_sum)
-            for task in T.parallel(T.int64(starts[2])):
-                if task < starts[1]:
-                    panel_task(x_low, x_high, x_sum, qweight0, scales0, qzeros0, bias0, out0,
-                               task, Vs[0], segments[0][1])
-                else:
-                    panel_task(x_low, x_high, x_sum, qweight1, scales1, qzeros1, bias1, out1,
-                               task - starts[1], Vs[1], segments[1][1])
-
-        return two
-    q2, s2, b2, bt2, o2 = shapes(2)
-
-    @T.prim_func
-    def three(x: T.Buffer((R, K), dtype), qweight0: T.Buffer(q0, "uint8"),
-              scales0: T.Buffer(s0, scale_dtype), qzeros0: T.Buffer(s0, "uint8"),
-              bias0: T.Buffer(b0, bt0), qweight1: T.Buffer(q1, "uint8"),
-              scales1: T.Buffer(s1, scale_dtype), qzeros1: T.Buffer(s1, "uint8"),
-              bias1: T.Buffer(b1, bt1), qweight2: T.Buffer(q2, "uint8"),
-              scales2: T.Buffer(s2, scale_dtype), qzeros2: T.Buffer(s2, "uint8"),
-              bias2: T.Buffer(b2, bt2), out0: T.Buffer(o0, dtype), out1: T.Buffer(o1, dtype),
-              out2: T.Buffer(o2, dtype)):
-        T.func_attr({"tirx.noalias": True, "tirx.is_scheduled": True})
-        x_low = T.alloc_buffer((R, K), f32)
-        x_high = T.alloc_buffer((R, K), f32)
-        x_sum = T.alloc_buffer((R, KG), f32)
-        prepare(x, x_low, x_high, x_sum)
-        for task in T.parallel(T.int64(starts[3])):
-            if task < starts[1]:
-                panel_task(x_low, x_high, x_sum, qweight0, scales0, qzeros0, bias0, out0, task,
-                           Vs[0], segments[0][1])
-            elif task < starts[2]:
-                panel_task(x_low, x_high, x_sum, qweight1, scales1, qzeros1, bias1, out1,
-                           task - starts[1], Vs[1], segments[1][1])
-            else:
-                panel_task(x_low, x_high, x_sum, qweight2, scales2, qzeros2, bias2, out2,
-                           task - starts[2], Vs[2], segments[2][1])
-
-    return three
+LINEARS_KERNEL = """
+@T.prim_func
+def kernel(x: T.Buffer((R, K), dtype), {operands}):
+    T.func_attr({{"tirx.noalias": True, "tirx.is_scheduled": True}})
+    x_low = T.alloc_buffer((R, K), f32)
+    x_high = T.alloc_buffer((R, K), f32)  # x / 16: the high nibble is converted as 16 q
+    x_sum = T.alloc_buffer((R, KG), f32)
+    prepare(x, x_low, x_high, x_sum)
+    for task in T.parallel(T.int64({tasks})):
+{dispatch}
+"""

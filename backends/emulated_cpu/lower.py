@@ -11,7 +11,11 @@ from tvm.relax.frontend import detach_params
 from tvm.relax.frontend.torch import from_exported_program
 from tyllm.backends.emulated_cpu.attention import attention_kernel
 from tyllm.backends.emulated_cpu.few_rows_attention import FEW_ROWS, few_rows_attention_kernel
-from tyllm.backends.emulated_cpu.int4_matmul import MAX_ROWS, int4_linear_kernel
+from tyllm.backends.emulated_cpu.int4_matmul import (
+    INT4_KERNEL_PREFIX,
+    MAX_ROWS,
+    int4_linear_kernel,
+)
 from tyllm.backends.emulated_cpu.pipeline import build_pipeline
 from tyllm.backends.emulated_cpu.schedules import PANEL_LANES
 
@@ -59,6 +63,14 @@ def _kernel_named(bb, name: str, make):
     return found[0] if found else bb.add_func(make().with_attr("global_symbol", name), name)
 
 
+def _attention_name(shape_name: str, kv_of: tuple[int, ...], kv_heads: int) -> str:
+    """An attention kernel's name: its shape, and its head mapping unless contiguous and even."""
+    heads = len(kv_of)
+    if kv_of == tuple(h // (heads // kv_heads) for h in range(heads)):
+        return shape_name
+    return shape_name + "_" + "_".join(map(str, kv_of))
+
+
 def _convert_attention(node, importer):
     """`tyllm::attention` -> a call of the host kernel (attention.py; few_rows_attention.py for
     up to FEW_ROWS rows), one per shape and head mapping in the module, the layer passed as a
@@ -68,9 +80,8 @@ def _convert_attention(node, importer):
     heads, rows, head_dim = (int(n) for n in q.ty.shape)
     layers, kv_heads, cache, _ = (int(n) for n in k_cache.ty.shape)
     dtype = _dtype(q)
-    name = f"attention_h{heads}_kv{kv_heads}_m{rows}_d{head_dim}_{dtype}"
-    if kv_of != tuple(h // (heads // kv_heads) for h in range(heads)):
-        name += "_" + "_".join(map(str, kv_of))
+    name = _attention_name(f"attention_h{heads}_kv{kv_heads}_m{rows}_d{head_dim}_{dtype}",
+                           kv_of, kv_heads)
     bb = importer.block_builder
     make = few_rows_attention_kernel if rows <= FEW_ROWS else attention_kernel
     kernel = _kernel_named(bb, name, lambda: make(
@@ -92,9 +103,8 @@ def _convert_attention_rows(node, importer):
     heads, rows, head_dim = (int(n) for n in q.ty.shape)
     layers, kv_heads, cache, _ = (int(n) for n in k_caches[0].ty.shape)
     dtype = _dtype(q)
-    name = f"attention_rows_b{rows}_h{heads}_kv{kv_heads}_d{head_dim}_{dtype}"
-    if kv_of != tuple(h // (heads // kv_heads) for h in range(heads)):
-        name += "_" + "_".join(map(str, kv_of))
+    name = _attention_name(f"attention_rows_b{rows}_h{heads}_kv{kv_heads}_d{head_dim}_{dtype}",
+                           kv_of, kv_heads)
     bb = importer.block_builder
     kernel = _kernel_named(bb, name, lambda: few_rows_attention_kernel(
         kv_of, kv_heads, 1, head_dim, layers, cache, dtype, sequences=rows))
@@ -112,8 +122,8 @@ def _convert_int4_linear(node, importer):
     rows, inputs = (int(n) for n in x.ty.shape)
     blocks, _, lanes = (int(n) for n in qweight.ty.shape)
     outputs, dtype, scale_dtype = blocks * lanes, _dtype(x), _dtype(scales)
-    name = (f"int4_linear_m{rows}_n{outputs}_k{inputs}_g{group}_p{lanes}_{dtype}_{scale_dtype}"
-            f"{'_bias' if bias is not None else ''}")
+    name = (f"{INT4_KERNEL_PREFIX}{rows}_n{outputs}_k{inputs}_g{group}_p{lanes}_{dtype}_"
+            f"{scale_dtype}{'_bias' if bias is not None else ''}")
     bb = importer.block_builder
     kernel = _kernel_named(bb, name, lambda: int4_linear_kernel(
         rows, outputs, inputs, group, lanes, dtype, scale_dtype, bias is not None))

@@ -6,9 +6,11 @@ the thread pool and the input's preparation (docs/PERFORMANCE.md)."""
 
 import tvm
 from tvm import relax
-from tyllm.backends.emulated_cpu.int4_matmul import MAX_SEGMENTS, int4_linears_kernel
-
-KERNEL_PREFIX = "int4_linear_m"  # lower.py::_convert_int4_linear's kernels
+from tyllm.backends.emulated_cpu.int4_matmul import (
+    INT4_KERNEL_PREFIX,
+    MAX_SEGMENTS,
+    int4_linears_kernel,
+)
 
 
 def _int4_call(binding) -> relax.Call | None:
@@ -17,7 +19,7 @@ def _int4_call(binding) -> relax.Call | None:
     if not (isinstance(value, relax.Call) and value.op.same_as(tvm.ir.Op.get("relax.call_tir"))):
         return None
     callee = value.args[0]
-    return value if callee.name_hint.startswith(KERNEL_PREFIX) else None
+    return value if callee.name_hint.startswith(INT4_KERNEL_PREFIX) else None
 
 
 def _groups(block) -> list[list]:
@@ -39,8 +41,9 @@ def _groups(block) -> list[list]:
 
 
 def _segment(call) -> tuple[int, bool]:
-    """(outputs, has bias) of one int4 call."""
-    return int(call.ty.shape[1]), call.args[0].name_hint.endswith("_bias")
+    """(outputs, has bias) of one int4 call (without a bias, its operand is a constant that
+    is never read: lower.py::_convert_int4_linear)."""
+    return int(call.ty.shape[1]), not isinstance(call.args[1].fields[4], tvm.ir.expr.Constant)
 
 
 def _kernel_for(builder, calls):
@@ -113,5 +116,5 @@ def _without_uncalled_kernels(mod: tvm.IRModule) -> tvm.IRModule:
         if isinstance(func, relax.Function):
             relax.analysis.post_order_visit(func, visit)
     kept = {gv: f for gv, f in mod.functions_items()
-            if not gv.name_hint.startswith(KERNEL_PREFIX) or gv.name_hint in called}
+            if not gv.name_hint.startswith(INT4_KERNEL_PREFIX) or gv.name_hint in called}
     return tvm.IRModule(kept, attrs=mod.attrs, global_infos=mod.global_infos)

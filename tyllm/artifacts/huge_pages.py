@@ -5,6 +5,7 @@ walk, and on this project's build machine (THP on request only, `madvise`) a Smo
 the request is a no-op."""
 
 import ctypes
+import math
 import sys
 
 import torch
@@ -28,8 +29,4 @@ def huge_page_bytes(size: int) -> torch.Tensor:
 
 def huge_page_zeros(shape, dtype: torch.dtype) -> torch.Tensor:
     """torch.zeros(shape, dtype=dtype) in memory from `huge_page_bytes`."""
-    count = 1
-    for n in shape:
-        count *= n
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return huge_page_bytes(count * itemsize).view(dtype).reshape(shape).zero_()
+    return huge_page_bytes(math.prod(shape) * dtype.itemsize).view(dtype).reshape(shape).zero_()

@@ -20,6 +20,7 @@ FORMATS = {"float32": ("float32", False), "float16": ("float16", False),
 FORMAT_KV = 1024  # room for the 512-token TTFT row
 FORMAT_BATCHES = [1, 2, 4, 8]  # what an engine with max_num_seqs=8 compiles
 DECODE_ROUNDS = 5  # each engine's decode rate is the median of this many paired runs
+QUICK_ROUNDS = 3  # with --quick
 
 
 def format_tree(work: Path, name: str) -> Path:
@@ -65,10 +66,10 @@ def paired_runs(engines: dict, rounds: int, threads: int) -> dict[str, list[dict
 def format_rows(work: Path, runs: dict[str, list[dict]], ttft_tokens: list[int],
                 prompt: list[int]) -> dict:
     """Per format: its paired runs, bytes read per step and TTFT at `ttft_tokens` tokens."""
-    return {name: {"runs": runs[name], "bytes_per_step": decode_weight_bytes(
-                       Tree(format_tree(work, name))),
-                   "ttft_s": ttft_tree(format_tree(work, name), ttft_tokens, prompt)}
-            for name in FORMATS}
+    trees = {name: format_tree(work, name) for name in FORMATS}
+    return {name: {"runs": runs[name], "bytes_per_step": decode_weight_bytes(Tree(tree)),
+                   "ttft_s": ttft_tree(tree, ttft_tokens, prompt)}
+            for name, tree in trees.items()}
 
 
 def with_roofs(rows: dict) -> dict:
