@@ -10,8 +10,11 @@ a conversion and one FMA:
 - the bytes of a group's panel hold input e in their low nibble and input e + G/2 in their high
   one (tyllm.quant.int4); a byte is widened once and masked twice, and the high nibble is
   converted as it lies (16 q) and multiplied by x / 16, exact in float32;
-- a task owns `vectors` panels and every row: a partial sum per (row, panel vector) for the
-  group, the running output next to it, all in registers;
+- a task owns a run of adjacent panels and every row, and reads its panels one after another:
+  each thread streams one contiguous range (prefetched 2 KiB ahead), where reading eight
+  panels side by side made eight short streams the prefetcher kept losing (1.2-1.4x at 1 and
+  2 rows out of cache); a group's partial sums are split into chains per row, so that a
+  panel's FMAs do not wait on each other, all in registers;
 - the inputs' group sums and x / 16 are computed once a call, before the tasks.
 """
 
@@ -20,7 +23,10 @@ from tvm.script import tirx as T
 from tyllm.backends.emulated_cpu.generated import branches, parse_kernel
 from tyllm.backends.emulated_cpu.schedules.common import divisor_tile
 
-ACCUMULATORS = 16  # partial sums + outputs of a task (in 512-bit registers, 32 of them)
+ACCUMULATORS = 16  # sets the panels per task: a task of few rows owns more of them
+CHAINS = 8  # independent partial sums a panel's group keeps (rows x chains), to hide FMA latency
+LINE_ROWS = 4  # byte rows of a panel in one 64-byte line
+PREFETCH_ROWS = 128  # how far ahead (in byte rows, 2 KiB) a panel's stream is prefetched
 MAX_ROWS = 8  # rows this kernel serves; more (prefill) go to the scheduled matmul
 MAX_SEGMENTS = 3  # linears of one input in one launch (q/k/v)
 INT4_KERNEL_PREFIX = "int4_linear_m"  # a one-linear kernel's name: this, then its rows, ...
@@ -62,44 +68,53 @@ def int4_linears_kernel(rows: int, segments: tuple[tuple[int, bool], ...], in_fe
             for e in range(T.int64(G)):
                 x_sum[r, g] = x_sum[r, g] + x_low[r, g * G + e]
 
+    C = next(c for c in (4, 2, 1) if H % c == 0 and R * c <= CHAINS)
+
     @T.macro
     def panel_task(x_low, x_high, x_sum, qweight, scales, qzeros, b, out, task, V, bias):
-        acc = T.decl_buffer((R, V, P), f32, scope="global")
-        part = T.decl_buffer((R, V, P), f32, scope="global")
-        for r in T.unroll(T.int64(R)):
-            for v in T.unroll(T.int64(V)):
-                for c in T.vectorized(T.int64(P)):
-                    acc[r, v, c] = T.float32(0)
-        for g in range(T.int64(KG)):
+        acc = T.decl_buffer((R, P), f32, scope="global")
+        part = T.decl_buffer((R, C, P), f32, scope="global")
+        for v in range(T.int64(V)):
+            n0 = T.bind(task * V + v)
             for r in T.unroll(T.int64(R)):
-                for v in T.unroll(T.int64(V)):
-                    for c in T.vectorized(T.int64(P)):
-                        part[r, v, c] = T.float32(0)
-            for e in range(T.int64(H)):
-                for v in T.unroll(T.int64(V)):
-                    for r in T.unroll(T.int64(R)):
+                for c in T.vectorized(T.int64(P)):
+                    acc[r, c] = T.float32(0)
+            for g in range(T.int64(KG)):
+                for r in T.unroll(T.int64(R)):
+                    for j in T.unroll(T.int64(C)):
                         for c in T.vectorized(T.int64(P)):
-                            byte = T.bind(T.Cast("int32", qweight[task * V + v, g * H + e, c]))
-                            part[r, v, c] = (
-                                part[r, v, c]
-                                + x_low[r, g * G + e] * T.Cast(f32, T.bitwise_and(byte, 15))
-                                + x_high[r, g * G + H + e]
-                                * T.Cast(f32, T.bitwise_and(byte, 240)))
-            for r in T.unroll(T.int64(R)):
-                for v in T.unroll(T.int64(V)):
+                            part[r, j, c] = T.float32(0)
+                for e0 in range(T.int64(H // C)):
+                    if e0 % T.int64(LINE_ROWS // C) == 0:
+                        T.evaluate(T.call_llvm_intrin(
+                            "void", "llvm.prefetch.p0",
+                            T.address_of(qweight[n0, g * H + e0 * C + PREFETCH_ROWS, 0]),
+                            T.int32(0), T.int32(3), T.int32(1)))
+                    for j in T.unroll(T.int64(C)):
+                        for r in T.unroll(T.int64(R)):
+                            for c in T.vectorized(T.int64(P)):
+                                e = T.bind(e0 * C + j)
+                                byte = T.bind(T.Cast("int32", qweight[n0, g * H + e, c]))
+                                part[r, j, c] = (
+                                    part[r, j, c]
+                                    + x_low[r, g * G + e] * T.Cast(f32, T.bitwise_and(byte, 15))
+                                    + x_high[r, g * G + H + e]
+                                    * T.Cast(f32, T.bitwise_and(byte, 240)))
+                for r in T.unroll(T.int64(R)):
+                    for j in T.unroll(T.int64(1), T.int64(C)):
+                        for c in T.vectorized(T.int64(P)):
+                            part[r, 0, c] = part[r, 0, c] + part[r, j, c]
+                for r in T.unroll(T.int64(R)):
                     for c in T.vectorized(T.int64(P)):
-                        acc[r, v, c] = acc[r, v, c] + T.Cast(
-                            f32, scales[task * V + v, g, c]) * (
-                            part[r, v, c]
-                            - T.Cast(f32, qzeros[task * V + v, g, c]) * x_sum[r, g])
-        for r in T.unroll(T.int64(R)):
-            for v in T.unroll(T.int64(V)):
+                        acc[r, c] = acc[r, c] + T.Cast(f32, scales[n0, g, c]) * (
+                            part[r, 0, c] - T.Cast(f32, qzeros[n0, g, c]) * x_sum[r, g])
+            for r in T.unroll(T.int64(R)):
                 for c in T.vectorized(T.int64(P)):
-                    n = T.bind((task * V + v) * P + c)
+                    n = T.bind(n0 * P + c)
                     if bias:
-                        out[r, n] = T.Cast(dtype, acc[r, v, c] + T.Cast(f32, b[n]))
+                        out[r, n] = T.Cast(dtype, acc[r, c] + T.Cast(f32, b[n]))
                     else:
-                        out[r, n] = T.Cast(dtype, acc[r, v, c])
+                        out[r, n] = T.Cast(dtype, acc[r, c])
 
     operands, outputs, bodies = [], [], []
     for i, (n, bias) in enumerate(segments):
