@@ -1,11 +1,13 @@
 """The emulated CPU backend on int4 linears: unpacking fused into the matmul, scheduled, exact."""
 
+import math
 import re
 
 import pytest
 import torch
 import tvm
 from tyllm.backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
+from tyllm.backends.emulated_cpu.int4_integer_dot import serves as serves_integer_dot
 from tyllm.backends.emulated_cpu.int4_matmul import MAX_ROWS
 from tyllm.backends.emulated_cpu.lower import import_program
 from tyllm.backends.emulated_cpu.pipeline import build_pipeline
@@ -113,8 +115,9 @@ def test_int4_panels_are_unpacked_inside_the_kernel_with_vector_fmas(rows):
     (kernel,) = [f for name, f in kernels.items() if "matmul" in name or "int4" in name]
     shapes = [[int(d) for d in re.findall(r"\d+", shape.replace("int64", ""))] for shape in
               re.findall(r"alloc_buffer\(\((.*?)\)", kernel.script(), re.MULTILINE)]
-    if rows <= MAX_ROWS:  # only per-row buffers: inputs, their group sums, a task's sums
-        assert shapes and all(shape[0] == rows for shape in shapes)
+    if rows <= MAX_ROWS:  # per-row buffers (inputs, their group sums, a task's sums), and
+        # the integer kernel's 64-byte permutation table
+        assert shapes and all(shape[0] == rows or math.prod(shape) <= 64 for shape in shapes)
     else:  # no buffer with a K axis: the weight is never written out
         assert all(128 not in shape for shape in shapes)
     if " fma " not in f" {open('/proc/cpuinfo').read()} ":
@@ -134,7 +137,8 @@ def test_int4_kernel_applies_each_group_scale_once():
     kernel = kernels["int4_linear_m1_n128_k128_g32_p16_float32_float32"]
     assert kernel.attrs["tirx.is_scheduled"]
     text = kernel.script()
-    inner = text[text.index("for e0 in range"):text.index("acc[r, c] = acc")]
+    loop = "for i in range" if serves_integer_dot(1, 32, PANEL_LANES) else "for e0 in range"
+    inner = text[text.index(loop):text.index("acc[r, c] = acc")]
     assert "scales" not in inner and "qzeros" not in inner and "qweight" in inner
 
 
@@ -173,3 +177,23 @@ def test_fused_linears_give_each_linear_s_own_output(tmp_path, rows):
         assert g.shape == e.shape
         scale = float(e.abs().max())  # float32 sums in another order: relative to the output
         assert torch.allclose(g.double(), e.double(), rtol=1e-5, atol=1e-6 * scale)
+
+
+@pytest.mark.parametrize("rows", [1, 2])
+def test_one_or_two_rows_use_integer_dot_products_where_the_host_has_them(tmp_path, rows):
+    """Decode rows as fixed-point digits against the nibbles (`vpdpbusd`), within float32's
+    error of the dequantized product; on a host without VNNI the float kernel serves them."""
+    layer = int4_linear(out_features=64, in_features=256, group_size=64, seed=rows,
+                        panels=PANEL_LANES)
+    x = torch.randn(rows, 256) * torch.logspace(-3, 1, 256)  # inputs of many magnitudes
+    got = compiled(layer, x, tmp_path)
+    weight = dequantize_int4(*layer.packed(), 64, torch.float32)
+    expected = x.double() @ weight.double().t()
+    assert torch.allclose(got.double(), expected, rtol=1e-5, atol=1e-5)
+    if not serves_integer_dot(rows, 64, PANEL_LANES):
+        pytest.skip("the host CPU has no AVX-512 VNNI and VBMI")
+    module, _ = import_program(export_module(layer, {"x": x}))
+    target = TargetSpec(2).tvm_target()
+    compiled_module = tvm.compile(module, target=target, relax_pipeline=build_pipeline(target))
+    assembly = compiled_module.mod.imports[0].inspect_source("asm")
+    assert re.search(r"vpdpbusd", assembly) and re.search(r"vpermb", assembly)

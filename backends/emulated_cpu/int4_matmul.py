@@ -21,6 +21,9 @@ a conversion and one FMA:
 from tvm import tirx
 from tvm.script import tirx as T
 from tyllm.backends.emulated_cpu.generated import branches, parse_kernel
+from tyllm.backends.emulated_cpu.int4_integer_dot import PANEL_ARGS as INTEGER_DOT_ARGS
+from tyllm.backends.emulated_cpu.int4_integer_dot import integer_dot_macros
+from tyllm.backends.emulated_cpu.int4_integer_dot import serves as serves_integer_dot
 from tyllm.backends.emulated_cpu.schedules.common import divisor_tile
 
 ACCUMULATORS = 16  # sets the panels per task: a task of few rows owns more of them
@@ -32,31 +35,10 @@ MAX_SEGMENTS = 3  # linears of one input in one launch (q/k/v)
 INT4_KERNEL_PREFIX = "int4_linear_m"  # a one-linear kernel's name: this, then its rows, ...
 
 
-def int4_linear_kernel(rows: int, out_features: int, in_features: int, group_size: int,
-                       lanes: int, dtype: str, scale_dtype: str,
-                       bias: bool) -> tirx.PrimFunc:
-    """out [rows, N] = x [rows, K] @ W^T (+ bias) for W in int4 panels: bytes [N/P, K/2, P],
-    scales (`scale_dtype`) and zero points [N/P, K/G, P], P = `lanes`; x, bias and out in
-    `dtype` (without `bias`, its operand is float32 and never read), the sums in float32 and
-    one rounding at the end."""
-    return int4_linears_kernel(rows, ((out_features, bias),), in_features, group_size, lanes,
-                               dtype, scale_dtype)
-
-
-def int4_linears_kernel(rows: int, segments: tuple[tuple[int, bool], ...], in_features: int,
-                        group_size: int, lanes: int, dtype: str,
-                        scale_dtype: str) -> tirx.PrimFunc:
-    """`int4_linear_kernel` for up to MAX_SEGMENTS linears of one input (q/k/v, gate/up), each
-    segment (N, bias) its own weights and output, in one launch: the input is prepared once
-    and one parallel loop runs every segment's tasks. Operands: x, then (qweight, scales,
-    qzeros, bias) per segment, then the outputs."""
-    R, K, G, P = rows, in_features, group_size, lanes
-    H, KG = G // 2, K // G
-    f32 = "float32"
-    NPs = [n // P for n, _ in segments]
-    Vs = [divisor_tile(np_, max(1, ACCUMULATORS // (2 * R))) for np_ in NPs]
-    starts = [sum(np_ // v for np_, v in zip(NPs[:i], Vs[:i], strict=True))
-              for i in range(len(segments) + 1)]
+def float_macros(R: int, K: int, G: int, P: int, dtype: str):
+    """(prepare, panel_task, scratch) of the float kernel: x and x / 16 in float32 and the
+    groups' input sums once a call, then one task's panels."""
+    H, KG, f32 = G // 2, K // G, "float32"
 
     @T.macro
     def prepare(x, x_low, x_high, x_sum):
@@ -71,7 +53,8 @@ def int4_linears_kernel(rows: int, segments: tuple[tuple[int, bool], ...], in_fe
     C = next(c for c in (4, 2, 1) if H % c == 0 and R * c <= CHAINS)
 
     @T.macro
-    def panel_task(x_low, x_high, x_sum, qweight, scales, qzeros, b, out, task, V, bias):
+    def panel_task(x_low, x_high, x_sum, qweight, scales, qzeros, b, out, task, V, bias,
+                   NP):
         acc = T.decl_buffer((R, P), f32, scope="global")
         part = T.decl_buffer((R, C, P), f32, scope="global")
         for v in range(T.int64(V)):
@@ -116,6 +99,42 @@ def int4_linears_kernel(rows: int, segments: tuple[tuple[int, bool], ...], in_fe
                     else:
                         out[r, n] = T.Cast(dtype, acc[r, c])
 
+    return prepare, panel_task, FLOAT_SCRATCH
+
+
+def int4_linear_kernel(rows: int, out_features: int, in_features: int, group_size: int,
+                       lanes: int, dtype: str, scale_dtype: str,
+                       bias: bool) -> tirx.PrimFunc:
+    """out [rows, N] = x [rows, K] @ W^T (+ bias) for W in int4 panels: bytes [N/P, K/2, P],
+    scales (`scale_dtype`) and zero points [N/P, K/G, P], P = `lanes`; x, bias and out in
+    `dtype` (without `bias`, its operand is float32 and never read), the sums in float32 and
+    one rounding at the end."""
+    return int4_linears_kernel(rows, ((out_features, bias),), in_features, group_size, lanes,
+                               dtype, scale_dtype)
+
+
+def int4_linears_kernel(rows: int, segments: tuple[tuple[int, bool], ...], in_features: int,
+                        group_size: int, lanes: int, dtype: str,
+                        scale_dtype: str) -> tirx.PrimFunc:
+    """`int4_linear_kernel` for up to MAX_SEGMENTS linears of one input (q/k/v, gate/up), each
+    segment (N, bias) its own weights and output, in one launch: the input is prepared once
+    and one parallel loop runs every segment's tasks. Operands: x, then (qweight, scales,
+    qzeros, bias) per segment, then the outputs."""
+    R, K, G, P = rows, in_features, group_size, lanes
+    KG = K // G
+    f32 = "float32"
+    NPs = [n // P for n, _ in segments]
+    Vs = [divisor_tile(np_, max(1, ACCUMULATORS // (2 * R))) for np_ in NPs]
+    starts = [sum(np_ // v for np_, v in zip(NPs[:i], Vs[:i], strict=True))
+              for i in range(len(segments) + 1)]
+    if serves_integer_dot(R, G, P):
+        prepare, panel_task, scratch = integer_dot_macros(R, K, G, dtype, PREFETCH_ROWS)
+        panel_args = INTEGER_DOT_ARGS
+    else:
+        prepare, panel_task, scratch = float_macros(R, K, G, P, dtype)
+        panel_args = FLOAT_ARGS
+
+
     operands, outputs, bodies = [], [], []
     for i, (n, bias) in enumerate(segments):
         operands.append(f"qweight{i}: T.Buffer(({NPs[i]}, {K // 2}, {P}), 'uint8'), "
@@ -123,11 +142,11 @@ def int4_linears_kernel(rows: int, segments: tuple[tuple[int, bool], ...], in_fe
                         f"qzeros{i}: T.Buffer(({NPs[i]}, {KG}, {P}), 'uint8'), "
                         f"bias{i}: T.Buffer(({n},), {'dtype' if bias else 'f32'})")
         outputs.append(f"out{i}: T.Buffer(({R}, {n}), dtype)")
-        bodies.append(f"panel_task(x_low, x_high, x_sum, qweight{i}, scales{i}, qzeros{i}, "
-                      f"bias{i}, out{i}, task - {starts[i]}, {Vs[i]}, {bias})")
+        bodies.append(f"panel_task({panel_args}, qweight{i}, scales{i}, qzeros{i}, bias{i}, "
+                      f"out{i}, task - {starts[i]}, {Vs[i]}, {bias}, {NPs[i]})")
     dispatch = branches([f"task < {start}" for start in starts[1:]], bodies, indent=8)
     source = LINEARS_KERNEL.format(operands=", ".join(operands + outputs), tasks=starts[-1],
-                                   dispatch=dispatch)
+                                   scratch=scratch, dispatch=dispatch)
     return parse_kernel(source, {"T": T, "R": R, "K": K, "KG": KG, "f32": f32, "dtype": dtype,
                                  "scale_dtype": scale_dtype, "prepare": prepare,
                                  "panel_task": panel_task})
@@ -136,11 +155,13 @@ def int4_linears_kernel(rows: int, segments: tuple[tuple[int, bool], ...], in_fe
 LINEARS_KERNEL = """
 @T.prim_func
 def kernel(x: T.Buffer((R, K), dtype), {operands}):
-    T.func_attr({{"tirx.noalias": True, "tirx.is_scheduled": True}})
-    x_low = T.alloc_buffer((R, K), f32)
-    x_high = T.alloc_buffer((R, K), f32)  # x / 16: the high nibble is converted as 16 q
-    x_sum = T.alloc_buffer((R, KG), f32)
-    prepare(x, x_low, x_high, x_sum)
+    T.func_attr({{"tirx.noalias": True, "tirx.is_scheduled": True}}){scratch}
     for task in T.parallel(T.int64({tasks})):
 {dispatch}
 """
+FLOAT_SCRATCH = """
+    x_low = T.alloc_buffer((R, K), f32)
+    x_high = T.alloc_buffer((R, K), f32)  # x / 16: the high nibble is converted as 16 q
+    x_sum = T.alloc_buffer((R, KG), f32)
+    prepare(x, x_low, x_high, x_sum)"""
+FLOAT_ARGS = "x_low, x_high, x_sum"
