@@ -1,5 +1,5 @@
-"""The int4 linear of one or two rows as integer dot products (AVX-512 VNNI), where the host
-has them: the float kernel (int4_matmul.py) spends a mask, a conversion and an FMA on every 16
+"""The int4 linear of decode rows as integer dot products (AVX-512 VNNI), where the host has
+them: the float kernel (int4_matmul.py) spends a mask, a conversion and an FMA on every 16
 weights, and that many instructions leave a core short of its share of the memory bandwidth.
 Here 64 bytes of weights (128 of them) cost one load, one byte permutation, two masks and two
 `vpdpbusd` per input digit.
@@ -13,6 +13,8 @@ Here 64 bytes of weights (128 of them) cost one load, one byte permutation, two 
   lies (16 q) into accumulators of its own, divided by 16 (exactly) when they are combined.
 - Per group and column the digit sums are exact in int32, combined in float32 and scaled as
   in the float kernel: `out += s_g * (step * sum X q - z_g * sum x)`, sum x from the same X.
+- Rows go in passes of up to PASS_ROWS over a group's bytes (in L1 after the first), so that a
+  pass's digit sums fit in registers.
 """
 
 from functools import cache
@@ -22,7 +24,8 @@ from tvm import tirx
 from tvm.script import tirx as T
 
 FEATURES = ("avx512vnni", "avx512vbmi")  # vpdpbusd, vpermb
-MAX_ROWS = 2  # more rows need more accumulators than registers: the float kernel serves them
+MAX_ROWS = 8  # every decode row count (int4_matmul.MAX_ROWS)
+PASS_ROWS = 4  # rows a pass over a group's bytes serves: 4 x 2 x DIGITS accumulators
 FRAC = 22  # X in [-2^22, 2^22]: three balanced digits
 DIGITS = 3
 LANES = 16  # int32 columns of a 512-bit register: the panel width this kernel reads
@@ -94,15 +97,18 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
 
     ramp = tirx.Ramp(0, 1, LANES)  # one register of int32 (an expression, not a variable)
 
-    def digit_sum(sums, r, d, c):  # the high nibble's products are of 16 q
-        return (T.Cast(f32, sums[r, 0, d, c])
-                + T.Cast(f32, sums[r, 1, d, c]) * T.float32(0.0625))
+    RP = max(d for d in range(1, min(R, PASS_ROWS) + 1) if R % d == 0)
+
+    def digit_sum(low, high, r, d, c):  # the high nibble's products are of 16 q
+        return T.Cast(f32, low[r, d, c]) + T.Cast(f32, high[r, d, c]) * T.float32(0.0625)
 
     @T.macro
     def panel_task(digits32, x_step, x_sum, perm, qweight, scales, qzeros, b, out, task, V,
                    bias, NP):
         rows4 = T.decl_buffer((NP, K // 8, LANES), "int32", data=qweight.data)
-        sums = T.decl_buffer((R, 2, DIGITS, LANES), "int32", scope="global")
+        # a pass's digit sums, in registers (buffers under 1 KiB stay on the stack)
+        low_sums = T.decl_buffer((RP, DIGITS, LANES), "int32", scope="global")
+        high_sums = T.decl_buffer((RP, DIGITS, LANES), "int32", scope="global")
         acc = T.decl_buffer((R, LANES), f32, scope="global")
         for v in range(T.int64(V)):
             n0 = T.bind(task * V + v)
@@ -110,34 +116,40 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
                 for c in T.vectorized(T.int64(LANES)):
                     acc[r, c] = T.float32(0)
             for g in range(T.int64(KG)):
-                for r in T.unroll(T.int64(R)):
-                    for side in T.unroll(2):
+                for rp in range(T.int64(R // RP)):  # the group's bytes are in L1 after the first
+                    for r in T.unroll(T.int64(RP)):
                         for d in T.unroll(DIGITS):
-                            sums[r, side, d, ramp] = T.Broadcast(T.int32(0), LANES)
-                for i in range(T.int64(H // 4)):
-                    T.evaluate(T.call_llvm_intrin(
-                        "void", "llvm.prefetch.p0",
-                        T.address_of(qweight[n0, g * H + i * 4 + prefetch_rows, 0]),
-                        T.int32(0), T.int32(3), T.int32(1)))
-                    w = T.bind(T.call_llvm_pure_intrin(
-                        "int8x64", "llvm.x86.avx512.permvar.qi.512",
-                        T.reinterpret("int8x64", rows4[n0, g * (H // 4) + i, ramp]),
-                        T.reinterpret("int8x64", perm[ramp])))
-                    low = T.bind(T.bitwise_and(w, T.Broadcast(T.int8(15), 64)))
-                    high = T.bind(T.bitwise_and(w, T.Broadcast(T.int8(-16), 64)))
-                    for r in T.unroll(T.int64(R)):
-                        for d in T.unroll(DIGITS):
-                            sums[r, 0, d, ramp] = dot(sums[r, 0, d, ramp], low,
-                                                      digits32[r, 0, d, g * (H // 4) + i])
-                            sums[r, 1, d, ramp] = dot(sums[r, 1, d, ramp], high,
-                                                      digits32[r, 1, d, g * (H // 4) + i])
-                for r in T.unroll(T.int64(R)):
-                    for c in T.vectorized(T.int64(LANES)):
-                        total = T.bind(
-                            digit_sum(sums, r, 0, c) + digit_sum(sums, r, 1, c) * T.float32(256)
-                            + digit_sum(sums, r, 2, c) * T.float32(65536))
-                        acc[r, c] = acc[r, c] + T.Cast(f32, scales[n0, g, c]) * (
-                            total * x_step[r, g] - T.Cast(f32, qzeros[n0, g, c]) * x_sum[r, g])
+                            low_sums[r, d, ramp] = T.Broadcast(T.int32(0), LANES)
+                            high_sums[r, d, ramp] = T.Broadcast(T.int32(0), LANES)
+                    for i in range(T.int64(H // 4)):
+                        T.evaluate(T.call_llvm_intrin(
+                            "void", "llvm.prefetch.p0",
+                            T.address_of(qweight[n0, g * H + i * 4 + prefetch_rows, 0]),
+                            T.int32(0), T.int32(3), T.int32(1)))
+                        w = T.bind(T.call_llvm_pure_intrin(
+                            "int8x64", "llvm.x86.avx512.permvar.qi.512",
+                            T.reinterpret("int8x64", rows4[n0, g * (H // 4) + i, ramp]),
+                            T.reinterpret("int8x64", perm[ramp])))
+                        low = T.bind(T.bitwise_and(w, T.Broadcast(T.int8(15), 64)))
+                        high = T.bind(T.bitwise_and(w, T.Broadcast(T.int8(-16), 64)))
+                        for r in T.unroll(T.int64(RP)):
+                            for d in T.unroll(DIGITS):
+                                low_sums[r, d, ramp] = dot(
+                                    low_sums[r, d, ramp], low,
+                                    digits32[rp * RP + r, 0, d, g * (H // 4) + i])
+                                high_sums[r, d, ramp] = dot(
+                                    high_sums[r, d, ramp], high,
+                                    digits32[rp * RP + r, 1, d, g * (H // 4) + i])
+                    for r in T.unroll(T.int64(RP)):
+                        for c in T.vectorized(T.int64(LANES)):
+                            row = T.bind(rp * RP + r)
+                            total = T.bind(
+                                digit_sum(low_sums, high_sums, r, 0, c)
+                                + digit_sum(low_sums, high_sums, r, 1, c) * T.float32(256)
+                                + digit_sum(low_sums, high_sums, r, 2, c) * T.float32(65536))
+                            acc[row, c] = acc[row, c] + T.Cast(f32, scales[n0, g, c]) * (
+                                total * x_step[row, g]
+                                - T.Cast(f32, qzeros[n0, g, c]) * x_sum[row, g])
             for r in T.unroll(T.int64(R)):
                 for c in T.vectorized(T.int64(LANES)):
                     n = T.bind(n0 * LANES + c)
