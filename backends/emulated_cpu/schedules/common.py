@@ -13,10 +13,12 @@ VECTOR_WIDTHS = (16, 8, 4)  # fp32 lanes: one 512-bit vector first (LLVM splits 
 M_TILE = 4  # activation (or query) rows per register tile
 PANEL_LANES = 16  # outputs per weight panel vector (tyllm.models.panels)
 PANEL_VECTORS = 3  # panels a task multiplies at once
-# with one row (decode), panels a task multiplies at once: each is an accumulator chain of its
-# own, and 3 chains leave the FMA latency exposed once a weight costs more than a load (float16,
-# int4): a float16 LM head at one row 24 -> 29-38 GB/s, an int4 linear 11.5 -> 16 GB/s
-PANEL_ONE_ROW_VECTORS = 8
+# with one row (decode), panels a task multiplies at once. One: a thread's tasks are adjacent, so
+# it reads one contiguous stream; panels read side by side were as many short streams the
+# prefetcher kept losing. Its one FMA chain (4 cycles a vector) still outruns a core's share of
+# the bandwidth. SmolLM2's decode graph against 8 side by side, alternating in one process:
+# float16 8.3-8.5 -> 7.95 ms, float32 12.4 -> 11.1 ms (fastest runs).
+PANEL_ONE_ROW_VECTORS = 1
 PANEL_ACC = 24  # accumulator vectors per task tile
 
 
