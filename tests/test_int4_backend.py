@@ -6,7 +6,7 @@ import re
 import pytest
 import torch
 import tvm
-from tyllm.backends.emulated_cpu import DieProgram, TargetSpec, lower_to_library
+from tyllm.backends.emulated_cpu import DieProgram, TargetSpec, int4_integer_dot, lower_to_library
 from tyllm.backends.emulated_cpu.int4_integer_dot import serves as serves_integer_dot
 from tyllm.backends.emulated_cpu.int4_matmul import MAX_ROWS
 from tyllm.backends.emulated_cpu.lower import import_program
@@ -199,3 +199,22 @@ def test_decode_rows_use_integer_dot_products_where_the_host_has_them(tmp_path, 
     compiled_module = tvm.compile(module, target=target, relax_pipeline=build_pipeline(target))
     assembly = compiled_module.mod.imports[0].inspect_source("asm")
     assert re.search(r"vpdpbusd", assembly) and re.search(r"vpermb", assembly)
+
+
+@pytest.mark.parametrize("rows", [1, MAX_ROWS])
+def test_float_kernel_serves_hosts_without_integer_dot_products(tmp_path, monkeypatch, rows):
+    """On a host without AVX-512 VNNI and VBMI the decode rows go to the float kernel (a
+    mask, a conversion and an FMA per weight vector): the same product within float32's
+    error, and no `vpdpbusd` in its assembly."""
+    monkeypatch.setattr(int4_integer_dot, "host_has_integer_dot", lambda: False)
+    layer = int4_linear(out_features=64, in_features=256, group_size=64, seed=rows,
+                        panels=PANEL_LANES, bias=True)
+    x = torch.randn(rows, 256)
+    got = compiled(layer, x, tmp_path)
+    weight = dequantize_int4(*layer.packed(), 64, torch.float32)
+    expected = x.double() @ weight.double().t() + layer.bias.double()
+    assert torch.allclose(got.double(), expected, rtol=1e-5, atol=1e-5)
+    module, _ = import_program(export_module(layer, {"x": x}))
+    target = TargetSpec(2).tvm_target()
+    compiled_module = tvm.compile(module, target=target, relax_pipeline=build_pipeline(target))
+    assert "vpdpbusd" not in compiled_module.mod.imports[0].inspect_source("asm")
