@@ -22,6 +22,7 @@ from functools import cache
 import tvm
 from tvm import tirx
 from tvm.script import tirx as T
+from tyllm.backends.emulated_cpu.int4_task import output_macros
 
 FEATURES = ("avx512vnni", "avx512vbmi")  # vpdpbusd, vpermb
 MAX_ROWS = 8  # every decode row count (int4_matmul.MAX_ROWS)
@@ -48,6 +49,7 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
     """(prepare, panel_task, scratch): the input's digits, steps and group sums once a call,
     then one task's panels; `scratch` declares their buffers in the kernel."""
     H, KG, f32 = G // 2, K // G, "float32"
+    clear, write = output_macros(R, LANES, dtype)
 
     @T.macro
     def prepare(x, x32, digits8, x_step, x_sum, perm8):
@@ -55,7 +57,7 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
         sums = T.decl_buffer((LANES,), "int32", scope="global")
         big = T.decl_buffer((2,), f32, scope="global")
         total = T.decl_buffer((1,), "int32", scope="global")
-        for c in range(T.int64(64)):  # byte 4c + j of the result is byte 16j + c of the rows
+        for c in range(T.int64(4 * LANES)):  # byte c of the result is byte 16 (c % 4) + c // 4
             perm8[c] = T.Cast("int8", (c % 4) * LANES + c // 4)
         for r, i in T.grid(T.int64(R), T.int64(K)):
             x32[r, i] = T.Cast(f32, x[r, i])
@@ -112,9 +114,7 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
         acc = T.decl_buffer((R, LANES), f32, scope="global")
         for v in range(T.int64(V)):
             n0 = T.bind(task * V + v)
-            for r in T.unroll(T.int64(R)):
-                for c in T.vectorized(T.int64(LANES)):
-                    acc[r, c] = T.float32(0)
+            clear(acc)
             for g in range(T.int64(KG)):
                 for rp in range(T.int64(R // RP)):  # the group's bytes are in L1 after the first
                     for r in T.unroll(T.int64(RP)):
@@ -150,23 +150,17 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
                             acc[row, c] = acc[row, c] + T.Cast(f32, scales[n0, g, c]) * (
                                 total * x_step[row, g]
                                 - T.Cast(f32, qzeros[n0, g, c]) * x_sum[row, g])
-            for r in T.unroll(T.int64(R)):
-                for c in T.vectorized(T.int64(LANES)):
-                    n = T.bind(n0 * LANES + c)
-                    if bias:
-                        out[r, n] = T.Cast(dtype, acc[r, c] + T.Cast(f32, b[n]))
-                    else:
-                        out[r, n] = T.Cast(dtype, acc[r, c])
+            write(acc, b, out, n0, bias)
 
     return prepare, panel_task, SCRATCH
 
 
-SCRATCH = """
+SCRATCH = f"""
     x32 = T.alloc_buffer((R, K), f32)
-    digits8 = T.alloc_buffer((R, 2, 3, K // 2), "int8")
-    digits32 = T.decl_buffer((R, 2, 3, K // 8), "int32", data=digits8.data)
-    perm8 = T.alloc_buffer((64,), "int8")
-    perm = T.decl_buffer((16,), "int32", data=perm8.data)
+    digits8 = T.alloc_buffer((R, 2, {DIGITS}, K // 2), "int8")
+    digits32 = T.decl_buffer((R, 2, {DIGITS}, K // 8), "int32", data=digits8.data)
+    perm8 = T.alloc_buffer(({4 * LANES},), "int8")
+    perm = T.decl_buffer(({LANES},), "int32", data=perm8.data)
     x_step = T.alloc_buffer((R, KG), f32)
     x_sum = T.alloc_buffer((R, KG), f32)
     prepare(x, x32, digits8, x_step, x_sum, perm8)"""

@@ -24,6 +24,7 @@ from tyllm.backends.emulated_cpu.generated import branches, parse_kernel
 from tyllm.backends.emulated_cpu.int4_integer_dot import PANEL_ARGS as INTEGER_DOT_ARGS
 from tyllm.backends.emulated_cpu.int4_integer_dot import integer_dot_macros
 from tyllm.backends.emulated_cpu.int4_integer_dot import serves as serves_integer_dot
+from tyllm.backends.emulated_cpu.int4_task import output_macros
 from tyllm.backends.emulated_cpu.schedules.common import divisor_tile
 
 ACCUMULATORS = 16  # sets the panels per task: a task of few rows owns more of them
@@ -39,6 +40,7 @@ def float_macros(R: int, K: int, G: int, P: int, dtype: str):
     """(prepare, panel_task, scratch) of the float kernel: x and x / 16 in float32 and the
     groups' input sums once a call, then one task's panels."""
     H, KG, f32 = G // 2, K // G, "float32"
+    clear, write = output_macros(R, P, dtype)
 
     @T.macro
     def prepare(x, x_low, x_high, x_sum):
@@ -59,9 +61,7 @@ def float_macros(R: int, K: int, G: int, P: int, dtype: str):
         part = T.decl_buffer((R, C, P), f32, scope="global")
         for v in range(T.int64(V)):
             n0 = T.bind(task * V + v)
-            for r in T.unroll(T.int64(R)):
-                for c in T.vectorized(T.int64(P)):
-                    acc[r, c] = T.float32(0)
+            clear(acc)
             for g in range(T.int64(KG)):
                 for r in T.unroll(T.int64(R)):
                     for j in T.unroll(T.int64(C)):
@@ -91,13 +91,7 @@ def float_macros(R: int, K: int, G: int, P: int, dtype: str):
                     for c in T.vectorized(T.int64(P)):
                         acc[r, c] = acc[r, c] + T.Cast(f32, scales[n0, g, c]) * (
                             part[r, 0, c] - T.Cast(f32, qzeros[n0, g, c]) * x_sum[r, g])
-            for r in T.unroll(T.int64(R)):
-                for c in T.vectorized(T.int64(P)):
-                    n = T.bind(n0 * P + c)
-                    if bias:
-                        out[r, n] = T.Cast(dtype, acc[r, c] + T.Cast(f32, b[n]))
-                    else:
-                        out[r, n] = T.Cast(dtype, acc[r, c])
+            write(acc, b, out, n0, bias)
 
     return prepare, panel_task, FLOAT_SCRATCH
 
