@@ -4,9 +4,11 @@ weights, and that many instructions leave a core short of its share of the memor
 Here 64 bytes of weights (128 of them) cost one load, one byte permutation, two masks and two
 `vpdpbusd` per input digit.
 
-- Each input group is fixed point: x = step * X, with step its largest magnitude / 2^FRAC, and
-  X written as DIGITS signed bytes (balanced base 256). The rounding error is half a step,
-  2^-23 of the group's largest input, about what float32 products of the same inputs lose.
+- Each input group is fixed point: x = step * X, with step its largest magnitude / LIMIT, and
+  X written as signed bytes (balanced base 256), as many as the activations' precision needs
+  (`digits_for`): two for 16-bit activations (half a step is 2^-16 of the group's largest input,
+  finer than float16's own rounding of any input within 1/16 of it), three for float32 (2^-24).
+  A digit fewer is a third fewer `vpdpbusd`.
 - A panel's byte row e holds input e (low nibble) and e + G/2 (high nibble) of 16 columns
   (tyllm.quant.int4). Four rows are one 64-byte load, `vpermb` turns them into the four bytes
   of each column `vpdpbusd` multiplies with four inputs' digits. The high nibble is used as it
@@ -26,9 +28,9 @@ from tyllm.backends.emulated_cpu.int4_task import output_macros
 
 FEATURES = ("avx512vnni", "avx512vbmi")  # vpdpbusd, vpermb
 MAX_ROWS = 8  # every decode row count (int4_matmul.MAX_ROWS)
-PASS_ROWS = 4  # rows a pass over a group's bytes serves: 4 x 2 x DIGITS accumulators
-FRAC = 22  # X in [-2^22, 2^22]: three balanced digits
-DIGITS = 3
+PASS_ROWS = 4  # rows a pass over a group's bytes serves: 4 x 2 x digits accumulators
+HALF_PRECISION_DIGITS = 2
+FLOAT32_DIGITS = 3
 LANES = 16  # int32 columns of a 512-bit register: the panel width this kernel reads
 
 
@@ -45,10 +47,23 @@ def serves(rows: int, group_size: int, lanes: int) -> bool:
             and host_has_integer_dot())
 
 
+def digits_for(dtype: str) -> int:
+    """Balanced base-256 digits of an input: enough for the precision of `dtype` activations."""
+    return FLOAT32_DIGITS if dtype == "float32" else HALF_PRECISION_DIGITS
+
+
+def digit_limit(digits: int) -> int:
+    """The largest |X| that `digits` balanced digits (each in [-128, 127]) write: 127 * 257..."""
+    return 127 * sum(256 ** d for d in range(digits))
+
+
 def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
     """(prepare, panel_task, scratch): the input's digits, steps and group sums once a call,
     then one task's panels; `scratch` declares their buffers in the kernel."""
     H, KG, f32 = G // 2, K // G, "float32"
+    DIGITS = digits_for(dtype)
+    LIMIT = digit_limit(DIGITS) - 1  # the largest input's X: one below, as x * LIMIT / x rounds
+    OFFSET = 128 * sum(256 ** d for d in range(DIGITS))  # X + OFFSET: the digits + 128, unsigned
     clear, write = output_macros(R, LANES, dtype)
 
     @T.macro
@@ -57,6 +72,7 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
         sums = T.decl_buffer((LANES,), "int32", scope="global")
         big = T.decl_buffer((2,), f32, scope="global")
         total = T.decl_buffer((1,), "int32", scope="global")
+        biased = T.decl_buffer((LANES,), "int32", scope="global")
         for c in range(T.int64(4 * LANES)):  # byte c of the result is byte 16 (c % 4) + c // 4
             perm8[c] = T.Cast("int8", (c % 4) * LANES + c // 4)
         for r, i in T.grid(T.int64(R), T.int64(K)):
@@ -72,9 +88,9 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
             big[0] = T.float32(0)
             for lane in range(LANES):
                 big[0] = T.max(big[0], lanes[lane])
-            big[1] = T.if_then_else(big[0] > T.float32(0), T.float32(2.0 ** FRAC) / big[0],
+            big[1] = T.if_then_else(big[0] > T.float32(0), T.float32(LIMIT) / big[0],
                                     T.float32(0))
-            x_step[r, g] = big[0] * T.float32(2.0 ** -FRAC)
+            x_step[r, g] = big[0] / T.float32(LIMIT)
             for side in T.unroll(2):  # 0: the low nibbles' inputs, 1: the high ones'
                 for chunk in range(T.int64(H // LANES)):
                     for lane in T.vectorized(LANES):
@@ -82,12 +98,12 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
                         q = T.bind(T.Cast("int32", T.round(x32[r, g * G + side * H + e]
                                                            * big[1])))
                         sums[lane] = sums[lane] + q
-                        d0 = T.bind(T.bitwise_and(q + 128, 255) - 128)
-                        q1 = T.bind(T.shift_right(q - d0, 8))
-                        d1 = T.bind(T.bitwise_and(q1 + 128, 255) - 128)
-                        digits8[r, side, 0, g * H + e] = T.Cast("int8", d0)
-                        digits8[r, side, 1, g * H + e] = T.Cast("int8", d1)
-                        digits8[r, side, 2, g * H + e] = T.Cast("int8", T.shift_right(q1 - d1, 8))
+                        biased[lane] = q + OFFSET
+                    for d in T.unroll(DIGITS):
+                        for lane in T.vectorized(LANES):
+                            digits8[r, side, d, g * H + chunk * LANES + lane] = T.Cast(
+                                "int8", T.bitwise_and(T.shift_right(biased[lane], 8 * d), 255)
+                                - 128)
             total[0] = 0
             for lane in range(LANES):
                 total[0] = total[0] + sums[lane]
@@ -103,6 +119,12 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
 
     def digit_sum(low, high, r, d, c):  # the high nibble's products are of 16 q
         return T.Cast(f32, low[r, d, c]) + T.Cast(f32, high[r, d, c]) * T.float32(0.0625)
+
+    def digits_value(low, high, r, c):  # sum X q from the digits' sums
+        total = digit_sum(low, high, r, 0, c)
+        for d in range(1, DIGITS):
+            total = total + digit_sum(low, high, r, d, c) * T.float32(256 ** d)
+        return total
 
     @T.macro
     def panel_task(digits32, x_step, x_sum, perm, qweight, scales, qzeros, b, out, task, V,
@@ -143,24 +165,21 @@ def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
                     for r in T.unroll(T.int64(RP)):
                         for c in T.vectorized(T.int64(LANES)):
                             row = T.bind(rp * RP + r)
-                            total = T.bind(
-                                digit_sum(low_sums, high_sums, r, 0, c)
-                                + digit_sum(low_sums, high_sums, r, 1, c) * T.float32(256)
-                                + digit_sum(low_sums, high_sums, r, 2, c) * T.float32(65536))
+                            total = T.bind(digits_value(low_sums, high_sums, r, c))
                             acc[row, c] = acc[row, c] + T.Cast(f32, scales[n0, g, c]) * (
                                 total * x_step[row, g]
                                 - T.Cast(f32, qzeros[n0, g, c]) * x_sum[row, g])
             write(acc, b, out, n0, bias)
 
-    return prepare, panel_task, SCRATCH
+    return prepare, panel_task, SCRATCH.format(digits=DIGITS, lanes=LANES)
 
 
-SCRATCH = f"""
+SCRATCH = """
     x32 = T.alloc_buffer((R, K), f32)
-    digits8 = T.alloc_buffer((R, 2, {DIGITS}, K // 2), "int8")
-    digits32 = T.decl_buffer((R, 2, {DIGITS}, K // 8), "int32", data=digits8.data)
-    perm8 = T.alloc_buffer(({4 * LANES},), "int8")
-    perm = T.decl_buffer(({LANES},), "int32", data=perm8.data)
+    digits8 = T.alloc_buffer((R, 2, {digits}, K // 2), "int8")
+    digits32 = T.decl_buffer((R, 2, {digits}, K // 8), "int32", data=digits8.data)
+    perm8 = T.alloc_buffer((4 * {lanes},), "int8")
+    perm = T.decl_buffer(({lanes},), "int32", data=perm8.data)
     x_step = T.alloc_buffer((R, KG), f32)
     x_sum = T.alloc_buffer((R, KG), f32)
     prepare(x, x32, digits8, x_step, x_sum, perm8)"""

@@ -16,7 +16,7 @@ import torch
 
 from tyllm.artifacts.windows import history_mask, window_for
 from tyllm.bench.timing import Speed, clock, decode_rate, wait_until_quiet
-from tyllm.runtime.session import plan_chunks
+from tyllm.runtime.session import greedy_token, plan_chunks
 
 
 def bench_tree(tree: Path, prompt: list[int], new_tokens: int, workers: str, label: str) -> Speed:
@@ -29,7 +29,7 @@ def bench_tree(tree: Path, prompt: list[int], new_tokens: int, workers: str, lab
         logits = session.extend(prompt, 0, slot=0)
         first = clock() - start
         for i in range(new_tokens - 1):
-            logits = session.extend([int(torch.argmax(logits))], len(prompt) + i, slot=0)
+            logits = session.extend([greedy_token(logits)], len(prompt) + i, slot=0)
         total = clock() - start
     return Speed(label, first, decode_rate(first, total, new_tokens), new_tokens)
 

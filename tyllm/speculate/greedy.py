@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tyllm.errors import TyllmError
+from tyllm.runtime.session import greedy_token
 
 MAX_SKIP = 32
 
@@ -70,7 +71,7 @@ def speculative_greedy(session, prompt: list[int], logits: torch.Tensor, max_new
     stats = SpeculationStats() if stats is None else stats
     k = proposal_count(session, speculative)
     run, backoff = speculative.start(session, prompt, slot), Backoff()
-    out = [int(torch.argmax(logits))]
+    out = [greedy_token(logits)]
     while not done(session, out, max_new_tokens, stop_at_eos):
         context = prompt + out
         room = min(k, max_new_tokens - len(out) - 1, session.tree.max_kv - len(context))
@@ -85,7 +86,7 @@ def speculative_greedy(session, prompt: list[int], logits: torch.Tensor, max_new
             stats.proposed += len(guesses)
             stats.accepted += len(kept) - 1
         else:
-            out.append(int(torch.argmax(session.extend([out[-1]], position, slot))))
+            out.append(greedy_token(session.extend([out[-1]], position, slot)))
             stats.decode_steps += 1
     return trimmed(session, out, max_new_tokens, stop_at_eos)
 

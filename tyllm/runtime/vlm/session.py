@@ -13,7 +13,7 @@ import torch
 from tyllm.artifacts import vlm_layout as layout
 from tyllm.errors import TyllmError
 from tyllm.models.vlm.processor import image_processor
-from tyllm.runtime.session import Session, count_of
+from tyllm.runtime.session import Session, count_of, joined_logits
 from tyllm.runtime.vlm.inputs import VISION_END, VISION_START, Preprocessor, VisionItem
 from tyllm.text import load_tokenizer
 
@@ -67,7 +67,7 @@ class VlmSession(Session):
         embeds, positions, deepstack = self.chunk_rows(tokens, start, seq_len, slot)
         slices = self.workers.step(seq_len, embeds, positions, deepstack, start, len(tokens),
                                    slot)
-        return torch.cat(slices, dim=-1)[0]
+        return joined_logits(slices)[0]
 
     def chunk_rows(self, tokens: list[int], start: int, seq_len: int, slot: int):
         """A chunk's language-graph rows (embeddings, 3-axis positions, deepstack rows or None),
@@ -85,7 +85,7 @@ class VlmSession(Session):
         m = self.decode_len
         inputs = self._batch_rows(batch, m, [[t] for t in tokens], starts, slots)
         slices = self._workers().rows(batch, m, *inputs, starts, [1] * len(slots), slots)
-        return torch.cat(slices, dim=-1)
+        return joined_logits(slices)
 
     def _verify_call(self, batch: int, width: int, rows: list[list[int]], starts: list[int],
                      slots: list[int]) -> torch.Tensor:
@@ -94,7 +94,7 @@ class VlmSession(Session):
         inputs = self._batch_rows(batch, width, rows, starts, slots)
         slices = self._workers().call("verify", batch, width, *inputs, starts,
                                       [len(row) for row in rows], slots)
-        return torch.cat(slices, dim=-1)
+        return joined_logits(slices)
 
     def _batch_rows(self, batch: int, m: int, rows: list[list[int]], starts: list[int],
                     slots: list[int]):
