@@ -57,8 +57,12 @@ def greedy_token(logits: torch.Tensor) -> int:
 
 
 def joined_logits(slices: list[torch.Tensor]) -> torch.Tensor:
-    """The dies' vocab slices as one tensor; at 1 die its slice, a fresh copy already."""
-    return slices[0] if len(slices) == 1 else torch.cat(slices, dim=-1)
+    """The dies' vocab slices (float32, tyllm.runtime.die.float_logits) as one tensor; at 1 die
+    its slice, a fresh copy already. Joined by numpy: a torch copy of that size leaves torch's
+    OpenMP threads spinning on the dies' cores."""
+    if len(slices) == 1:
+        return slices[0]
+    return torch.from_numpy(np.concatenate([s.numpy() for s in slices], axis=-1))
 
 
 def flat_ids(input_ids) -> list[int]:
