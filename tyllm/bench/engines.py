@@ -16,7 +16,8 @@ import torch
 
 from tyllm.artifacts.windows import history_mask, window_for
 from tyllm.bench.timing import Speed, clock, decode_rate, wait_until_quiet
-from tyllm.runtime.session import greedy_token, plan_chunks
+from tyllm.runtime.logits import greedy_token
+from tyllm.runtime.session import plan_chunks
 
 
 def bench_tree(tree: Path, prompt: list[int], new_tokens: int, workers: str, label: str) -> Speed:

@@ -26,7 +26,8 @@ from tyllm.models.registry import arch_for_config
 from tyllm.models.vlm.language import language_inputs, language_step
 from tyllm.models.vlm.spec import vlm_for_config
 from tyllm.quant.int4 import scheme_from_config
-from tyllm.runtime.die import bind_program, float_logits, graph_params
+from tyllm.runtime.die import bind_program, graph_params
+from tyllm.runtime.logits import float_logits
 from tyllm.runtime.tree import Tree
 from tyllm.shard.plan import DiePlan
 

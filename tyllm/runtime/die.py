@@ -6,6 +6,7 @@ from tyllm.artifacts.huge_pages import huge_page_zeros
 from tyllm.artifacts.params import load_params
 from tyllm.artifacts.windows import history_mask, window_for
 from tyllm.dtypes import DTYPES
+from tyllm.runtime.logits import float_logits
 from tyllm.runtime.tree import Tree
 
 
@@ -23,23 +24,6 @@ def graph_params(tree: Tree, graph: dict, weights: dict) -> dict:
         if graph.get(key):
             params |= load_params(tree.file(graph[key]))
     return params
-
-
-def float_logits(logits: torch.Tensor) -> torch.Tensor:
-    """A float32 copy of a graph's logits (the graph's memory is reused): a half-precision
-    tree's logits are compared and sampled in float32, as vLLM's sampler and HF's generation
-    do (an argmax over 49152 float16 logits costs 3x one over float32). Copied in pieces under
-    torch's parallel grain, on this thread: one torch copy of 49152 logits wakes torch's
-    OpenMP threads, which then spin on the die's cores while its next graph runs (2-3x slower
-    decode steps, measured; numpy converts float16 in software, 20x slower)."""
-    flat = logits.reshape(-1)
-    out = torch.empty(flat.shape, dtype=torch.float32)
-    for start in range(0, flat.numel(), SERIAL_ELEMENTS):
-        out[start:start + SERIAL_ELEMENTS].copy_(flat[start:start + SERIAL_ELEMENTS])
-    return out.view(logits.shape)
-
-
-SERIAL_ELEMENTS = 16384  # under torch's parallel grain (32768 elements): a serial copy
 
 
 class DieRunner:

@@ -4,12 +4,12 @@ import itertools
 import operator
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from tyllm.artifacts import layout
 from tyllm.artifacts.params import load_params
 from tyllm.errors import TyllmError
+from tyllm.runtime.logits import greedy_token, joined_logits
 from tyllm.runtime.tree import Tree
 
 CALL_COST_ROWS = 12  # one graph call reads every weight: about the compute of 12 prompt rows
@@ -46,23 +46,6 @@ def batch_calls(rows: int, sizes: list[int]) -> list[tuple[int, int, int]]:
     if rows > first:
         calls.append((first, rows - first, min(b for b in sizes if b >= rows - first)))
     return calls
-
-
-def greedy_token(logits: torch.Tensor) -> int:
-    """The argmax of one row of logits, the first on ties as torch.argmax: through numpy for
-    float32 rows (an 8x faster scan over a 49152-token vocabulary, a step's host work)."""
-    if logits.dtype == torch.float32 and logits.device.type == "cpu":
-        return int(np.argmax(logits.detach().numpy()))
-    return int(torch.argmax(logits))
-
-
-def joined_logits(slices: list[torch.Tensor]) -> torch.Tensor:
-    """The dies' vocab slices (float32, tyllm.runtime.die.float_logits) as one tensor; at 1 die
-    its slice, a fresh copy already. Joined by numpy: a torch copy of that size leaves torch's
-    OpenMP threads spinning on the dies' cores."""
-    if len(slices) == 1:
-        return slices[0]
-    return torch.from_numpy(np.concatenate([s.numpy() for s in slices], axis=-1))
 
 
 def flat_ids(input_ids) -> list[int]:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from tyllm.errors import TyllmError
-from tyllm.runtime.session import greedy_token
+from tyllm.runtime.logits import greedy_token
 
 MAX_SKIP = 32
 

@@ -13,7 +13,8 @@ import torch
 from tyllm.artifacts import vlm_layout as layout
 from tyllm.errors import TyllmError
 from tyllm.models.vlm.processor import image_processor
-from tyllm.runtime.session import Session, count_of, joined_logits
+from tyllm.runtime.logits import joined_logits
+from tyllm.runtime.session import Session, count_of
 from tyllm.runtime.vlm.inputs import VISION_END, VISION_START, Preprocessor, VisionItem
 from tyllm.text import load_tokenizer
 
