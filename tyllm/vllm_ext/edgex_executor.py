@@ -9,7 +9,6 @@ The worker answers the engine's calls in the order vLLM makes them (`init_device
 
 from concurrent.futures import Future
 
-from vllm import envs
 from vllm.logger import init_logger
 from vllm.utils.import_utils import resolve_obj_by_qualname
 from vllm.v1.executor.abstract import Executor
@@ -43,16 +42,9 @@ class EdgeXWorker:
         self.tree_request = engine_tree(self.vllm_config)
 
     def load_model(self) -> None:
-        import torch
-
         from tyllm import runtime
 
-        path = ensure_tree(self.tree_request)  # compiled here if missing, on every core
-        if envs.VLLM_ENABLE_V1_MULTIPROCESSING:  # an engine process of its own, not the caller's
-            # Serving, its torch work (inputs, vLLM's sampler) runs between die steps on one
-            # thread: the dies own the cores, and torch's OpenMP threads, left spinning after a
-            # parallel op, took them from the next step (8 requests: 1.03-1.14x tok/s without).
-            torch.set_num_threads(1)
+        path = ensure_tree(self.tree_request)
         if self.tree_request.workers == DISTRIBUTED:
             check_engine_rank()  # any other rank would serve its die here and leave
         self.session = runtime.load(path, workers=self.tree_request.workers)
