@@ -52,18 +52,14 @@ def digits_for(dtype: str) -> int:
     return FLOAT32_DIGITS if dtype == "float32" else HALF_PRECISION_DIGITS
 
 
-def digit_limit(digits: int) -> int:
-    """The largest |X| that `digits` balanced digits (each in [-128, 127]) write: 127 * 257..."""
-    return 127 * sum(256 ** d for d in range(digits))
-
-
 def integer_dot_macros(R: int, K: int, G: int, dtype: str, prefetch_rows: int):
     """(prepare, panel_task, scratch): the input's digits, steps and group sums once a call,
     then one task's panels; `scratch` declares their buffers in the kernel."""
     H, KG, f32 = G // 2, K // G, "float32"
     DIGITS = digits_for(dtype)
-    LIMIT = digit_limit(DIGITS) - 1  # the largest input's X: one below, as x * LIMIT / x rounds
-    OFFSET = 128 * sum(256 ** d for d in range(DIGITS))  # X + OFFSET: the digits + 128, unsigned
+    ONES = sum(256 ** d for d in range(DIGITS))  # the number whose digits are all 1
+    LIMIT = 127 * ONES - 1  # the largest input's X, one below what the digits write (rounding)
+    OFFSET = 128 * ONES  # X + OFFSET: each digit + 128, unsigned
     clear, write = output_macros(R, LANES, dtype)
 
     @T.macro
